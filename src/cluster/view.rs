@@ -1,0 +1,204 @@
+//! A picture of the whole network assembled from the nodes' event streams.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    net::SocketAddr,
+};
+
+use crate::{
+    output::EventRecord,
+    proto::{Event, Role},
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeState {
+    pub role: Option<Role>,
+    /// When the peer finished joining (its `joined` event).
+    pub joined_at: Option<u64>,
+    pub neighbors: BTreeSet<SocketAddr>,
+    /// Gossip messages created or received for the first time.
+    pub messages_seen: u64,
+    /// Killed, or shut down.
+    pub down: bool,
+}
+
+/// Event files are read one after another, so a receipt can be seen before
+/// the creation it answers; both are kept until they meet.
+#[derive(Debug, Clone, Default)]
+struct MessageState {
+    /// Who created it and when, once that event has been read.
+    created: Option<(SocketAddr, u64)>,
+    receivers: BTreeSet<SocketAddr>,
+}
+
+#[derive(Debug, Default)]
+pub struct NetworkView {
+    nodes: BTreeMap<SocketAddr, NodeState>,
+    messages: HashMap<String, MessageState>,
+}
+
+/// The one-line figures `up` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub peers_up: usize,
+    pub peers_total: usize,
+    pub links: usize,
+    pub messages: usize,
+    pub delivered: usize,
+    pub expected: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ratio = if self.expected == 0 {
+            100.0
+        } else {
+            100.0 * self.delivered as f64 / self.expected as f64
+        };
+        write!(
+            f,
+            "peers {}/{} up | links {} | gossip: {} messages, delivered {}/{} ({ratio:.1}%)",
+            self.peers_up,
+            self.peers_total,
+            self.links,
+            self.messages,
+            self.delivered,
+            self.expected
+        )
+    }
+}
+
+impl NetworkView {
+    pub fn apply(&mut self, record: &EventRecord) {
+        let node = self.nodes.entry(record.node).or_default();
+        match &record.event {
+            Event::Listening { role } => node.role = Some(*role),
+            Event::Joined { .. } => node.joined_at = Some(record.ts_us),
+            Event::NeighborUp { peer } => {
+                node.neighbors.insert(*peer);
+            }
+            Event::NeighborDown { peer } => {
+                node.neighbors.remove(peer);
+            }
+            Event::Shutdown => node.down = true,
+            Event::GossipCreated { msg } => {
+                node.messages_seen += 1;
+                self.messages.entry(msg.clone()).or_default().created =
+                    Some((record.node, record.ts_us));
+            }
+            Event::GossipReceived { msg, .. } => {
+                node.messages_seen += 1;
+                self.messages
+                    .entry(msg.clone())
+                    .or_default()
+                    .receivers
+                    .insert(record.node);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn mark_down(&mut self, node: SocketAddr) {
+        let state = self.nodes.entry(node).or_default();
+        state.down = true;
+        state.neighbors.clear();
+    }
+
+    pub fn node(&self, addr: &SocketAddr) -> Option<&NodeState> {
+        self.nodes.get(addr)
+    }
+
+    fn live_peers(&self) -> impl Iterator<Item = (&SocketAddr, &NodeState)> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.role == Some(Role::Peer) && !n.down)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut links = BTreeSet::new();
+        for (a, n) in self.live_peers() {
+            for b in &n.neighbors {
+                if self.nodes.get(b).is_some_and(|s| !s.down) {
+                    links.insert((*a.min(b), *a.max(b)));
+                }
+            }
+        }
+        // A live peer should get every message created after it joined,
+        // except its own.
+        let (mut delivered, mut expected) = (0, 0);
+        for m in self.messages.values() {
+            let Some((origin, created_at)) = m.created else {
+                continue;
+            };
+            for (addr, peer) in self.live_peers() {
+                if *addr != origin && peer.joined_at.is_some_and(|t| t <= created_at) {
+                    expected += 1;
+                    delivered += usize::from(m.receivers.contains(addr));
+                }
+            }
+        }
+        Summary {
+            peers_up: self.live_peers().count(),
+            peers_total: self
+                .nodes
+                .values()
+                .filter(|n| n.role == Some(Role::Peer))
+                .count(),
+            links: links.len(),
+            messages: self
+                .messages
+                .values()
+                .filter(|m| m.created.is_some())
+                .count(),
+            delivered,
+            expected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(port: u16, ts_us: u64, event: Event) -> EventRecord {
+        EventRecord {
+            ts_us,
+            node: SocketAddr::from(([127, 0, 0, 1], port)),
+            event,
+        }
+    }
+
+    fn a(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn delivery_counts_only_peers_that_had_joined() {
+        let mut view = NetworkView::default();
+        for (port, joined) in [(1, 10), (2, 10), (3, 50)] {
+            view.apply(&rec(port, 0, Event::Listening { role: Role::Peer }));
+            view.apply(&rec(port, joined, Event::Joined { neighbors: vec![] }));
+        }
+        view.apply(&rec(1, 5, Event::NeighborUp { peer: a(2) }));
+        view.apply(&rec(2, 5, Event::NeighborUp { peer: a(1) }));
+        // The receipt is read before the creation, as happens across files.
+        view.apply(&rec(
+            2,
+            21,
+            Event::GossipReceived {
+                msg: "m".into(),
+                from: a(1),
+                hops: 1,
+            },
+        ));
+        view.apply(&rec(1, 20, Event::GossipCreated { msg: "m".into() }));
+        let s = view.summary();
+        // Peer 3 joined after "m" was created, so only peer 2 expected it.
+        assert_eq!((s.delivered, s.expected), (1, 1));
+        assert_eq!((s.peers_up, s.links, s.messages), (3, 1, 1));
+        view.mark_down(a(2));
+        let s = view.summary();
+        assert_eq!((s.peers_up, s.links, s.expected), (2, 0, 0));
+    }
+}

@@ -1,0 +1,12 @@
+//! gossipnet: a gossip-based peer-to-peer network.
+//!
+//! Seeds keep the membership directory; peers build a power-law overlay and
+//! flood gossip with a de-duplicating Message List. The protocol logic lives
+//! in sans-IO cores ([`proto`]); [`net`] runs them on tokio.
+
+pub mod cluster;
+pub mod config;
+pub mod net;
+pub mod node;
+pub mod output;
+pub mod proto;

@@ -1,0 +1,230 @@
+//! The `gossipnet` command: run a seed, a peer, or a whole local network.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand};
+use gossipnet::{
+    cluster::{self, UpOptions},
+    config::{self, parse_duration, PeerOverrides},
+    node::{self, NodeOptions},
+    proto::{peer::PeerSettings, Role},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "gossipnet",
+    version,
+    about = "A gossip-based peer-to-peer network with seed-managed membership and a power-law overlay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a seed node: keeps the Peer List and the topology, never gossips.
+    Seed(NodeArgs),
+    /// Run a peer node: joins the overlay and gossips.
+    Peer(PeerArgs),
+    /// Start a whole local network of seeds and peers, and manage it.
+    Up(UpArgs),
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// Address to listen on, as IP:PORT, or the IP alone with PORT after it.
+    address: String,
+    /// The port, when ADDRESS is an IP alone (`gossipnet peer 127.0.0.1 6001`).
+    port: Option<u16>,
+    /// Config file listing the seeds. Default: the first of config.csv,
+    /// config.txt, config.toml, config.yml in the working directory.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Output file. Default: outputfile_<seed|peer>_<port>.txt in the working directory.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Also write the event stream, as JSON lines, to this file (docs/EVENTS.md).
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Do not print log lines on the console; the output file still gets them.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct PeerArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    #[command(flatten)]
+    settings: PeerSettingArgs,
+    /// Gossip each line read from standard input, even when it is not a
+    /// terminal. (On a terminal, typed lines are always gossiped.)
+    #[arg(long, conflicts_with = "no_stdin")]
+    stdin: bool,
+    /// Never read standard input.
+    #[arg(long)]
+    no_stdin: bool,
+}
+
+/// Peer settings; each overrides the config file's `[peer]` value.
+#[derive(Args)]
+struct PeerSettingArgs {
+    /// Time between the gossip messages a peer creates [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    gossip_interval: Option<Duration>,
+    /// Number of gossip messages a peer creates; 0 = none [default: 10].
+    #[arg(long, value_name = "N")]
+    gossip_count: Option<u32>,
+    /// Most links a joining peer opens [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_links: Option<u32>,
+}
+
+impl PeerSettingArgs {
+    fn overrides(&self) -> PeerOverrides {
+        PeerOverrides {
+            gossip_interval: self.gossip_interval,
+            gossip_count: self.gossip_count,
+            max_links: self.max_links,
+            link_exponent: None,
+        }
+    }
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Number of seed processes.
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// Number of peer processes to start with.
+    #[arg(long, default_value_t = 10)]
+    peers: usize,
+    /// Directory for the nodes' files. Default: gossipnet-runs/run-<unix time>.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Run this long, then stop every node and print a summary (no terminal needed).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    settings: PeerSettingArgs,
+}
+
+/// Exit status for a bad config or bad arguments, as clap uses for usage errors.
+const EXIT_USAGE: u8 = 2;
+
+fn listen_address(args: &NodeArgs) -> Result<SocketAddr, String> {
+    let text = args.address.trim();
+    match args.port {
+        Some(port) => text
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .map(|ip| SocketAddr::new(ip, port))
+            .map_err(|_| format!("`{text}` is not an IP address; write e.g. `127.0.0.1 {port}`")),
+        None => text.parse::<SocketAddr>().map_err(|_| {
+            format!("`{text}` is not an address; write IP:PORT (e.g. 127.0.0.1:6001) or IP PORT")
+        }),
+    }
+}
+
+fn node_options(
+    role: Role,
+    args: &NodeArgs,
+    overrides: PeerOverrides,
+    read_stdin: Option<bool>,
+) -> Result<NodeOptions, String> {
+    let listen = listen_address(args)?;
+    let path = match &args.config {
+        Some(path) => path.clone(),
+        None => {
+            let cwd = std::env::current_dir()
+                .map_err(|e| format!("cannot read the working directory: {e}"))?;
+            config::find_default(&cwd).map_err(|e| e.to_string())?
+        }
+    };
+    let config = config::load(&path).map_err(|e| e.to_string())?;
+    let peer = overrides
+        .or(config.peer.clone())
+        .apply_to(PeerSettings::default());
+    Ok(NodeOptions {
+        role,
+        listen,
+        config,
+        output: args.output.clone(),
+        events: args.events.clone(),
+        console: !args.quiet,
+        read_stdin,
+        peer,
+    })
+}
+
+fn run_node(
+    role: Role,
+    args: &NodeArgs,
+    overrides: PeerOverrides,
+    read_stdin: Option<bool>,
+) -> ExitCode {
+    let options = match node_options(role, args, overrides, read_stdin) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match node::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Seed(args) => run_node(Role::Seed, &args, PeerOverrides::default(), Some(false)),
+        Command::Peer(args) => {
+            let read_stdin = match (args.stdin, args.no_stdin) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            run_node(
+                Role::Peer,
+                &args.node,
+                args.settings.overrides(),
+                read_stdin,
+            )
+        }
+        Command::Up(args) => {
+            let exe = match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => {
+                    eprintln!("error: cannot find the gossipnet binary to start nodes from: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let options = UpOptions {
+                seeds: args.seeds,
+                peers: args.peers,
+                run_dir: args.run_dir,
+                duration: args.duration,
+                peer: args.settings.overrides(),
+                exe,
+            };
+            match cluster::run(options) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

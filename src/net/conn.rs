@@ -1,0 +1,164 @@
+//! One task per TCP connection: framing, the HELLO check, and the copy of
+//! frames between the socket and the node's driver.
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::{net::TcpStream, sync::mpsc, time::timeout};
+use tokio_util::{
+    bytes::Bytes,
+    codec::{Framed, LengthDelimitedCodec},
+};
+
+use crate::proto::message::{Message, Role, MAX_FRAME_LEN, PROTOCOL_VERSION};
+
+/// A peer that says nothing this long after connecting is dropped, so idle
+/// sockets cannot pile up.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A dial that has not connected by then counts as failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The remote closed it, or we did.
+    Ended,
+    /// A socket error, or a dial that failed.
+    Io(String),
+    /// The remote broke the protocol; logged as a protocol error.
+    Protocol(String),
+}
+
+/// What a connection task tells the driver.
+#[derive(Debug)]
+pub enum ConnEvent {
+    Hello {
+        id: ConnId,
+        listen: SocketAddr,
+        role: Role,
+    },
+    Frame {
+        id: ConnId,
+        msg: Message,
+    },
+    Closed {
+        id: ConnId,
+        reason: CloseReason,
+    },
+}
+
+/// 4-byte big-endian length, then the body; bodies over 1 MiB are refused
+/// before they are read.
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(MAX_FRAME_LEN)
+        .new_codec()
+}
+
+/// Runs a connection we dialled: connect, say HELLO, then [`serve`].
+pub async fn dial(
+    id: ConnId,
+    target: SocketAddr,
+    hello: Message,
+    outbox: mpsc::Receiver<Message>,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return report_closed(&events, id, CloseReason::Io(e.to_string())).await,
+        Err(_) => {
+            let reason = CloseReason::Io(format!("no answer within {CONNECT_TIMEOUT:?}"));
+            return report_closed(&events, id, reason).await;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, codec());
+    if let Err(e) = framed.send(Bytes::from(hello.to_json())).await {
+        return report_closed(&events, id, CloseReason::Io(e.to_string())).await;
+    }
+    serve(id, framed, outbox, events).await
+}
+
+/// Runs an accepted connection.
+pub async fn accept(
+    id: ConnId,
+    stream: TcpStream,
+    outbox: mpsc::Receiver<Message>,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let _ = stream.set_nodelay(true);
+    serve(id, Framed::new(stream, codec()), outbox, events).await
+}
+
+async fn report_closed(events: &mpsc::Sender<ConnEvent>, id: ConnId, reason: CloseReason) {
+    // The driver may be gone during shutdown; then nobody needs to know.
+    let _ = events.send(ConnEvent::Closed { id, reason }).await;
+}
+
+async fn serve(
+    id: ConnId,
+    mut framed: Framed<TcpStream, LengthDelimitedCodec>,
+    mut outbox: mpsc::Receiver<Message>,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
+    tokio::pin!(hello_deadline);
+    let mut greeted = false;
+    let reason = loop {
+        tokio::select! {
+            frame = framed.next() => {
+                let body = match frame {
+                    None => break CloseReason::Ended,
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        break CloseReason::Protocol(format!(
+                            "frame longer than the {MAX_FRAME_LEN}-byte limit"
+                        ))
+                    }
+                    Some(Err(e)) => break CloseReason::Io(e.to_string()),
+                    Some(Ok(body)) => body,
+                };
+                let event = match (Message::from_json(&body), greeted) {
+                    (Err(e), _) => break CloseReason::Protocol(e.to_string()),
+                    (Ok(Message::Hello { version, role, listen }), false) => {
+                        if version != PROTOCOL_VERSION {
+                            break CloseReason::Protocol(format!(
+                                "protocol version {version}, this node speaks {PROTOCOL_VERSION}"
+                            ));
+                        }
+                        greeted = true;
+                        ConnEvent::Hello { id, listen, role }
+                    }
+                    (Ok(msg), false) => {
+                        break CloseReason::Protocol(format!("{} before HELLO", msg.kind()))
+                    }
+                    (Ok(Message::Hello { .. }), true) => {
+                        break CloseReason::Protocol("second HELLO".into())
+                    }
+                    (Ok(msg), true) => ConnEvent::Frame { id, msg },
+                };
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            out = outbox.recv() => match out {
+                Some(msg) => {
+                    if let Err(e) = framed.send(Bytes::from(msg.to_json())).await {
+                        break CloseReason::Io(e.to_string());
+                    }
+                }
+                // The driver dropped us: close after what was already sent.
+                None => break CloseReason::Ended,
+            },
+            () = &mut hello_deadline, if !greeted => {
+                break CloseReason::Protocol(format!("no HELLO within {HELLO_TIMEOUT:?}"));
+            }
+        }
+    };
+    let _ = SinkExt::<Bytes>::flush(&mut framed).await;
+    report_closed(&events, id, reason).await;
+}

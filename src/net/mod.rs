@@ -1,0 +1,6 @@
+//! The network: a thin tokio driver around the sans-IO cores.
+
+pub mod conn;
+pub mod driver;
+
+pub use driver::{run, Clock};

@@ -1,0 +1,185 @@
+//! Starting one seed or peer process: from parsed arguments to a running
+//! driver, with clear errors for everything that can stop it starting.
+
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
+    sync::mpsc,
+};
+
+use crate::{
+    config::Config,
+    net,
+    output::{LogSink, OutputError},
+    proto::{
+        peer::{PeerCore, PeerSettings},
+        seed::SeedCore,
+        Role,
+    },
+};
+
+/// Everything needed to run one node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub role: Role,
+    /// Where to listen; port 0 picks a free port (peers only).
+    pub listen: SocketAddr,
+    pub config: Config,
+    /// Default: `outputfile_<role>_<port>.txt` in the working directory.
+    pub output: Option<PathBuf>,
+    pub events: Option<PathBuf>,
+    /// Print events on standard output as well.
+    pub console: bool,
+    /// Gossip typed lines. Default: when standard input is a terminal.
+    pub read_stdin: Option<bool>,
+    pub peer: PeerSettings,
+}
+
+/// Why a node could not start. Nothing was started when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The address cannot identify this node to others.
+    #[error("{addr} cannot be a node's address: give the IP other machines reach this one at (for one machine, 127.0.0.1)")]
+    Unspecified { addr: SocketAddr },
+    /// A seed must be one of the seeds the config lists.
+    #[error("seed {addr} is not listed in {config}; add it there or start the seed on a listed address ({listed})")]
+    SeedNotInConfig {
+        addr: SocketAddr,
+        config: PathBuf,
+        listed: String,
+    },
+    /// Peers and seeds must not share an address.
+    #[error("peer {addr} is listed as a seed in {config}; choose another port for the peer")]
+    PeerIsSeed { addr: SocketAddr, config: PathBuf },
+    /// Seeds need fixed, known ports.
+    #[error("a seed needs a fixed port; port 0 is only for peers")]
+    SeedPortZero,
+    #[error("cannot listen on {addr}: {source}; is another node already using that port? Pick another, or stop that node")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl NodeOptions {
+    fn check(&self) -> Result<(), NodeError> {
+        let addr = self.listen;
+        if addr.ip().is_unspecified() {
+            return Err(NodeError::Unspecified { addr });
+        }
+        let listed = self.config.seeds.contains(&addr);
+        match self.role {
+            Role::Seed if addr.port() == 0 => Err(NodeError::SeedPortZero),
+            Role::Seed if !listed => Err(NodeError::SeedNotInConfig {
+                addr,
+                config: self.config.path.clone(),
+                listed: self
+                    .config
+                    .seeds
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            Role::Peer if listed => Err(NodeError::PeerIsSeed {
+                addr,
+                config: self.config.path.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM, then shuts it down cleanly.
+pub fn run(options: NodeOptions) -> Result<(), NodeError> {
+    options.check()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NodeError::Runtime)?;
+    runtime.block_on(run_async(options))
+}
+
+async fn run_async(options: NodeOptions) -> Result<(), NodeError> {
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let role_name = match options.role {
+        Role::Seed => "seed",
+        Role::Peer => "peer",
+    };
+    let output = options
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("outputfile_{role_name}_{}.txt", addr.port())));
+    let sink = LogSink::open(addr, &output, options.events.as_deref(), options.console)?;
+    let shutdown = shutdown_signal();
+    match options.role {
+        Role::Seed => net::run(SeedCore::new(addr), listener, sink, None, shutdown).await,
+        Role::Peer => {
+            let read_stdin = options
+                .read_stdin
+                .unwrap_or_else(|| std::io::stdin().is_terminal());
+            let lines = read_stdin.then(spawn_stdin_reader);
+            let core = PeerCore::new(
+                addr,
+                options.config.seeds.clone(),
+                options.peer.clone(),
+                ChaCha8Rng::from_os_rng(),
+            );
+            net::run(core, listener, sink, lines, shutdown).await
+        }
+    }
+    Ok(())
+}
+
+fn spawn_stdin_reader() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(net::driver::USER_LINE_QUEUE);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Resolves on Ctrl+C (SIGINT) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,58 @@
+//! Sans-IO protocol cores.
+//!
+//! Nothing in here opens a socket, reads a clock or spawns a task. A core is
+//! driven by method calls (`handle_message`, `handle_timer`, ...) that carry
+//! the current [`Timestamp`], and it answers with [`Output`] values that the
+//! caller drains: send this, dial that, close this link, wake me at that
+//! time, log this event. The tokio driver (`crate::net`) and the simulator
+//! run the very same cores. The pattern follows quinn-proto, raft-rs
+//! (`RawNode`) and iroh-gossip's `proto` module.
+
+pub mod event;
+pub mod message;
+pub mod peer;
+pub mod seed;
+pub mod time;
+pub mod topology;
+
+use std::net::SocketAddr;
+
+pub use event::Event;
+pub use message::{Message, Role};
+pub use time::Timestamp;
+
+/// Something a core asks its driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output<T> {
+    /// Deliver `msg` to the node that listens on `to`, dialling it first if
+    /// there is no connection. A failed dial comes back as `handle_link_down`.
+    Send { to: SocketAddr, msg: Message },
+    /// Open an overlay link to `to`; success comes back as `handle_link_up`.
+    Connect(SocketAddr),
+    /// Drop the connection to `to`, if any.
+    Close(SocketAddr),
+    /// Call `handle_timer(timer)` at or after `at`. Timers may fire late; a
+    /// core ignores one that no longer applies.
+    Timer { timer: T, at: Timestamp },
+    /// Log this event.
+    Event(Event),
+}
+
+/// The interface every driver uses to run a core.
+pub trait Core {
+    type Timer: Clone + std::fmt::Debug + Send + 'static;
+
+    fn role(&self) -> Role;
+    /// The listen address: the node's identity.
+    fn addr(&self) -> SocketAddr;
+    fn start(&mut self, now: Timestamp);
+    fn handle_message(&mut self, from: SocketAddr, msg: Message, now: Timestamp);
+    /// A connection to `remote` completed its HELLO exchange.
+    fn handle_link_up(&mut self, remote: SocketAddr, role: Role, now: Timestamp);
+    /// The connection to `remote` is gone, or could not be opened.
+    fn handle_link_down(&mut self, remote: SocketAddr, now: Timestamp);
+    fn handle_timer(&mut self, timer: Self::Timer, now: Timestamp);
+    /// A line the user typed. Only peers gossip it; seeds ignore it.
+    fn handle_user_line(&mut self, _line: &str, _now: Timestamp) {}
+    fn poll_output(&mut self) -> Option<Output<Self::Timer>>;
+}

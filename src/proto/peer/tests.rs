@@ -1,0 +1,438 @@
+use std::net::SocketAddr;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn seeds(n: u16) -> Vec<SocketAddr> {
+    (0..n).map(|i| addr(5010 + i)).collect()
+}
+
+fn peer(n_seeds: u16, rng_seed: u64) -> PeerCore<ChaCha8Rng> {
+    let settings = PeerSettings {
+        gossip_count: 3,
+        ..PeerSettings::default()
+    };
+    PeerCore::new(
+        addr(6000),
+        seeds(n_seeds),
+        settings,
+        ChaCha8Rng::seed_from_u64(rng_seed),
+    )
+}
+
+fn drain(core: &mut PeerCore<ChaCha8Rng>) -> Vec<Output<PeerTimer>> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn sends_of(outputs: &[Output<PeerTimer>], kind: &str) -> Vec<SocketAddr> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } if msg.kind() == kind => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
+fn gossip_sends(outputs: &[Output<PeerTimer>]) -> Vec<(SocketAddr, String, u32)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                msg: Message::Gossip { msg, hops },
+            } => Some((*to, msg.clone(), *hops)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(outputs: &[Output<PeerTimer>]) -> Vec<Event> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn now() -> Timestamp {
+    Timestamp(1_740_466_800_000_000)
+}
+
+/// Registers `core` and answers its list requests with `peers`; returns the
+/// outputs of the last step.
+fn join_with(core: &mut PeerCore<ChaCha8Rng>, peers: &[PeerEntry]) -> Vec<Output<PeerTimer>> {
+    core.start(now());
+    let asked = sends_of(&drain(core), "REGISTER_REQUEST");
+    for seed in &asked {
+        core.handle_message(*seed, Message::RegisterAck {}, now());
+    }
+    let list_requests = sends_of(&drain(core), "PEER_LIST_REQUEST");
+    assert_eq!(list_requests.len(), asked.len());
+    for seed in list_requests {
+        core.handle_message(
+            seed,
+            Message::PeerList {
+                peers: peers.to_vec(),
+            },
+            now(),
+        );
+    }
+    drain(core)
+}
+
+fn entry(port: u16, degree: u32) -> PeerEntry {
+    PeerEntry {
+        addr: addr(port),
+        degree,
+    }
+}
+
+/// A joined peer linked to `neighbors`, with its outputs drained.
+fn linked_peer(neighbors: &[u16]) -> PeerCore<ChaCha8Rng> {
+    let mut core = peer(3, 11);
+    join_with(&mut core, &[]);
+    for &p in neighbors {
+        core.handle_link_up(addr(p), Role::Peer, now());
+    }
+    drain(&mut core);
+    core
+}
+
+#[test]
+fn registration_goes_to_a_majority_of_distinct_seeds() {
+    for (n, quorum) in [(2, 2), (3, 2), (4, 3), (5, 3), (7, 4)] {
+        let mut core = peer(n, u64::from(n));
+        core.start(now());
+        let mut asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
+        asked.sort();
+        asked.dedup();
+        assert_eq!(asked.len(), quorum, "{n} seeds");
+        assert!(asked.iter().all(|s| seeds(n).contains(s)));
+    }
+}
+
+#[test]
+fn peer_is_registered_only_after_a_majority_acknowledges() {
+    let mut core = peer(3, 1);
+    core.start(now());
+    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
+    core.handle_message(asked[0], Message::RegisterAck {}, now());
+    let after_one = drain(&mut core);
+    assert!(events(&after_one).is_empty(), "{after_one:?}");
+    assert!(sends_of(&after_one, "PEER_LIST_REQUEST").is_empty());
+    core.handle_message(asked[1], Message::RegisterAck {}, now());
+    let after_two = drain(&mut core);
+    assert!(events(&after_two)
+        .iter()
+        .any(|e| matches!(e, Event::Registered { seeds } if seeds.len() == 2)));
+    assert_eq!(sends_of(&after_two, "PEER_LIST_REQUEST").len(), 2);
+}
+
+#[test]
+fn an_ack_from_a_seed_never_asked_does_not_count() {
+    let mut core = peer(5, 3);
+    core.start(now());
+    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
+    let stranger = seeds(5).into_iter().find(|s| !asked.contains(s)).unwrap();
+    core.handle_message(stranger, Message::RegisterAck {}, now());
+    core.handle_message(asked[0], Message::RegisterAck {}, now());
+    core.handle_message(asked[1], Message::RegisterAck {}, now());
+    assert_eq!(core.registered_seeds().count(), 2);
+    assert!(!core.registered_seeds().any(|s| s == stranger));
+}
+
+#[test]
+fn a_silent_seed_is_retried_and_another_seed_is_asked() {
+    let mut core = peer(3, 5);
+    core.start(now());
+    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
+    core.handle_message(asked[0], Message::RegisterAck {}, now());
+    drain(&mut core);
+    core.handle_timer(PeerTimer::Retry, now() + Duration::from_secs(1));
+    let retry = drain(&mut core);
+    let mut resent = sends_of(&retry, "REGISTER_REQUEST");
+    resent.sort();
+    // The silent seed again, plus the third seed; never the one that answered.
+    assert_eq!(resent.len(), 2, "{retry:?}");
+    assert!(!resent.contains(&asked[0]));
+    assert!(events(&retry).iter().any(|e| matches!(
+        e,
+        Event::RegisterWaiting {
+            answered: 1,
+            needed: 2
+        }
+    )));
+}
+
+#[test]
+fn joining_peer_opens_at_least_one_link_when_other_peers_exist() {
+    for rng_seed in 0..50 {
+        let mut core = peer(3, rng_seed);
+        let out = join_with(&mut core, &[entry(6001, 0), entry(6002, 2), entry(6000, 1)]);
+        let connects: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Connect(a) => Some(*a),
+                _ => None,
+            })
+            .collect();
+        assert!(!connects.is_empty(), "seed {rng_seed}: no link");
+        assert!(!connects.contains(&addr(6000)), "linked to itself");
+    }
+}
+
+#[test]
+fn the_union_of_peer_lists_is_used() {
+    let mut core = peer(3, 8);
+    core.start(now());
+    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
+    for seed in &asked {
+        core.handle_message(*seed, Message::RegisterAck {}, now());
+    }
+    drain(&mut core);
+    // Each seed knows one different peer; with max_links 1 we would miss
+    // nothing only if both lists are merged.
+    core.handle_message(
+        asked[0],
+        Message::PeerList {
+            peers: vec![entry(6001, 1)],
+        },
+        now(),
+    );
+    core.handle_message(
+        asked[1],
+        Message::PeerList {
+            peers: vec![entry(6002, 1)],
+        },
+        now(),
+    );
+    let out = drain(&mut core);
+    let chosen = events(&out)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::NeighborsChosen { candidates, .. } => Some(candidates),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(chosen, 2);
+    assert_eq!(
+        events(&out)
+            .iter()
+            .filter(|e| matches!(e, Event::PeerList { .. }))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn first_peer_joins_alone_and_looks_for_peers_again() {
+    let mut core = peer(3, 2);
+    let out = join_with(&mut core, &[]);
+    assert!(events(&out)
+        .iter()
+        .any(|e| matches!(e, Event::Joined { neighbors } if neighbors.is_empty())));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Timer {
+            timer: PeerTimer::Lonely,
+            ..
+        }
+    )));
+    core.handle_timer(PeerTimer::Lonely, now() + Duration::from_secs(2));
+    let again = drain(&mut core);
+    assert_eq!(sends_of(&again, "PEER_LIST_REQUEST").len(), 2);
+}
+
+#[test]
+fn join_completes_when_every_chosen_link_has_resolved() {
+    let mut core = peer(3, 4);
+    let out = join_with(&mut core, &[entry(6001, 1)]);
+    assert!(out.contains(&Output::Connect(addr(6001))));
+    assert!(!core.is_joined());
+    core.handle_link_down(addr(6001), now());
+    let out = drain(&mut core);
+    assert!(core.is_joined());
+    assert!(events(&out)
+        .iter()
+        .any(|e| matches!(e, Event::Joined { neighbors } if neighbors.is_empty())));
+}
+
+#[test]
+fn links_are_reported_to_the_registered_seeds() {
+    let mut core = peer(3, 4);
+    join_with(&mut core, &[entry(6001, 1)]);
+    core.handle_link_up(addr(6001), Role::Peer, now());
+    let out = drain(&mut core);
+    let reports: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                msg: Message::LinkReport { neighbors },
+            } => Some((*to, neighbors.clone())),
+            _ => None,
+        })
+        .collect();
+    let registered: Vec<_> = core.registered_seeds().collect();
+    assert_eq!(reports.len(), registered.len());
+    for (to, neighbors) in reports {
+        assert!(registered.contains(&to));
+        assert_eq!(neighbors, vec![addr(6001)]);
+    }
+}
+
+#[test]
+fn gossip_starts_with_a_neighbour_and_stops_at_the_count() {
+    let mut core = peer(3, 6);
+    join_with(&mut core, &[entry(6001, 1)]);
+    core.handle_link_up(addr(6001), Role::Peer, now());
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Timer {
+        timer: PeerTimer::Gossip,
+        at: now()
+    }));
+    let mut created = Vec::new();
+    let mut at = now();
+    for _ in 0..5 {
+        core.handle_timer(PeerTimer::Gossip, at);
+        let out = drain(&mut core);
+        created.extend(gossip_sends(&out));
+        at = at + Duration::from_secs(5);
+    }
+    let texts: Vec<_> = created.iter().map(|(_, m, _)| m.clone()).collect();
+    assert_eq!(texts.len(), 3, "gossip_count is 3: {texts:?}");
+    assert_eq!(texts[0], "1740466800.000000:127.0.0.1:1");
+    assert_eq!(texts[2], "1740466810.000000:127.0.0.1:3");
+    assert!(created
+        .iter()
+        .all(|(to, _, hops)| *to == addr(6001) && *hops == 0));
+}
+
+#[test]
+fn no_gossip_is_created_without_a_neighbour() {
+    let mut core = peer(3, 6);
+    join_with(&mut core, &[]);
+    core.handle_timer(PeerTimer::Gossip, now());
+    assert!(gossip_sends(&drain(&mut core)).is_empty());
+    assert_eq!(core.stats().created, 0);
+}
+
+#[test]
+fn first_receipt_is_forwarded_to_every_neighbour_but_the_sender() {
+    let mut core = linked_peer(&[6001, 6002, 6003]);
+    core.handle_message(
+        addr(6002),
+        Message::Gossip {
+            msg: "1.0:127.0.0.9:1".into(),
+            hops: 4,
+        },
+        now(),
+    );
+    let out = drain(&mut core);
+    let mut targets: Vec<_> = gossip_sends(&out).into_iter().map(|(to, ..)| to).collect();
+    targets.sort();
+    assert_eq!(targets, vec![addr(6001), addr(6003)]);
+    assert!(gossip_sends(&out).iter().all(|(_, _, hops)| *hops == 5));
+    assert!(events(&out).contains(&Event::GossipReceived {
+        msg: "1.0:127.0.0.9:1".into(),
+        from: addr(6002),
+        hops: 5
+    }));
+}
+
+#[test]
+fn a_duplicate_is_dropped_and_not_reported() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let gossip = Message::Gossip {
+        msg: "1.0:127.0.0.9:1".into(),
+        hops: 0,
+    };
+    core.handle_message(addr(6001), gossip.clone(), now());
+    drain(&mut core);
+    core.handle_message(addr(6002), gossip.clone(), now());
+    core.handle_message(addr(6001), gossip, now());
+    let out = drain(&mut core);
+    assert!(out.is_empty(), "duplicate produced {out:?}");
+    assert_eq!(core.stats().duplicates_dropped, 2);
+    assert_eq!(core.stats().received_first, 1);
+}
+
+#[test]
+fn own_message_coming_back_is_a_duplicate() {
+    let mut core = linked_peer(&[6001, 6002]);
+    core.handle_timer(PeerTimer::Gossip, now());
+    let sent = gossip_sends(&drain(&mut core));
+    let (_, text, _) = sent[0].clone();
+    core.handle_message(addr(6002), Message::Gossip { msg: text, hops: 3 }, now());
+    assert!(drain(&mut core).is_empty());
+}
+
+#[test]
+fn a_typed_line_is_gossiped_to_all_neighbours() {
+    let mut core = linked_peer(&[6001, 6002]);
+    core.handle_user_line("  hello world \n", now());
+    let out = drain(&mut core);
+    let sent = gossip_sends(&out);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].1, "1740466800.000000:127.0.0.1:hello world");
+    core.handle_user_line("   ", now());
+    assert!(drain(&mut core).is_empty(), "a blank line was gossiped");
+}
+
+#[test]
+fn unexpected_message_closes_only_that_connection() {
+    let mut core = linked_peer(&[6001]);
+    core.handle_message(addr(6001), Message::RegisterRequest {}, now());
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Close(addr(6001))));
+    assert!(matches!(
+        events(&out)[0],
+        Event::ProtocolError { remote, .. } if remote == addr(6001)
+    ));
+    // Gossip from a connection that is not an overlay link is refused too.
+    core.handle_message(
+        addr(6009),
+        Message::Gossip {
+            msg: "x".into(),
+            hops: 0,
+        },
+        now(),
+    );
+    assert!(drain(&mut core).contains(&Output::Close(addr(6009))));
+}
+
+#[test]
+fn losing_the_last_neighbour_makes_the_peer_look_again() {
+    let mut core = linked_peer(&[6001]);
+    core.handle_link_down(addr(6001), now());
+    let out = drain(&mut core);
+    assert!(events(&out).contains(&Event::NeighborDown { peer: addr(6001) }));
+    core.handle_timer(PeerTimer::Lonely, now() + Duration::from_secs(2));
+    assert_eq!(sends_of(&drain(&mut core), "PEER_LIST_REQUEST").len(), 2);
+}
+
+#[test]
+fn a_peer_with_neighbours_ignores_the_lonely_timer() {
+    let mut core = linked_peer(&[6001]);
+    core.handle_timer(PeerTimer::Lonely, now() + Duration::from_secs(2));
+    assert!(sends_of(&drain(&mut core), "PEER_LIST_REQUEST").is_empty());
+}
+
+#[test]
+fn same_rng_seed_gives_the_same_choices() {
+    let peers: Vec<_> = (1..30).map(|i| entry(6000 + i, u32::from(i % 5))).collect();
+    let run = |s| {
+        let mut core = peer(5, s);
+        join_with(&mut core, &peers)
+    };
+    assert_eq!(run(42), run(42));
+}
