@@ -14,7 +14,8 @@ use crate::{
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
     pub role: Option<Role>,
-    /// When the peer finished joining (its `joined` event).
+    /// When the peer's first overlay link came up: from then on gossip
+    /// can reach it.
     pub joined_at: Option<u64>,
     pub neighbors: BTreeSet<SocketAddr>,
     /// Gossip messages created or received for the first time.
@@ -74,8 +75,8 @@ impl NetworkView {
         let node = self.nodes.entry(record.node).or_default();
         match &record.event {
             Event::Listening { role } => node.role = Some(*role),
-            Event::Joined { .. } => node.joined_at = Some(record.ts_us),
             Event::NeighborUp { peer } => {
+                node.joined_at.get_or_insert(record.ts_us);
                 node.neighbors.insert(*peer);
             }
             Event::NeighborDown { peer } => {
@@ -176,12 +177,12 @@ mod tests {
     #[test]
     fn delivery_counts_only_peers_that_had_joined() {
         let mut view = NetworkView::default();
-        for (port, joined) in [(1, 10), (2, 10), (3, 50)] {
+        for port in [1, 2, 3] {
             view.apply(&rec(port, 0, Event::Listening { role: Role::Peer }));
-            view.apply(&rec(port, joined, Event::Joined { neighbors: vec![] }));
         }
-        view.apply(&rec(1, 5, Event::NeighborUp { peer: a(2) }));
-        view.apply(&rec(2, 5, Event::NeighborUp { peer: a(1) }));
+        view.apply(&rec(1, 10, Event::NeighborUp { peer: a(2) }));
+        view.apply(&rec(2, 10, Event::NeighborUp { peer: a(1) }));
+        view.apply(&rec(3, 50, Event::NeighborUp { peer: a(2) }));
         // The receipt is read before the creation, as happens across files.
         view.apply(&rec(
             2,

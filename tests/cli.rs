@@ -1,0 +1,252 @@
+//! The `gossipnet` command line: config errors, and `gossipnet up` (R20, R22).
+
+mod common;
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{free_ports, LineReader, BIN};
+
+fn run_peer_with_config(name: &str, text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), text).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["peer", "127.0.0.1:0", "--config", name, "--no-stdin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn a_bad_config_line_exits_with_status_2_naming_file_and_line() {
+    let (code, err) = run_peer_with_config(
+        "config.csv",
+        "127.0.0.1,5010\n127.0.0.1;5011\n127.0.0.1,5012\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("config.csv:2:"), "{err}");
+    assert!(
+        err.contains("127.0.0.1;5011"),
+        "the bad text is quoted: {err}"
+    );
+}
+
+#[test]
+fn a_single_seed_is_refused() {
+    let (code, err) = run_peer_with_config("config.txt", "127.0.0.1:5010\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("config.txt") && err.contains("at least 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_toml_typo_names_its_line() {
+    let (code, err) = run_peer_with_config(
+        "config.toml",
+        "seeds = [\"127.0.0.1:5010\", \"127.0.0.1:5011\"]\n[peer]\ngossip_intervall = \"1s\"\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("config.toml:3:"), "{err}");
+}
+
+#[test]
+fn a_missing_default_config_says_which_names_were_tried() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["peer", "127.0.0.1", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("config.csv") && err.contains("--config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_seed_must_be_listed_in_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(3);
+    let config: String = ports[..2]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}\n"))
+        .collect();
+    std::fs::write(dir.path().join("config.txt"), config).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["seed", "127.0.0.1", &ports[2].to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not listed in") && err.contains("config.txt"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("127.0.0.1:{}", ports[0])), "{err}");
+}
+
+#[test]
+fn up_with_a_duration_runs_a_network_and_stops_it_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["up", "--seeds", "3", "--peers", "4", "--duration", "3s"])
+        .args([
+            "--gossip-interval",
+            "200ms",
+            "--gossip-count",
+            "5",
+            "--run-dir",
+        ])
+        .arg(&run_dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "run directory: {}",
+            run_dir.canonicalize().unwrap().display()
+        )),
+        "{stdout}"
+    );
+    let last = stdout
+        .lines()
+        .find(|l| l.starts_with("final: "))
+        .expect("final summary");
+    // 4 peers x 5 messages, and every one delivered to the peers that had joined.
+    assert!(
+        last.contains("peers 4/4 up") && last.contains("20 messages"),
+        "{last}"
+    );
+    let delivered = last
+        .split("delivered ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let (got, want) = delivered.split_once('/').unwrap();
+    assert_eq!(got, want, "{last}");
+    assert!(want.parse::<u32>().unwrap() >= 3 * 5, "{last}");
+    // Every node was told to stop and did so cleanly.
+    let outputs: Vec<_> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("outputfile_")
+        })
+        .collect();
+    assert_eq!(outputs.len(), 7, "{outputs:?}");
+    for path in outputs {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.trim_end().ends_with("Shutting down."),
+            "{}: {text}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn up_takes_add_kill_list_and_survives_a_bad_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "up",
+            "--seeds",
+            "2",
+            "--peers",
+            "2",
+            "--gossip-count",
+            "0",
+            "--run-dir",
+            "run",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = LineReader::new(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut child = Reap(child);
+    let deadline = Duration::from_secs(20);
+    lines.wait_line("started peer-2", deadline);
+
+    writeln!(stdin, "add").unwrap();
+    let started = lines.wait_line("started peer-3 on ", deadline);
+    let port = started.rsplit(':').next().unwrap().trim().to_string();
+
+    writeln!(stdin, "frobnicate").unwrap();
+    lines.wait_line("error: unknown command `frobnicate`", deadline);
+    writeln!(stdin, "kill 1").unwrap();
+    lines.wait_line("error: no node on port 1", deadline);
+
+    writeln!(stdin, "kill {port}").unwrap();
+    lines.wait_line(&format!("killed peer-3 (port {port})"), deadline);
+    writeln!(stdin, "list").unwrap();
+    lines.wait_line("role", deadline);
+    let rows: Vec<String> = (0..5).map(|_| lines.wait_line("", deadline)).collect();
+    let killed = rows
+        .iter()
+        .find(|r| r.contains(&format!("127.0.0.1:{port} ")))
+        .expect("killed peer listed");
+    assert!(killed.contains("killed"), "{killed}");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.starts_with("seed") && r.contains("running"))
+            .count(),
+        2,
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.starts_with("peer") && r.contains("running"))
+            .count(),
+        2,
+        "{rows:?}"
+    );
+
+    writeln!(stdin, "exit").unwrap();
+    lines.wait_line("stopped every node", deadline);
+    let status = common::wait_for(
+        "up to exit",
+        deadline,
+        || child.0.try_wait().unwrap(),
+        || "still running".into(),
+    );
+    assert!(status.success());
+}

@@ -1,0 +1,352 @@
+//! Fixtures for tests that run real gossipnet processes.
+//!
+//! Every process is killed when its handle drops, so a failing test leaves
+//! nothing behind. Ports are never fixed: seeds get ports the OS just handed
+//! out, peers listen on port 0 and report theirs in their first event.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use gossipnet::{
+    cluster::EventTail,
+    output::EventRecord,
+    proto::{message::Message, Event},
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gossipnet");
+
+/// Polls `check` until it returns `Some`, or panics after `deadline` with
+/// `what` and the last thing `describe` saw.
+pub fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    describe: impl Fn() -> String,
+) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > until {
+            panic!(
+                "timed out after {deadline:?} waiting for {what}; saw: {}",
+                describe()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `n` distinct ports that were free a moment ago: all are held at once so
+/// that the OS cannot hand the same one out twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// One running node.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub dir: PathBuf,
+    tail: EventTail,
+    pub records: Vec<EventRecord>,
+    pub addr: Option<SocketAddr>,
+}
+
+impl Proc {
+    pub fn spawn(dir: &Path, name: &str, args: &[String], stdin: bool) -> Proc {
+        let events = dir.join(format!("{name}.events.jsonl"));
+        let stderr = std::fs::File::create(dir.join(format!("{name}.stderr.txt"))).unwrap();
+        let child = Command::new(BIN)
+            .current_dir(dir)
+            .args(args)
+            .arg("--events")
+            .arg(&events)
+            .arg("--quiet")
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start gossipnet");
+        Proc {
+            name: name.into(),
+            child,
+            dir: dir.to_path_buf(),
+            tail: EventTail::new(events),
+            records: Vec::new(),
+            addr: None,
+        }
+    }
+
+    /// Reads new events; returns self for chaining.
+    pub fn poll(&mut self) -> &mut Proc {
+        for record in self.tail.poll().expect("read events") {
+            self.addr.get_or_insert(record.node);
+            self.records.push(record);
+        }
+        self
+    }
+
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.records.iter().map(|r| &r.event)
+    }
+
+    pub fn count(&self, pred: impl Fn(&Event) -> bool) -> usize {
+        self.events().filter(|e| pred(e)).count()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("node has reported its address")
+    }
+
+    pub fn stdin(&mut self) -> &mut ChildStdin {
+        self.child.stdin.as_mut().expect("started with stdin")
+    }
+
+    /// Waits for an event matching `pred`.
+    pub fn wait_event(&mut self, what: &str, deadline: Duration, pred: impl Fn(&Event) -> bool) {
+        self.wait_events(what, deadline, 1, pred)
+    }
+
+    /// Waits until `count` events match `pred`.
+    pub fn wait_events(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        count: usize,
+        pred: impl Fn(&Event) -> bool,
+    ) {
+        let name = self.name.clone();
+        let this = std::cell::RefCell::new(self);
+        wait_for(
+            &format!("{name}: {what}"),
+            deadline,
+            || {
+                let mut p = this.borrow_mut();
+                p.poll();
+                (p.count(&pred) >= count).then_some(())
+            },
+            || {
+                let p = this.borrow();
+                let stderr = std::fs::read_to_string(p.dir.join(format!("{}.stderr.txt", p.name)))
+                    .unwrap_or_default();
+                format!("{:?}; stderr: {stderr}", p.events().collect::<Vec<_>>())
+            },
+        )
+    }
+
+    pub fn output_file(&self, role: &str) -> PathBuf {
+        self.dir
+            .join(format!("outputfile_{role}_{}.txt", self.addr().port()))
+    }
+
+    /// SIGTERM, then the exit status (SIGKILL after 10 s, and a panic).
+    #[cfg(unix)]
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let child = &mut self.child;
+        let name = self.name.clone();
+        wait_for(
+            &format!("{name} to exit after SIGTERM"),
+            Duration::from_secs(10),
+            || child.try_wait().unwrap(),
+            || "still running".into(),
+        )
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Seeds plus peers in one temporary directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub seeds: Vec<Proc>,
+    pub peers: Vec<Proc>,
+    peer_args: Vec<String>,
+}
+
+pub const START: Duration = Duration::from_secs(15);
+
+impl Cluster {
+    /// Starts `n` seeds listed in a config.csv and waits until they listen.
+    pub fn with_seeds(n: usize, peer_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = free_ports(n);
+        let config = dir.path().join("config.csv");
+        let lines: String = ports.iter().map(|p| format!("127.0.0.1,{p}\n")).collect();
+        std::fs::write(&config, lines).unwrap();
+        let mut seeds = Vec::new();
+        for port in ports {
+            let args = vec![
+                "seed".into(),
+                format!("127.0.0.1:{port}"),
+                "--config".into(),
+                config.display().to_string(),
+            ];
+            seeds.push(Proc::spawn(
+                dir.path(),
+                &format!("seed-{port}"),
+                &args,
+                false,
+            ));
+        }
+        for seed in &mut seeds {
+            seed.wait_event("listening", START, |e| matches!(e, Event::Listening { .. }));
+        }
+        Cluster {
+            dir,
+            config,
+            seeds,
+            peers: Vec::new(),
+            peer_args: peer_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Starts a peer on a free port and waits until it has joined.
+    pub fn add_peer(&mut self) -> usize {
+        self.add_peer_with(&[], false)
+    }
+
+    pub fn add_peer_with(&mut self, extra: &[&str], stdin: bool) -> usize {
+        let mut args: Vec<String> = vec![
+            "peer".into(),
+            "127.0.0.1:0".into(),
+            "--config".into(),
+            self.config.display().to_string(),
+        ];
+        args.extend(self.peer_args.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let name = format!("peer-{}", self.peers.len() + 1);
+        let mut peer = Proc::spawn(self.dir.path(), &name, &args, stdin);
+        peer.wait_event("joined", START, |e| matches!(e, Event::Joined { .. }));
+        self.peers.push(peer);
+        self.peers.len() - 1
+    }
+
+    pub fn poll_all(&mut self) {
+        for p in self.seeds.iter_mut().chain(self.peers.iter_mut()) {
+            p.poll();
+        }
+    }
+}
+
+/// A hand-driven connection speaking the wire protocol, for feeding nodes
+/// good and bad input.
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        RawClient { stream }
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn send(&mut self, msg: &Message) {
+        self.send_bytes(&msg.to_frame());
+    }
+
+    /// The next frame, or `None` when the node closed the connection.
+    pub fn recv(&mut self) -> Option<Message> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(Message::from_json(&body).expect("node sent a valid message"))
+    }
+
+    /// True once the node has closed the connection.
+    pub fn closed_by_node(&mut self) -> bool {
+        let mut buf = [0u8; 64];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                // A reset also means closed; a timeout means still open.
+                Err(e) => {
+                    return e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut
+                }
+            }
+        }
+    }
+}
+
+/// Lines a child prints, collected on a thread so that tests can wait for
+/// one with a deadline.
+pub struct LineReader {
+    rx: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl LineReader {
+    pub fn new(out: impl Read + Send + 'static) -> LineReader {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LineReader {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first new line containing `needle`.
+    pub fn wait_line(&mut self, needle: &str, deadline: Duration) -> String {
+        let until = Instant::now() + deadline;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out after {deadline:?} waiting for a line with {needle:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Bad input closes the one connection it came on, is logged, and the node
+//! keeps serving everyone else (issue: wire protocol; SPEC R25).
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{Cluster, Proc, RawClient};
+use gossipnet::proto::{
+    message::{Message, Role, PROTOCOL_VERSION},
+    Event,
+};
+
+fn hello(listen: SocketAddr, role: Role) -> Message {
+    Message::Hello {
+        version: PROTOCOL_VERSION,
+        role,
+        listen,
+    }
+}
+
+/// Each of these must make the node close the connection.
+fn bad_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    let mut oversized = (u32::MAX / 2).to_be_bytes().to_vec();
+    oversized.extend_from_slice(b"{}");
+    let mut random = vec![0u8, 0, 0, 40];
+    random.extend((0u8..40).map(|i| i.wrapping_mul(97).wrapping_add(13)));
+    let wrong_shape = br#"{"type":"GOSSIP","msg":42}"#;
+    let mut wrong_shape_frame = (wrong_shape.len() as u32).to_be_bytes().to_vec();
+    wrong_shape_frame.extend_from_slice(wrong_shape);
+    vec![
+        ("random bytes", random),
+        ("an oversized length", oversized),
+        ("JSON of the wrong shape", wrong_shape_frame),
+        (
+            "a message before HELLO",
+            Message::PeerListRequest {}.to_frame(),
+        ),
+        (
+            "an old protocol version",
+            Message::Hello {
+                version: 0,
+                role: Role::Peer,
+                listen: "127.0.0.1:9".parse().unwrap(),
+            }
+            .to_frame(),
+        ),
+    ]
+}
+
+fn feed_bad_input(node: &mut Proc) {
+    let addr = node.addr();
+    for (what, bytes) in bad_inputs() {
+        let mut client = RawClient::connect(addr);
+        client.send_bytes(&bytes);
+        assert!(
+            client.closed_by_node(),
+            "{what} did not close the connection to {addr}"
+        );
+    }
+    node.wait_events(
+        "one protocol_error per bad connection",
+        Duration::from_secs(10),
+        bad_inputs().len(),
+        |e| matches!(e, Event::ProtocolError { .. }),
+    );
+    assert!(node.is_running(), "{} died on bad input", node.name);
+}
+
+#[test]
+fn a_seed_survives_malformed_input_and_keeps_serving() {
+    let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
+    net.add_peer();
+    feed_bad_input(&mut net.seeds[0]);
+
+    // A well-behaved client is still served, on a new connection.
+    let seed = net.seeds[0].addr();
+    let mut client = RawClient::connect(seed);
+    client.send(&hello("127.0.0.1:9".parse().unwrap(), Role::Peer));
+    assert!(matches!(
+        client.recv(),
+        Some(Message::Hello {
+            role: Role::Seed,
+            ..
+        })
+    ));
+    client.send(&Message::PeerListRequest {});
+    let Some(Message::PeerList { .. }) = client.recv() else {
+        panic!("seed stopped answering after bad input");
+    };
+    // And a real peer can still join through it.
+    net.add_peer();
+}
+
+#[test]
+fn a_peer_survives_malformed_input_and_keeps_gossiping() {
+    let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
+    net.add_peer();
+    let victim = net.add_peer_with(&[], false);
+    feed_bad_input(&mut net.peers[victim]);
+
+    // A hand-made neighbour links to it and its gossip is taken and logged.
+    let listen = common::free_ports(1)[0];
+    let me: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    let mut client = RawClient::connect(net.peers[victim].addr());
+    client.send(&hello(me, Role::Peer));
+    assert!(matches!(
+        client.recv(),
+        Some(Message::Hello {
+            role: Role::Peer,
+            ..
+        })
+    ));
+    client.send(&Message::Gossip {
+        msg: "1.0:127.0.0.1:still alive".into(),
+        hops: 0,
+    });
+    net.peers[victim].wait_event(
+        "the gossip after bad input",
+        Duration::from_secs(10),
+        |e| matches!(e, Event::GossipReceived { msg, .. } if msg.ends_with("still alive")),
+    );
+    // It also reached the other peer, over the real overlay.
+    net.peers[0].wait_event(
+        "the forwarded gossip",
+        Duration::from_secs(10),
+        |e| matches!(e, Event::GossipReceived { msg, .. } if msg.ends_with("still alive")),
+    );
+}
