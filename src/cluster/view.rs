@@ -30,7 +30,8 @@ pub struct NodeState {
 struct MessageState {
     /// Who created it and when, once that event has been read.
     created: Option<(SocketAddr, u64)>,
-    receivers: BTreeSet<SocketAddr>,
+    /// First-receipt time at each receiver.
+    receivers: BTreeMap<SocketAddr, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +49,10 @@ pub struct Summary {
     pub messages: usize,
     pub delivered: usize,
     pub expected: usize,
+    /// Time from creation to the last expected receipt, over the messages
+    /// that reached every peer expected to get them: median and maximum.
+    pub spread_p50_us: Option<u64>,
+    pub spread_max_us: Option<u64>,
 }
 
 impl fmt::Display for Summary {
@@ -66,7 +71,12 @@ impl fmt::Display for Summary {
             self.messages,
             self.delivered,
             self.expected
-        )
+        )?;
+        if let (Some(p50), Some(max)) = (self.spread_p50_us, self.spread_max_us) {
+            let ms = |us: u64| us as f64 / 1000.0;
+            write!(f, " | spread p50 {:.1} ms, max {:.1} ms", ms(p50), ms(max))?;
+        }
+        Ok(())
     }
 }
 
@@ -94,7 +104,7 @@ impl NetworkView {
                     .entry(msg.clone())
                     .or_default()
                     .receivers
-                    .insert(record.node);
+                    .insert(record.node, record.ts_us);
             }
             _ => {}
         }
@@ -128,17 +138,30 @@ impl NetworkView {
         // A live peer should get every message created after it joined,
         // except its own.
         let (mut delivered, mut expected) = (0, 0);
+        let mut spreads = Vec::new();
         for m in self.messages.values() {
             let Some((origin, created_at)) = m.created else {
                 continue;
             };
+            let mut complete = true;
+            let mut last = created_at;
             for (addr, peer) in self.live_peers() {
                 if *addr != origin && peer.joined_at.is_some_and(|t| t <= created_at) {
                     expected += 1;
-                    delivered += usize::from(m.receivers.contains(addr));
+                    match m.receivers.get(addr) {
+                        Some(at) => {
+                            delivered += 1;
+                            last = last.max(*at);
+                        }
+                        None => complete = false,
+                    }
                 }
             }
+            if complete && last > created_at {
+                spreads.push(last - created_at);
+            }
         }
+        spreads.sort_unstable();
         Summary {
             peers_up: self.live_peers().count(),
             peers_total: self
@@ -154,6 +177,8 @@ impl NetworkView {
                 .count(),
             delivered,
             expected,
+            spread_p50_us: spreads.get(spreads.len() / 2).copied(),
+            spread_max_us: spreads.last().copied(),
         }
     }
 }
@@ -197,7 +222,8 @@ mod tests {
         let s = view.summary();
         // Peer 3 joined after "m" was created, so only peer 2 expected it.
         assert_eq!((s.delivered, s.expected), (1, 1));
-        assert_eq!((s.peers_up, s.links, s.messages), (3, 1, 1));
+        assert_eq!((s.spread_p50_us, s.spread_max_us), (Some(1), Some(1)));
+        assert_eq!((s.peers_up, s.links, s.messages), (3, 2, 1));
         view.mark_down(a(2));
         let s = view.summary();
         assert_eq!((s.peers_up, s.links, s.expected), (2, 0, 0));
