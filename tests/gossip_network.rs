@@ -63,22 +63,24 @@ fn every_peer_receives_every_message_created_after_it_joined_exactly_once() {
     // message was created must receive it. Joins are sequential here, so
     // the overlay is connected at every creation.
     let expected = |net: &Cluster| {
-        let mut want: BTreeMap<SocketAddr, BTreeSet<String>> = BTreeMap::new();
+        let mut want: BTreeMap<SocketAddr, BTreeSet<(SocketAddr, String)>> = BTreeMap::new();
         for origin in &net.peers {
             for (msg, at) in created(origin) {
                 for other in &net.peers {
                     if other.addr() != origin.addr() && joined_at(other) <= at {
-                        want.entry(other.addr()).or_default().insert(msg.clone());
+                        want.entry(other.addr())
+                            .or_default()
+                            .insert((origin.addr(), msg.clone()));
                     }
                 }
             }
         }
         want
     };
-    let received = |p: &Proc| -> Vec<String> {
+    let received = |p: &Proc| -> Vec<(SocketAddr, String)> {
         p.events()
             .filter_map(|e| match e {
-                Event::GossipReceived { msg, .. } => Some(msg.clone()),
+                Event::GossipReceived { msg, origin, .. } => Some((*origin, msg.clone())),
                 _ => None,
             })
             .collect()
@@ -94,7 +96,7 @@ fn every_peer_receives_every_message_created_after_it_joined_exactly_once() {
             net.peers
                 .iter()
                 .all(|p| {
-                    let got: BTreeSet<String> = received(p).into_iter().collect();
+                    let got: BTreeSet<(SocketAddr, String)> = received(p).into_iter().collect();
                     want.get(&p.addr()).is_none_or(|w| w.is_subset(&got))
                 })
                 .then_some(())
@@ -105,7 +107,7 @@ fn every_peer_receives_every_message_created_after_it_joined_exactly_once() {
             net.peers
                 .iter()
                 .map(|p| {
-                    let got: BTreeSet<String> = received(p).into_iter().collect();
+                    let got: BTreeSet<(SocketAddr, String)> = received(p).into_iter().collect();
                     let missing = want
                         .get(&p.addr())
                         .map(|w| w.difference(&got).count())
@@ -136,9 +138,8 @@ fn every_peer_receives_every_message_created_after_it_joined_exactly_once() {
             "{} logged a first receipt twice",
             p.addr()
         );
-        let own: BTreeSet<_> = created(p).into_iter().map(|(m, _)| m).collect();
         assert!(
-            unique.iter().all(|m| !own.contains(*m)),
+            unique.iter().all(|(origin, _)| *origin != p.addr()),
             "{} received its own message",
             p.addr()
         );

@@ -112,6 +112,7 @@ fn a_peer_survives_malformed_input_and_keeps_gossiping() {
         })
     ));
     client.send(&Message::Gossip {
+        origin: me,
         msg: "1.0:127.0.0.1:still alive".into(),
         hops: 0,
     });

@@ -37,7 +37,8 @@ struct MessageState {
 #[derive(Debug, Default)]
 pub struct NetworkView {
     nodes: BTreeMap<SocketAddr, NodeState>,
-    messages: HashMap<String, MessageState>,
+    /// Keyed by origin and text, as the Message List is.
+    messages: HashMap<(SocketAddr, String), MessageState>,
 }
 
 /// The one-line figures `up` shows.
@@ -95,13 +96,15 @@ impl NetworkView {
             Event::Shutdown => node.down = true,
             Event::GossipCreated { msg } => {
                 node.messages_seen += 1;
-                self.messages.entry(msg.clone()).or_default().created =
-                    Some((record.node, record.ts_us));
+                self.messages
+                    .entry((record.node, msg.clone()))
+                    .or_default()
+                    .created = Some((record.node, record.ts_us));
             }
-            Event::GossipReceived { msg, .. } => {
+            Event::GossipReceived { msg, origin, .. } => {
                 node.messages_seen += 1;
                 self.messages
-                    .entry(msg.clone())
+                    .entry((*origin, msg.clone()))
                     .or_default()
                     .receivers
                     .insert(record.node, record.ts_us);
@@ -215,6 +218,7 @@ mod tests {
             Event::GossipReceived {
                 msg: "m".into(),
                 from: a(1),
+                origin: a(1),
                 hops: 1,
             },
         ));

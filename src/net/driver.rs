@@ -352,11 +352,17 @@ impl<C: Core> Driver<C> {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        if conn.outbox.try_send(msg).is_err() {
-            let reason = CloseReason::Protocol(format!(
-                "send queue of {CONN_SEND_QUEUE} frames is full; the remote is too slow"
-            ));
-            self.on_closed(id, reason);
+        match conn.outbox.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let reason = CloseReason::Protocol(format!(
+                    "send queue of {CONN_SEND_QUEUE} frames is full; the remote is too slow"
+                ));
+                self.on_closed(id, reason);
+            }
+            // The task has ended; its Closed event, with the real reason,
+            // is on its way.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 

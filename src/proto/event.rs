@@ -71,6 +71,11 @@ pub enum Event {
     NeighborDown {
         peer: SocketAddr,
     },
+    /// A typed line was not gossiped because it is too long.
+    UserLineRefused {
+        bytes: usize,
+        limit: usize,
+    },
     /// This peer made a gossip message.
     GossipCreated {
         msg: String,
@@ -78,7 +83,10 @@ pub enum Event {
     /// First receipt of a gossip message; duplicates are not reported.
     GossipReceived {
         msg: String,
+        /// The neighbour it came from.
         from: SocketAddr,
+        /// The peer that created it.
+        origin: SocketAddr,
         hops: u32,
     },
 
@@ -118,7 +126,13 @@ fn addrs(list: &[SocketAddr]) -> String {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Listening { role } => write!(f, "{role:?} listening"),
+            Event::Listening { role } => {
+                let role = match role {
+                    Role::Seed => "seed",
+                    Role::Peer => "peer",
+                };
+                write!(f, "LISTENING as {role}")
+            }
             Event::ProtocolError { remote, reason } => {
                 write!(
                     f,
@@ -156,8 +170,14 @@ impl fmt::Display for Event {
             }
             Event::NeighborUp { peer } => write!(f, "NEIGHBOUR UP {peer}"),
             Event::NeighborDown { peer } => write!(f, "NEIGHBOUR DOWN {peer}"),
+            Event::UserLineRefused { bytes, limit } => write!(
+                f,
+                "typed line of {bytes} bytes not gossiped: the limit is {limit} bytes"
+            ),
             Event::GossipCreated { msg } => write!(f, "GOSSIP created: '{msg}'"),
-            Event::GossipReceived { msg, from, hops } => write!(
+            Event::GossipReceived {
+                msg, from, hops, ..
+            } => write!(
                 f,
                 "GOSSIP received (first time): '{msg}' from {from} after {hops} hops"
             ),

@@ -16,6 +16,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// prefix closes the connection before any of the body is read.
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 
+/// Longest gossip text a peer creates, in bytes. Typed lines beyond it are
+/// refused, so that a frame never nears [`MAX_FRAME_LEN`].
+pub const MAX_GOSSIP_TEXT: usize = 64 * 1024;
+
 /// What a node is, as it says in its HELLO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,6 +30,7 @@ pub enum Role {
 
 /// One entry of a seed's Peer List.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PeerEntry {
     /// The peer's listen address.
     pub addr: SocketAddr,
@@ -57,6 +62,9 @@ pub enum Message {
     LinkReport { neighbors: Vec<SocketAddr> },
     /// Peer to peer: one gossip message, flooded through the overlay.
     Gossip {
+        /// Listen address of the peer that created it. The text names only
+        /// the IP, and peers sharing an IP can create equal texts.
+        origin: SocketAddr,
         /// The message text, `<timestamp>:<IP>:<Msg#>` for generated ones.
         msg: String,
         /// Links crossed before this one, for dissemination metrics.
@@ -124,6 +132,7 @@ mod tests {
             },
             Message::LinkReport { neighbors: vec![a] },
             Message::Gossip {
+                origin: a,
                 msg: "1740466800.123456:127.0.0.1:3".into(),
                 hops: 2,
             },
@@ -153,8 +162,10 @@ mod tests {
     fn wrong_shapes_are_rejected() {
         for bad in [
             &br#"{"type":"NO_SUCH"}"#[..],
-            br#"{"type":"GOSSIP","msg":5,"hops":0}"#,
-            br#"{"type":"GOSSIP","msg":"x","hops":0,"extra":1}"#,
+            br#"{"type":"GOSSIP","origin":"127.0.0.1:1","msg":5,"hops":0}"#,
+            br#"{"type":"GOSSIP","origin":"127.0.0.1:1","msg":"x","hops":0,"extra":1}"#,
+            br#"{"type":"GOSSIP","origin":"nowhere","msg":"x","hops":0}"#,
+            br#"{"type":"PEER_LIST","peers":[{"addr":"127.0.0.1:1","degree":0,"x":1}]}"#,
             br#"[1,2,3]"#,
             b"\xff\xfe",
         ] {

@@ -1,8 +1,10 @@
 //! The Message List (ML): which gossip this peer has already seen (R9).
 //!
-//! Keyed by SHA-256 of the message text, so a message is recognised however
-//! it arrives and whatever its hop count. Only the digest and a little
-//! metadata are kept, not the text.
+//! Keyed by SHA-256 of the origin's listen address and the message text, so a
+//! message is recognised however it arrives and whatever its hop count. The
+//! origin is part of the key because the text carries only the IP: two peers
+//! on one machine that link at the same moment gossip in lockstep and do
+//! produce equal texts. Only the digest and a little metadata are kept.
 
 use std::{collections::HashMap, net::SocketAddr};
 
@@ -13,8 +15,13 @@ use crate::proto::Timestamp;
 /// SHA-256 of a message text.
 pub type MessageDigest = [u8; 32];
 
-pub fn digest(msg: &str) -> MessageDigest {
-    Sha256::digest(msg.as_bytes()).into()
+/// SHA-256 of `"<origin> <msg>"` in UTF-8, e.g. `"127.0.0.1:6001 1.5:127.0.0.1:1"`.
+pub fn digest(origin: SocketAddr, msg: &str) -> MessageDigest {
+    let mut hasher = Sha256::new();
+    hasher.update(origin.to_string().as_bytes());
+    hasher.update(b" ");
+    hasher.update(msg.as_bytes());
+    hasher.finalize().into()
 }
 
 /// What the ML remembers about a message.
@@ -33,9 +40,15 @@ pub struct MessageList {
 impl MessageList {
     /// Records `msg` and returns true if it was not seen before; a duplicate
     /// leaves the list as it was and returns false.
-    pub fn record_first(&mut self, msg: &str, from: Option<SocketAddr>, now: Timestamp) -> bool {
+    pub fn record_first(
+        &mut self,
+        origin: SocketAddr,
+        msg: &str,
+        from: Option<SocketAddr>,
+        now: Timestamp,
+    ) -> bool {
         let mut fresh = false;
-        self.entries.entry(digest(msg)).or_insert_with(|| {
+        self.entries.entry(digest(origin, msg)).or_insert_with(|| {
             fresh = true;
             MessageMeta {
                 first_from: from,
@@ -45,8 +58,8 @@ impl MessageList {
         fresh
     }
 
-    pub fn get(&self, msg: &str) -> Option<&MessageMeta> {
-        self.entries.get(&digest(msg))
+    pub fn get(&self, origin: SocketAddr, msg: &str) -> Option<&MessageMeta> {
+        self.entries.get(&digest(origin, msg))
     }
 
     pub fn len(&self) -> usize {
@@ -67,11 +80,11 @@ mod tests {
         let mut ml = MessageList::default();
         let a = SocketAddr::from(([127, 0, 0, 1], 6001));
         let b = SocketAddr::from(([127, 0, 0, 1], 6002));
-        assert!(ml.record_first("1.5:127.0.0.1:1", Some(a), Timestamp(10)));
-        assert!(!ml.record_first("1.5:127.0.0.1:1", Some(b), Timestamp(20)));
-        assert!(ml.record_first("1.5:127.0.0.1:2", Some(b), Timestamp(30)));
+        assert!(ml.record_first(a, "1.5:127.0.0.1:1", Some(a), Timestamp(10)));
+        assert!(!ml.record_first(a, "1.5:127.0.0.1:1", Some(b), Timestamp(20)));
+        assert!(ml.record_first(a, "1.5:127.0.0.1:2", Some(b), Timestamp(30)));
         assert_eq!(ml.len(), 2);
-        let meta = ml.get("1.5:127.0.0.1:1").unwrap();
+        let meta = ml.get(a, "1.5:127.0.0.1:1").unwrap();
         assert_eq!(
             meta.first_from,
             Some(a),
@@ -81,10 +94,23 @@ mod tests {
     }
 
     #[test]
-    fn digest_is_sha256_of_the_text() {
+    fn equal_texts_from_different_origins_are_different_messages() {
+        let mut ml = MessageList::default();
+        let a = SocketAddr::from(([127, 0, 0, 1], 6001));
+        let b = SocketAddr::from(([127, 0, 0, 1], 6002));
+        assert!(ml.record_first(a, "1.5:127.0.0.1:1", None, Timestamp(1)));
+        assert!(ml.record_first(b, "1.5:127.0.0.1:1", Some(b), Timestamp(1)));
+    }
+
+    #[test]
+    fn digest_is_sha256_of_origin_space_text() {
+        let origin = SocketAddr::from(([127, 0, 0, 1], 6001));
+        // sha256sum of the 19 bytes "127.0.0.1:6001 abc"
         assert_eq!(
-            hex::encode(digest("abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            hex::encode(digest(origin, "abc")),
+            hex::encode(Sha256::digest(b"127.0.0.1:6001 abc"))
         );
+        let text_only: MessageDigest = Sha256::digest(b"abc").into();
+        assert_ne!(digest(origin, "abc"), text_only);
     }
 }

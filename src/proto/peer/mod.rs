@@ -27,7 +27,7 @@ use rand::{seq::IteratorRandom, Rng};
 pub use message_list::{digest, MessageDigest, MessageList, MessageMeta};
 
 use super::{
-    message::{Message, PeerEntry, Role},
+    message::{Message, PeerEntry, Role, MAX_GOSSIP_TEXT},
     topology, Core, Event, Output, Timestamp,
 };
 
@@ -330,13 +330,14 @@ impl<R: Rng> PeerCore<R> {
     }
 
     fn create_gossip(&mut self, text: String, now: Timestamp) {
-        self.ml.record_first(&text, None, now);
+        self.ml.record_first(self.addr, &text, None, now);
         self.emit(Event::GossipCreated { msg: text.clone() });
         let neighbors: Vec<_> = self.neighbors.iter().copied().collect();
         for peer in neighbors {
             self.send(
                 peer,
                 Message::Gossip {
+                    origin: self.addr,
                     msg: text.clone(),
                     hops: 0,
                 },
@@ -344,8 +345,15 @@ impl<R: Rng> PeerCore<R> {
         }
     }
 
-    fn on_gossip(&mut self, from: SocketAddr, msg: String, hops: u32, now: Timestamp) {
-        if !self.ml.record_first(&msg, Some(from), now) {
+    fn on_gossip(
+        &mut self,
+        from: SocketAddr,
+        origin: SocketAddr,
+        msg: String,
+        hops: u32,
+        now: Timestamp,
+    ) {
+        if !self.ml.record_first(origin, &msg, Some(from), now) {
             self.stats.duplicates_dropped += 1;
             return;
         }
@@ -354,6 +362,7 @@ impl<R: Rng> PeerCore<R> {
         self.emit(Event::GossipReceived {
             msg: msg.clone(),
             from,
+            origin,
             hops,
         });
         let others: Vec<_> = self
@@ -367,6 +376,7 @@ impl<R: Rng> PeerCore<R> {
             self.send(
                 peer,
                 Message::Gossip {
+                    origin,
                     msg: msg.clone(),
                     hops,
                 },
@@ -406,15 +416,21 @@ impl<R: Rng> Core for PeerCore<R> {
         match msg {
             Message::RegisterAck {} => self.on_register_ack(from, now),
             Message::PeerList { peers } => self.on_peer_list(from, peers, now),
-            Message::Gossip { msg, hops } if self.neighbors.contains(&from) => {
-                self.on_gossip(from, msg, hops, now)
+            Message::Gossip { origin, msg, hops } if self.neighbors.contains(&from) => {
+                self.on_gossip(from, origin, msg, hops, now)
             }
             other => self.reject(from, format!("unexpected {} for a peer", other.kind())),
         }
     }
 
     fn handle_link_up(&mut self, remote: SocketAddr, role: Role, now: Timestamp) {
-        if role != Role::Peer || remote == self.addr {
+        if role != Role::Peer {
+            // Our seed connections come up this way too; only an address we
+            // chose as a neighbour is a mistake, and must not stall the join.
+            if self.pending_links.remove(&remote) {
+                self.reject(remote, format!("chosen neighbour {remote} is not a peer"));
+                self.finish_linking_if_done(now);
+            }
             return;
         }
         self.pending_links.remove(&remote);
@@ -496,6 +512,12 @@ impl<R: Rng> Core for PeerCore<R> {
         let text = line.trim();
         if text.is_empty() {
             return;
+        }
+        if text.len() > MAX_GOSSIP_TEXT {
+            return self.emit(Event::UserLineRefused {
+                bytes: text.len(),
+                limit: MAX_GOSSIP_TEXT,
+            });
         }
         let msg = format!("{:.6}:{}:{}", now.as_secs_f64(), self.addr.ip(), text);
         self.create_gossip(msg, now);

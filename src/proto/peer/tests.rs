@@ -46,7 +46,7 @@ fn gossip_sends(outputs: &[Output<PeerTimer>]) -> Vec<(SocketAddr, String, u32)>
         .filter_map(|o| match o {
             Output::Send {
                 to,
-                msg: Message::Gossip { msg, hops },
+                msg: Message::Gossip { msg, hops, .. },
             } => Some((*to, msg.clone(), *hops)),
             _ => None,
         })
@@ -332,6 +332,7 @@ fn first_receipt_is_forwarded_to_every_neighbour_but_the_sender() {
     core.handle_message(
         addr(6002),
         Message::Gossip {
+            origin: addr(6009),
             msg: "1.0:127.0.0.9:1".into(),
             hops: 4,
         },
@@ -345,6 +346,7 @@ fn first_receipt_is_forwarded_to_every_neighbour_but_the_sender() {
     assert!(events(&out).contains(&Event::GossipReceived {
         msg: "1.0:127.0.0.9:1".into(),
         from: addr(6002),
+        origin: addr(6009),
         hops: 5
     }));
 }
@@ -353,6 +355,7 @@ fn first_receipt_is_forwarded_to_every_neighbour_but_the_sender() {
 fn a_duplicate_is_dropped_and_not_reported() {
     let mut core = linked_peer(&[6001, 6002]);
     let gossip = Message::Gossip {
+        origin: addr(6009),
         msg: "1.0:127.0.0.9:1".into(),
         hops: 0,
     };
@@ -367,12 +370,38 @@ fn a_duplicate_is_dropped_and_not_reported() {
 }
 
 #[test]
+fn equal_texts_from_two_origins_are_both_delivered() {
+    let mut core = linked_peer(&[6001, 6002]);
+    for origin in [6001, 6002] {
+        core.handle_message(
+            addr(origin),
+            Message::Gossip {
+                origin: addr(origin),
+                msg: "1.0:127.0.0.1:1".into(),
+                hops: 0,
+            },
+            now(),
+        );
+    }
+    assert_eq!(core.stats().received_first, 2);
+    assert_eq!(core.stats().duplicates_dropped, 0);
+}
+
+#[test]
 fn own_message_coming_back_is_a_duplicate() {
     let mut core = linked_peer(&[6001, 6002]);
     core.handle_timer(PeerTimer::Gossip, now());
     let sent = gossip_sends(&drain(&mut core));
     let (_, text, _) = sent[0].clone();
-    core.handle_message(addr(6002), Message::Gossip { msg: text, hops: 3 }, now());
+    core.handle_message(
+        addr(6002),
+        Message::Gossip {
+            origin: addr(6000),
+            msg: text,
+            hops: 3,
+        },
+        now(),
+    );
     assert!(drain(&mut core).is_empty());
 }
 
@@ -389,6 +418,26 @@ fn a_typed_line_is_gossiped_to_all_neighbours() {
 }
 
 #[test]
+fn an_overlong_typed_line_is_refused_not_sent() {
+    let mut core = linked_peer(&[6001]);
+    core.handle_user_line(&"x".repeat(MAX_GOSSIP_TEXT + 1), now());
+    let out = drain(&mut core);
+    assert!(gossip_sends(&out).is_empty());
+    assert!(matches!(events(&out)[..], [Event::UserLineRefused { .. }]));
+}
+
+#[test]
+fn a_chosen_neighbour_that_turns_out_to_be_a_seed_does_not_stall_the_join() {
+    let mut core = peer(3, 4);
+    join_with(&mut core, &[entry(6001, 1)]);
+    core.handle_link_up(addr(6001), Role::Seed, now());
+    let out = drain(&mut core);
+    assert!(core.is_joined());
+    assert!(out.contains(&Output::Close(addr(6001))));
+    assert_eq!(core.neighbors().count(), 0);
+}
+
+#[test]
 fn unexpected_message_closes_only_that_connection() {
     let mut core = linked_peer(&[6001]);
     core.handle_message(addr(6001), Message::RegisterRequest {}, now());
@@ -402,6 +451,7 @@ fn unexpected_message_closes_only_that_connection() {
     core.handle_message(
         addr(6009),
         Message::Gossip {
+            origin: addr(6009),
             msg: "x".into(),
             hops: 0,
         },

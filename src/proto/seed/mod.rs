@@ -289,6 +289,7 @@ mod tests {
         seed.handle_message(
             addr(6001),
             Message::Gossip {
+                origin: addr(6001),
                 msg: "x".into(),
                 hops: 0,
             },
