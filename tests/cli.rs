@@ -250,3 +250,47 @@ fn up_takes_add_kill_list_and_survives_a_bad_command() {
     );
     assert!(status.success());
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_up_and_every_node_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["up", "--seeds", "2", "--peers", "2", "--run-dir", "run"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = LineReader::new(child.stdout.take().unwrap());
+    lines.wait_line("started peer-2", Duration::from_secs(20));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = common::wait_for(
+        "up to exit after SIGINT",
+        Duration::from_secs(15),
+        || child.try_wait().unwrap(),
+        || "still running".into(),
+    );
+    assert!(status.success(), "{status}");
+    let outputs: Vec<_> = std::fs::read_dir(dir.path().join("run"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("outputfile_")
+        })
+        .collect();
+    assert_eq!(outputs.len(), 4, "{outputs:?}");
+    for path in outputs {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.trim_end().ends_with("Shutting down."),
+            "{}: {text}",
+            path.display()
+        );
+    }
+}

@@ -216,10 +216,16 @@ fn every_peer_receives_every_message_created_after_it_joined_exactly_once() {
         assert!(text.contains("TOPOLOGY 127.0.0.1:"), "{text}");
     }
 
-    // R21: SIGTERM shuts every node down cleanly.
+    // R21: SIGTERM (peers) and Ctrl+C's SIGINT (seeds) shut nodes down cleanly.
     #[cfg(unix)]
     for p in net.peers.iter_mut().chain(net.seeds.iter_mut()) {
-        let status = p.terminate();
+        use nix::sys::signal::Signal;
+        let signal = if p.name.starts_with("seed") {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
+        let status = p.stop_with(signal);
         assert!(status.success(), "{} exited with {status}", p.name);
         let role = if p.name.starts_with("seed") {
             "seed"

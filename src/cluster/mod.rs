@@ -18,7 +18,7 @@ use std::{
 
 use tokio::{
     process::{Child, Command},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
 
 pub use tail::EventTail;
@@ -80,6 +80,9 @@ pub enum UpError {
     },
     #[error("at least 2 seeds are needed; --seeds {0}")]
     TooFewSeeds(usize),
+    /// Ctrl+C or SIGTERM arrived while nodes were starting.
+    #[error("interrupted")]
+    Interrupted,
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -103,6 +106,8 @@ struct Node {
 
 struct Manager {
     options: UpOptions,
+    /// Turns true on Ctrl+C or SIGTERM.
+    stop: watch::Receiver<bool>,
     run_dir: PathBuf,
     config_file: PathBuf,
     nodes: Vec<Node>,
@@ -157,8 +162,17 @@ pub fn run(options: UpOptions) -> Result<Summary, UpError> {
         .build()
         .map_err(UpError::Runtime)?;
     runtime.block_on(async move {
-        let mut manager = Manager::prepare(options)?;
-        let result = manager.run().await;
+        let (stop_tx, stop) = watch::channel(false);
+        let signal = crate::node::shutdown_signal();
+        tokio::spawn(async move {
+            signal.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut manager = Manager::prepare(options, stop)?;
+        let result = match manager.run().await {
+            Err(UpError::Interrupted) => Ok(()),
+            other => other,
+        };
         let summary = manager.refresh();
         manager.stop_all().await;
         println!("final: {summary}");
@@ -171,7 +185,7 @@ pub fn run(options: UpOptions) -> Result<Summary, UpError> {
 }
 
 impl Manager {
-    fn prepare(options: UpOptions) -> Result<Manager, UpError> {
+    fn prepare(options: UpOptions, stop: watch::Receiver<bool>) -> Result<Manager, UpError> {
         let run_dir = options.run_dir.clone().unwrap_or_else(default_run_dir);
         let dir_error = |source| UpError::RunDir {
             path: run_dir.clone(),
@@ -190,6 +204,7 @@ impl Manager {
         println!("run directory: {}", run_dir.display());
         let mut manager = Manager {
             options,
+            stop,
             run_dir,
             config_file,
             nodes: Vec::new(),
@@ -276,6 +291,9 @@ impl Manager {
             if reached {
                 return Ok(());
             }
+            if *self.stop.borrow() {
+                return Err(UpError::Interrupted);
+            }
             let node = &mut self.nodes[index];
             let exited = matches!(node.child.try_wait(), Ok(Some(_)));
             if exited || Instant::now() > deadline {
@@ -338,13 +356,12 @@ impl Manager {
             .options
             .duration
             .map(|d| tokio::time::Instant::now() + d);
-        let shutdown = crate::node::shutdown_signal();
-        tokio::pin!(shutdown);
+        let mut stop = self.stop.clone();
         let mut poll = tokio::time::interval(POLL_EVERY);
         let mut last_print = Instant::now() - SUMMARY_EVERY;
         loop {
             tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                _ = stop.wait_for(|stop| *stop) => return Ok(()),
                 () = sleep_until(stop_at) => return Ok(()),
                 _ = poll.tick() => {
                     let summary = self.refresh();

@@ -156,15 +156,16 @@ impl Proc {
             .join(format!("outputfile_{role}_{}.txt", self.addr().port()))
     }
 
-    /// SIGTERM, then the exit status (SIGKILL after 10 s, and a panic).
+    /// Sends `signal` and returns the exit status; panics if the process
+    /// is still running 10 s later.
     #[cfg(unix)]
-    pub fn terminate(&mut self) -> ExitStatus {
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(pid, signal).unwrap();
         let child = &mut self.child;
         let name = self.name.clone();
         wait_for(
-            &format!("{name} to exit after SIGTERM"),
+            &format!("{name} to exit after {signal}"),
             Duration::from_secs(10),
             || child.try_wait().unwrap(),
             || "still running".into(),
