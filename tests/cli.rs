@@ -25,6 +25,30 @@ fn run_peer_with_config(name: &str, text: &str) -> (i32, String) {
     )
 }
 
+/// Each of the `nodes` output files in `run_dir` ends with the clean
+/// shutdown line.
+fn assert_every_node_shut_down_cleanly(run_dir: &std::path::Path, nodes: usize) {
+    let outputs: Vec<_> = std::fs::read_dir(run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("outputfile_")
+        })
+        .collect();
+    assert_eq!(outputs.len(), nodes, "{outputs:?}");
+    for path in outputs {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.trim_end().ends_with("Shutting down."),
+            "{}: {text}",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn a_bad_config_line_exits_with_status_2_naming_file_and_line() {
     let (code, err) = run_peer_with_config(
@@ -151,25 +175,7 @@ fn up_with_a_duration_runs_a_network_and_stops_it_cleanly() {
     assert_eq!(got, want, "{last}");
     assert!(want.parse::<u32>().unwrap() >= 3 * 5, "{last}");
     // Every node was told to stop and did so cleanly.
-    let outputs: Vec<_> = std::fs::read_dir(&run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("outputfile_")
-        })
-        .collect();
-    assert_eq!(outputs.len(), 7, "{outputs:?}");
-    for path in outputs {
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.trim_end().ends_with("Shutting down."),
-            "{}: {text}",
-            path.display()
-        );
-    }
+    assert_every_node_shut_down_cleanly(&run_dir, 7);
 }
 
 #[test]
@@ -274,23 +280,5 @@ fn ctrl_c_stops_up_and_every_node_it_started() {
         || "still running".into(),
     );
     assert!(status.success(), "{status}");
-    let outputs: Vec<_> = std::fs::read_dir(dir.path().join("run"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("outputfile_")
-        })
-        .collect();
-    assert_eq!(outputs.len(), 4, "{outputs:?}");
-    for path in outputs {
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.trim_end().ends_with("Shutting down."),
-            "{}: {text}",
-            path.display()
-        );
-    }
+    assert_every_node_shut_down_cleanly(&dir.path().join("run"), 4);
 }

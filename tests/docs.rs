@@ -31,6 +31,16 @@ fn blocks(text: &str, lang: &str) -> Vec<String> {
     out
 }
 
+/// Lines of the json blocks that contain `key`.
+fn json_lines_with(doc: &str, key: &str) -> Vec<String> {
+    blocks(doc, "json")
+        .iter()
+        .flat_map(|b| b.lines())
+        .filter(|l| l.contains(key))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Variant names of `pub enum <name>` in a source file, in CamelCase.
 fn variants(source: &str, name: &str) -> Vec<String> {
     let body = source
@@ -65,11 +75,7 @@ fn snake(camel: &str) -> String {
 #[test]
 fn every_message_example_in_protocol_md_decodes() {
     let doc = read("docs/PROTOCOL.md");
-    let examples: Vec<String> = blocks(&doc, "json")
-        .into_iter()
-        .flat_map(|b| b.lines().map(str::to_string).collect::<Vec<_>>())
-        .filter(|l| l.contains("\"type\""))
-        .collect();
+    let examples = json_lines_with(&doc, "\"type\"");
     assert!(!examples.is_empty());
     for line in &examples {
         Message::from_json(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -89,11 +95,7 @@ fn every_message_example_in_protocol_md_decodes() {
 #[test]
 fn every_event_example_in_events_md_parses_and_every_event_is_documented() {
     let doc = read("docs/EVENTS.md");
-    let examples: Vec<String> = blocks(&doc, "json")
-        .into_iter()
-        .flat_map(|b| b.lines().map(str::to_string).collect::<Vec<_>>())
-        .filter(|l| l.contains("\"event\""))
-        .collect();
+    let examples = json_lines_with(&doc, "\"event\"");
     for line in &examples {
         serde_json::from_str::<EventRecord>(line).unwrap_or_else(|e| panic!("{line}: {e}"));
     }
