@@ -119,14 +119,9 @@ async fn run_async(options: NodeOptions) -> Result<(), NodeError> {
         addr: options.listen,
         source,
     })?;
-    let role_name = match options.role {
-        Role::Seed => "seed",
-        Role::Peer => "peer",
-    };
-    let output = options
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("outputfile_{role_name}_{}.txt", addr.port())));
+    let output = options.output.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("outputfile_{}_{}.txt", options.role, addr.port()))
+    });
     let sink = LogSink::open(addr, &output, options.events.as_deref(), options.console)?;
     let shutdown = shutdown_signal();
     match options.role {

@@ -219,9 +219,9 @@ impl Manager {
     }
 
     fn spawn(&self, role: Role, addr: SocketAddr) -> Result<Node, UpError> {
-        let (role_name, name) = match role {
-            Role::Seed => ("seed", format!("seed-{}", addr.port())),
-            Role::Peer => ("peer", format!("peer-{}", self.peers_started + 1)),
+        let name = match role {
+            Role::Seed => format!("seed-{}", addr.port()),
+            Role::Peer => format!("peer-{}", self.peers_started + 1),
         };
         let events = format!("{name}.events.jsonl");
         let stderr = std::fs::File::create(self.run_dir.join(format!("{name}.stderr.txt")))
@@ -232,7 +232,7 @@ impl Manager {
         let mut command = Command::new(&self.options.exe);
         command
             .current_dir(&self.run_dir)
-            .arg(role_name)
+            .arg(role.as_str())
             .arg(addr.to_string())
             .arg("--config")
             .arg(&self.config_file)
@@ -434,10 +434,7 @@ impl Manager {
         );
         for node in &self.nodes {
             let state = node.addr.and_then(|a| self.view.node(&a));
-            let role = match node.role {
-                Role::Seed => "seed",
-                Role::Peer => "peer",
-            };
+            let role = node.role.as_str();
             let status = match node.status {
                 Status::Running => "running",
                 Status::Paused => "paused",

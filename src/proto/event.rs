@@ -126,13 +126,7 @@ fn addrs(list: &[SocketAddr]) -> String {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Listening { role } => {
-                let role = match role {
-                    Role::Seed => "seed",
-                    Role::Peer => "peer",
-                };
-                write!(f, "LISTENING as {role}")
-            }
+            Event::Listening { role } => write!(f, "LISTENING as {role}"),
             Event::ProtocolError { remote, reason } => {
                 write!(
                     f,
