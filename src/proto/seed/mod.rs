@@ -7,6 +7,8 @@
 //! This walking skeleton records a registration on the peer's word alone;
 //! the event says so (`basis: local`). Seed consensus replaces that step.
 
+pub mod directory;
+
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     net::SocketAddr,

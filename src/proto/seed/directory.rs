@@ -1,0 +1,311 @@
+//! The membership directory as a replicated state machine (R1 to R3).
+//!
+//! Every membership change is a sequence of [`Command::Vote`] entries in the
+//! seeds' shared log. A change takes effect the moment floor(n/2)+1 distinct
+//! seeds have voted for it, where n is the number of seeds named by the
+//! [`Command::Init`] entry. [`Directory::apply`] looks at nothing but the
+//! command and the state, so every seed that applies the same log reaches the
+//! same directory, vote for vote: the outcome is decided by the log, never
+//! by a seed's local view.
+//!
+//! Peers are identified by listen address and incarnation. A peer restarted
+//! on the same address registers again with a higher incarnation, and a vote
+//! about an older incarnation is stale. A removed incarnation is remembered,
+//! so a late Add vote cannot bring it back.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::SocketAddr,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::message::PeerEntry;
+
+/// Distinguishes the lives of a peer at one address; higher is newer.
+pub type Incarnation = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Add,
+    Remove,
+}
+
+/// A membership change that seeds vote on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub peer: SocketAddr,
+    pub incarnation: Incarnation,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ChangeKind::Add => "add",
+            ChangeKind::Remove => "remove",
+        };
+        write!(f, "{kind} {} (incarnation {})", self.peer, self.incarnation)
+    }
+}
+
+/// One entry of the seeds' log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Names the seeds, once, when the cluster first forms. Until it is
+    /// applied, no vote counts.
+    Init { seeds: Vec<SocketAddr> },
+    /// `seed` votes for `change`, having checked it.
+    Vote { change: Change, seed: SocketAddr },
+    /// A registered peer's complete neighbour set, as it reported it.
+    Links {
+        peer: SocketAddr,
+        neighbors: Vec<SocketAddr>,
+    },
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ignored {
+    /// The voter is not one of the seeds.
+    NotASeed,
+    /// This seed already voted for this change.
+    DuplicateVote,
+    /// The change no longer applies: the peer is registered at this or a
+    /// newer incarnation, was removed at it, or is not registered at the
+    /// incarnation a removal names.
+    Stale,
+    /// Links reported by a peer that is not registered.
+    UnknownPeer,
+    /// `Init` after the seeds were already named.
+    AlreadyInitialised,
+}
+
+/// What applying one command did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Entries that carry no command (Raft's own) do nothing.
+    #[default]
+    Nothing,
+    Initialised,
+    /// The vote counts; the change needs `needed` votes in all.
+    VoteCounted {
+        votes: usize,
+        needed: usize,
+    },
+    /// This vote completed a majority: the change is in effect.
+    Committed {
+        voters: Vec<SocketAddr>,
+        seeds: usize,
+    },
+    LinksRecorded,
+    Ignored {
+        reason: Ignored,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Directory {
+    seeds: BTreeSet<SocketAddr>,
+    /// Registered peers and their incarnation.
+    peers: BTreeMap<SocketAddr, Incarnation>,
+    /// The newest incarnation removed at each address.
+    removed: BTreeMap<SocketAddr, Incarnation>,
+    /// Votes for changes not yet in effect.
+    #[serde(with = "pairs")]
+    votes: BTreeMap<Change, BTreeSet<SocketAddr>>,
+    /// Each registered peer's own report of its neighbours.
+    links: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
+}
+
+/// Floor(n/2)+1: the smallest majority of `n` seeds.
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+impl Directory {
+    pub fn seeds(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.seeds.iter().copied()
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        !self.seeds.is_empty()
+    }
+
+    /// Votes a change needs: a majority of the seeds.
+    pub fn quorum(&self) -> usize {
+        majority(self.seeds.len())
+    }
+
+    pub fn incarnation_of(&self, peer: &SocketAddr) -> Option<Incarnation> {
+        self.peers.get(peer).copied()
+    }
+
+    pub fn contains(&self, peer: &SocketAddr) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Seeds that have voted for `change` and are still waiting for more.
+    pub fn pending_votes(&self, change: &Change) -> usize {
+        self.votes.get(change).map_or(0, BTreeSet::len)
+    }
+
+    /// Applies one log entry. Deterministic: the same commands in the same
+    /// order give the same state and outcomes on every seed.
+    pub fn apply(&mut self, command: &Command) -> Outcome {
+        match command {
+            Command::Init { seeds } => {
+                if self.is_initialised() {
+                    return Outcome::Ignored {
+                        reason: Ignored::AlreadyInitialised,
+                    };
+                }
+                self.seeds = seeds.iter().copied().collect();
+                Outcome::Initialised
+            }
+            Command::Vote { change, seed } => self.vote(*change, *seed),
+            Command::Links { peer, neighbors } => {
+                if !self.peers.contains_key(peer) {
+                    return Outcome::Ignored {
+                        reason: Ignored::UnknownPeer,
+                    };
+                }
+                let set = neighbors.iter().copied().filter(|n| n != peer).collect();
+                self.links.insert(*peer, set);
+                Outcome::LinksRecorded
+            }
+        }
+    }
+
+    /// Whether `change` could still take effect.
+    fn applies(&self, change: &Change) -> bool {
+        let current = self.peers.get(&change.peer);
+        match change.kind {
+            ChangeKind::Add => {
+                let removed = self.removed.get(&change.peer);
+                current.is_none_or(|c| *c < change.incarnation)
+                    && removed.is_none_or(|r| *r < change.incarnation)
+            }
+            ChangeKind::Remove => current == Some(&change.incarnation),
+        }
+    }
+
+    fn vote(&mut self, change: Change, seed: SocketAddr) -> Outcome {
+        let ignored = |reason| Outcome::Ignored { reason };
+        if !self.seeds.contains(&seed) {
+            return ignored(Ignored::NotASeed);
+        }
+        if !self.applies(&change) {
+            return ignored(Ignored::Stale);
+        }
+        let voters = self.votes.entry(change).or_default();
+        if !voters.insert(seed) {
+            return ignored(Ignored::DuplicateVote);
+        }
+        let (votes, needed) = (voters.len(), majority(self.seeds.len()));
+        if votes < needed {
+            return Outcome::VoteCounted { votes, needed };
+        }
+        let voters = self.votes.remove(&change).unwrap_or_default();
+        let peer = change.peer;
+        match change.kind {
+            ChangeKind::Add => {
+                self.peers.insert(peer, change.incarnation);
+            }
+            ChangeKind::Remove => {
+                self.peers.remove(&peer);
+                self.removed.insert(peer, change.incarnation);
+            }
+        }
+        // A new life at this address starts with no links.
+        self.links.remove(&peer);
+        // Votes about this peer that the change made moot go too, so that
+        // pending votes cannot pile up.
+        let stale: Vec<Change> = self
+            .votes
+            .keys()
+            .filter(|c| c.peer == peer && !self.applies(c))
+            .copied()
+            .collect();
+        for c in stale {
+            self.votes.remove(&c);
+        }
+        Outcome::Committed {
+            voters: voters.into_iter().collect(),
+            seeds: self.seeds.len(),
+        }
+    }
+
+    /// Undirected edges between registered peers, each once, smaller
+    /// address first. An edge counts if either end reports it.
+    pub fn edges(&self) -> BTreeSet<(SocketAddr, SocketAddr)> {
+        self.links
+            .iter()
+            .flat_map(|(a, ns)| ns.iter().map(move |b| (*a.min(b), *a.max(b))))
+            .filter(|(a, b)| a != b && self.peers.contains_key(a) && self.peers.contains_key(b))
+            .collect()
+    }
+
+    /// The PL with each peer's degree in the recorded topology (R4).
+    pub fn peer_list(&self) -> Vec<PeerEntry> {
+        let mut degree: BTreeMap<SocketAddr, u32> = BTreeMap::new();
+        for (a, b) in self.edges() {
+            *degree.entry(a).or_default() += 1;
+            *degree.entry(b).or_default() += 1;
+        }
+        self.peers
+            .keys()
+            .map(|addr| PeerEntry {
+                addr: *addr,
+                degree: degree.get(addr).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Registered peers with their incarnations.
+    pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Incarnation)> + '_ {
+        self.peers.iter().map(|(a, i)| (*a, *i))
+    }
+}
+
+/// JSON map keys must be strings, so a map keyed by a struct is written as
+/// a list of `[key, value]` pairs.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

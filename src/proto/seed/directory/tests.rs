@@ -1,0 +1,332 @@
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+fn seed(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5010 + i))
+}
+
+fn peer(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 6000 + i))
+}
+
+fn directory(n: u16) -> Directory {
+    let mut d = Directory::default();
+    let seeds = (0..n).map(seed).collect();
+    assert_eq!(d.apply(&Command::Init { seeds }), Outcome::Initialised);
+    d
+}
+
+fn add(p: u16, incarnation: u64) -> Change {
+    Change {
+        kind: ChangeKind::Add,
+        peer: peer(p),
+        incarnation,
+    }
+}
+
+fn remove(p: u16, incarnation: u64) -> Change {
+    Change {
+        kind: ChangeKind::Remove,
+        ..add(p, incarnation)
+    }
+}
+
+fn vote(d: &mut Directory, change: Change, s: u16) -> Outcome {
+    d.apply(&Command::Vote {
+        change,
+        seed: seed(s),
+    })
+}
+
+#[test]
+fn majority_is_floor_half_plus_one() {
+    for (n, m) in [(2, 2), (3, 2), (4, 3), (5, 3), (7, 4)] {
+        assert_eq!(majority(n), m, "n = {n}");
+    }
+}
+
+#[test]
+fn a_change_commits_exactly_at_the_majority_vote() {
+    for n in [2u16, 3, 4, 5, 7] {
+        let mut d = directory(n);
+        let needed = majority(n as usize);
+        for s in 0..needed as u16 - 1 {
+            assert!(
+                matches!(vote(&mut d, add(1, 1), s), Outcome::VoteCounted { .. }),
+                "n = {n}"
+            );
+            assert!(!d.contains(&peer(1)), "n = {n}: a minority committed");
+        }
+        let outcome = vote(&mut d, add(1, 1), needed as u16 - 1);
+        let Outcome::Committed { voters, seeds } = outcome else {
+            panic!("n = {n}: {outcome:?}");
+        };
+        assert_eq!((voters.len(), seeds), (needed, n as usize));
+        assert!(d.contains(&peer(1)));
+        // Later votes for the same change are stale, not a second commit.
+        if needed < n as usize {
+            assert_eq!(
+                vote(&mut d, add(1, 1), needed as u16),
+                Outcome::Ignored {
+                    reason: Ignored::Stale
+                }
+            );
+        }
+    }
+}
+
+#[test]
+fn a_minority_of_seeds_can_never_commit_whatever_it_repeats() {
+    let mut d = directory(5);
+    for _ in 0..10 {
+        for s in 0..2 {
+            vote(&mut d, add(1, 1), s);
+            vote(&mut d, remove(2, 1), s);
+        }
+    }
+    assert!(d.is_empty());
+    assert_eq!(d.pending_votes(&add(1, 1)), 2);
+}
+
+#[test]
+fn a_duplicate_vote_is_ignored() {
+    let mut d = directory(3);
+    assert!(matches!(
+        vote(&mut d, add(1, 1), 0),
+        Outcome::VoteCounted {
+            votes: 1,
+            needed: 2
+        }
+    ));
+    assert_eq!(
+        vote(&mut d, add(1, 1), 0),
+        Outcome::Ignored {
+            reason: Ignored::DuplicateVote
+        }
+    );
+    assert!(!d.contains(&peer(1)));
+}
+
+#[test]
+fn votes_from_non_seeds_are_ignored() {
+    let mut d = directory(3);
+    for outsider in [peer(9), seed(3)] {
+        let outcome = d.apply(&Command::Vote {
+            change: add(1, 1),
+            seed: outsider,
+        });
+        assert_eq!(
+            outcome,
+            Outcome::Ignored {
+                reason: Ignored::NotASeed
+            }
+        );
+    }
+    assert_eq!(d.pending_votes(&add(1, 1)), 0);
+}
+
+#[test]
+fn no_vote_counts_before_the_seeds_are_named() {
+    let mut d = Directory::default();
+    assert_eq!(
+        vote(&mut d, add(1, 1), 0),
+        Outcome::Ignored {
+            reason: Ignored::NotASeed
+        }
+    );
+    d.apply(&Command::Init {
+        seeds: vec![seed(0), seed(1)],
+    });
+    let again = d.apply(&Command::Init {
+        seeds: vec![seed(7)],
+    });
+    assert_eq!(
+        again,
+        Outcome::Ignored {
+            reason: Ignored::AlreadyInitialised
+        }
+    );
+    assert_eq!(d.seeds().collect::<Vec<_>>(), vec![seed(0), seed(1)]);
+}
+
+#[test]
+fn removal_needs_a_majority_and_the_current_incarnation() {
+    let mut d = directory(3);
+    vote(&mut d, add(1, 5), 0);
+    vote(&mut d, add(1, 5), 1);
+    assert_eq!(d.incarnation_of(&peer(1)), Some(5));
+    // A removal naming an old incarnation is stale.
+    assert_eq!(
+        vote(&mut d, remove(1, 4), 0),
+        Outcome::Ignored {
+            reason: Ignored::Stale
+        }
+    );
+    assert!(matches!(
+        vote(&mut d, remove(1, 5), 0),
+        Outcome::VoteCounted { .. }
+    ));
+    assert!(d.contains(&peer(1)), "one seed removed a peer");
+    assert!(matches!(
+        vote(&mut d, remove(1, 5), 2),
+        Outcome::Committed { .. }
+    ));
+    assert!(!d.contains(&peer(1)));
+}
+
+#[test]
+fn a_removed_incarnation_cannot_come_back_but_a_newer_one_can() {
+    let mut d = directory(3);
+    vote(&mut d, add(1, 5), 0);
+    vote(&mut d, add(1, 5), 1);
+    vote(&mut d, remove(1, 5), 0);
+    vote(&mut d, remove(1, 5), 1);
+    // A late Add vote for the removed life.
+    assert_eq!(
+        vote(&mut d, add(1, 5), 2),
+        Outcome::Ignored {
+            reason: Ignored::Stale
+        }
+    );
+    vote(&mut d, add(1, 6), 0);
+    vote(&mut d, add(1, 6), 2);
+    assert_eq!(d.incarnation_of(&peer(1)), Some(6));
+}
+
+#[test]
+fn conflicting_add_and_remove_resolve_by_log_order() {
+    // Registered at 1; a removal of 1 and a re-add at 2 are both pending.
+    let base = {
+        let mut d = directory(3);
+        vote(&mut d, add(1, 1), 0);
+        vote(&mut d, add(1, 1), 1);
+        vote(&mut d, remove(1, 1), 0);
+        vote(&mut d, add(1, 2), 1);
+        d
+    };
+    // Remove completes first: the peer is gone, then the newer life joins.
+    let mut d = base.clone();
+    assert!(matches!(
+        vote(&mut d, remove(1, 1), 2),
+        Outcome::Committed { .. }
+    ));
+    assert!(!d.contains(&peer(1)));
+    assert!(matches!(
+        vote(&mut d, add(1, 2), 2),
+        Outcome::Committed { .. }
+    ));
+    assert_eq!(d.incarnation_of(&peer(1)), Some(2));
+    // Add completes first: the pending removal of the old life is moot.
+    let mut d = base;
+    assert!(matches!(
+        vote(&mut d, add(1, 2), 2),
+        Outcome::Committed { .. }
+    ));
+    assert_eq!(d.pending_votes(&remove(1, 1)), 0, "stale votes were kept");
+    assert_eq!(
+        vote(&mut d, remove(1, 1), 2),
+        Outcome::Ignored {
+            reason: Ignored::Stale
+        }
+    );
+    assert_eq!(d.incarnation_of(&peer(1)), Some(2));
+}
+
+#[test]
+fn links_count_only_between_registered_peers() {
+    let mut d = directory(2);
+    for p in [1, 2] {
+        vote(&mut d, add(p, 1), 0);
+        vote(&mut d, add(p, 1), 1);
+    }
+    let links = |p: u16, ns: &[u16]| Command::Links {
+        peer: peer(p),
+        neighbors: ns.iter().map(|n| peer(*n)).collect(),
+    };
+    assert_eq!(d.apply(&links(1, &[2, 3])), Outcome::LinksRecorded);
+    assert_eq!(
+        d.apply(&links(3, &[1])),
+        Outcome::Ignored {
+            reason: Ignored::UnknownPeer
+        }
+    );
+    assert_eq!(d.edges().len(), 1, "{:?}", d.edges());
+    let degrees: Vec<_> = d.peer_list().iter().map(|e| e.degree).collect();
+    assert_eq!(degrees, vec![1, 1]);
+    // Removing peer 2 removes its edge from everyone's degree.
+    vote(&mut d, remove(2, 1), 0);
+    vote(&mut d, remove(2, 1), 1);
+    assert_eq!(d.peer_list()[0].degree, 0);
+}
+
+/// A long random log of votes and link reports.
+fn random_log(seed_value: u64) -> Vec<Command> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed_value);
+    let mut log = vec![Command::Init {
+        seeds: (0..5).map(seed).collect(),
+    }];
+    for _ in 0..2_000 {
+        let p = rng.random_range(0..20);
+        let incarnation = rng.random_range(1..4);
+        let command = match rng.random_range(0..10) {
+            0..=5 => Command::Vote {
+                change: add(p, incarnation),
+                seed: seed(rng.random_range(0..6)),
+            },
+            6..=8 => Command::Vote {
+                change: remove(p, incarnation),
+                seed: seed(rng.random_range(0..6)),
+            },
+            _ => Command::Links {
+                peer: peer(p),
+                neighbors: (0..3).map(|_| peer(rng.random_range(0..20))).collect(),
+            },
+        };
+        log.push(command);
+    }
+    log
+}
+
+#[test]
+fn replaying_the_same_log_gives_the_same_state_and_outcomes() {
+    for s in 0..20 {
+        let log = random_log(s);
+        let run = || {
+            let mut d = Directory::default();
+            let outcomes: Vec<Outcome> = log.iter().map(|c| d.apply(c)).collect();
+            (d, outcomes)
+        };
+        let (a, outcomes_a) = run();
+        let (b, outcomes_b) = run();
+        assert_eq!(a, b);
+        assert_eq!(outcomes_a, outcomes_b);
+        // And a state restored from a snapshot continues identically.
+        let half = log.len() / 2;
+        let mut first = Directory::default();
+        log[..half].iter().for_each(|c| {
+            first.apply(c);
+        });
+        let mut restored: Directory =
+            serde_json::from_str(&serde_json::to_string(&first).unwrap()).unwrap();
+        log[half..].iter().for_each(|c| {
+            restored.apply(c);
+        });
+        assert_eq!(restored, a, "log seed {s}");
+    }
+}
+
+#[test]
+fn every_commit_in_a_random_log_had_a_majority_of_distinct_seeds() {
+    for s in 0..20 {
+        let mut d = Directory::default();
+        for c in random_log(s) {
+            if let Outcome::Committed { voters, seeds } = d.apply(&c) {
+                let distinct: BTreeSet<_> = voters.iter().collect();
+                assert!(distinct.len() >= majority(seeds));
+                assert!(voters.iter().all(|v| v.port() < 5015), "a non-seed voted");
+            }
+        }
+    }
+}
