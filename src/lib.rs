@@ -6,7 +6,9 @@
 
 pub mod cluster;
 pub mod config;
+pub mod consensus;
 pub mod net;
 pub mod node;
 pub mod output;
 pub mod proto;
+pub mod status;

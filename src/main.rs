@@ -13,6 +13,7 @@ use gossipnet::{
     config::{self, parse_duration, PeerOverrides},
     node::{self, NodeOptions},
     proto::{peer::PeerSettings, Role},
+    status,
 };
 
 #[derive(Parser)]
@@ -29,11 +30,39 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a seed node: keeps the Peer List and the topology, never gossips.
-    Seed(NodeArgs),
+    Seed(SeedArgs),
     /// Run a peer node: joins the overlay and gossips.
     Peer(PeerArgs),
     /// Start a whole local network of seeds and peers, and manage it.
     Up(UpArgs),
+    /// Show a seed cluster's committed Peer List, topology and leader.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Where the seed keeps its log, votes and snapshots. Default:
+    /// gossipnet-data/seed-<port> in the working directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Any seed of the cluster, as IP:PORT.
+    #[arg(long, value_name = "IP:PORT")]
+    seed: SocketAddr,
+    /// `json` for tools, `table` for people.
+    #[arg(long, value_enum, default_value = "json")]
+    format: StatusFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusFormat {
+    Json,
+    Table,
 }
 
 #[derive(Args)]
@@ -137,6 +166,7 @@ fn node_options(
     args: &NodeArgs,
     overrides: PeerOverrides,
     read_stdin: Option<bool>,
+    data_dir: Option<PathBuf>,
 ) -> Result<NodeOptions, String> {
     let listen = listen_address(args)?;
     let path = match &args.config {
@@ -160,16 +190,12 @@ fn node_options(
         console: !args.quiet,
         read_stdin,
         peer,
+        data_dir,
     })
 }
 
-fn run_node(
-    role: Role,
-    args: &NodeArgs,
-    overrides: PeerOverrides,
-    read_stdin: Option<bool>,
-) -> ExitCode {
-    let options = match node_options(role, args, overrides, read_stdin) {
+fn run_node(options: Result<NodeOptions, String>) -> ExitCode {
+    let options = match options {
         Ok(options) => options,
         Err(message) => {
             eprintln!("error: {message}");
@@ -188,19 +214,39 @@ fn run_node(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Seed(args) => run_node(Role::Seed, &args, PeerOverrides::default(), Some(false)),
+        Command::Seed(args) => run_node(node_options(
+            Role::Seed,
+            &args.node,
+            PeerOverrides::default(),
+            Some(false),
+            args.data_dir,
+        )),
+        Command::Status(args) => match status::fetch(args.seed) {
+            Ok(report) => {
+                match args.format {
+                    StatusFormat::Json => println!("{report:#}"),
+                    StatusFormat::Table => print!("{}", status::table(&report)),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Peer(args) => {
             let read_stdin = match (args.stdin, args.no_stdin) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
                 _ => None,
             };
-            run_node(
+            run_node(node_options(
                 Role::Peer,
                 &args.node,
                 args.settings.overrides(),
                 read_stdin,
-            )
+                None,
+            ))
         }
         Command::Up(args) => {
             let exe = match std::env::current_exe() {

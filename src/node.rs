@@ -37,6 +37,9 @@ pub struct NodeOptions {
     /// Gossip typed lines. Default: when standard input is a terminal.
     pub read_stdin: Option<bool>,
     pub peer: PeerSettings,
+    /// Seeds: where the replicated log lives. Default:
+    /// `gossipnet-data/seed-<port>` in the working directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Why a node could not start. Nothing was started when one is returned.
@@ -67,6 +70,8 @@ pub enum NodeError {
     Output(#[from] OutputError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Consensus(#[from] crate::consensus::ConsensusError),
 }
 
 impl NodeOptions {
@@ -101,10 +106,18 @@ impl NodeOptions {
 /// Runs a node until SIGINT or SIGTERM, then shuts it down cleanly.
 pub fn run(options: NodeOptions) -> Result<(), NodeError> {
     options.check()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(NodeError::Runtime)?;
+    // A peer is one actor and needs one thread. A seed's log store blocks on
+    // disk writes inside Raft's tasks, so it gets two workers.
+    let runtime = match options.role {
+        Role::Peer => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Role::Seed => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    }
+    .map_err(NodeError::Runtime)?;
     runtime.block_on(run_async(options))
 }
 
@@ -125,7 +138,16 @@ async fn run_async(options: NodeOptions) -> Result<(), NodeError> {
     let sink = LogSink::open(addr, &output, options.events.as_deref(), options.console)?;
     let shutdown = shutdown_signal();
     match options.role {
-        Role::Seed => net::run(SeedCore::new(addr), listener, sink, None, shutdown).await,
+        Role::Seed => {
+            let data_dir = options.data_dir.clone().unwrap_or_else(|| {
+                PathBuf::from("gossipnet-data").join(format!("seed-{}", addr.port()))
+            });
+            let seeds = options.config.seeds.clone();
+            let (link, raft) = crate::consensus::start(addr, &seeds, &data_dir).await?;
+            let core = SeedCore::new(addr, seeds);
+            net::run(core, listener, sink, None, Some(link), shutdown).await;
+            raft.shutdown().await;
+        }
         Role::Peer => {
             let read_stdin = options
                 .read_stdin
@@ -135,12 +157,22 @@ async fn run_async(options: NodeOptions) -> Result<(), NodeError> {
                 addr,
                 options.config.seeds.clone(),
                 options.peer.clone(),
+                start_incarnation(),
                 ChaCha8Rng::from_os_rng(),
             );
-            net::run(core, listener, sink, lines, shutdown).await
+            net::run(core, listener, sink, lines, None, shutdown).await
         }
     }
     Ok(())
+}
+
+/// The start time in Unix microseconds: larger than any earlier life of a
+/// peer at the same address, without keeping state on disk.
+fn start_incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
 }
 
 fn spawn_stdin_reader() -> mpsc::Receiver<String> {

@@ -32,8 +32,13 @@ pub struct OutputError {
     pub source: io::Error,
 }
 
+/// Appends, so that a restarted node adds to its history instead of
+/// wiping it.
 fn create(path: &Path) -> Result<BufWriter<File>, OutputError> {
-    File::create(path)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
         .map(BufWriter::new)
         .map_err(|source| OutputError {
             path: path.to_path_buf(),

@@ -164,36 +164,54 @@ fn every_peer_receives_every_message_created_after_it_joined_exactly_once() {
     );
     assert!(first_joined > 0);
 
-    // R5: registration went to floor(n/2)+1 seeds, and those seeds recorded it.
+    // R2, R5: registration went to floor(n/2)+1 seeds; their votes
+    // committed it, and every seed applied the same commit.
     let quorum = seed_quorum(3);
-    let mut commits: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+    let mut commits: BTreeMap<SocketAddr, Vec<Vec<SocketAddr>>> = BTreeMap::new();
     for seed in &net.seeds {
         for e in seed.events() {
-            if let Event::RegisterCommitted { peer, .. } = e {
-                *commits.entry(*peer).or_default() += 1;
+            if let Event::RegisterCommitted {
+                peer,
+                votes,
+                seeds,
+                voters,
+                ..
+            } = e
+            {
+                assert_eq!((*votes, *seeds), (quorum, 3), "{e:?}");
+                commits.entry(*peer).or_default().push(voters.clone());
             }
         }
     }
     for p in &net.peers {
-        let seeds = p
+        let mut seeds = p
             .events()
             .find_map(|e| match e {
                 Event::Registered { seeds } => Some(seeds.clone()),
                 _ => None,
             })
             .unwrap();
+        seeds.sort();
         assert_eq!(
             seeds.len(),
             quorum,
             "{} registered with {seeds:?}",
             p.addr()
         );
+        let seen = commits.get(&p.addr()).cloned().unwrap_or_default();
         assert_eq!(
-            commits.get(&p.addr()),
-            Some(&quorum),
-            "seeds' records of {}",
+            seen.len(),
+            3,
+            "not every seed applied the commit of {}",
             p.addr()
         );
+        assert!(
+            seen.iter().all(|v| *v == seen[0]),
+            "seeds disagree on {}: {seen:?}",
+            p.addr()
+        );
+        let distinct: std::collections::BTreeSet<_> = seen[0].iter().collect();
+        assert_eq!(distinct.len(), quorum, "{}: voters {seen:?}", p.addr());
     }
 
     // R18: the output files hold the required lines.

@@ -331,9 +331,10 @@ impl Manager {
     }
 
     async fn run(&mut self) -> Result<(), UpError> {
+        // Peers register only once the seeds' log has named its seeds.
         for index in 0..self.nodes.len() {
-            self.wait_for(index, "start listening", |r| {
-                matches!(r.event, Event::Listening { .. })
+            self.wait_for(index, "form the seed cluster", |r| {
+                matches!(r.event, Event::ClusterFormed { .. })
             })
             .await?;
         }

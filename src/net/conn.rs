@@ -44,6 +44,12 @@ pub enum ConnEvent {
         id: ConnId,
         msg: Message,
     },
+    /// The remote opened with a one-shot query instead of HELLO (PROBE or
+    /// STATUS_REQUEST). The driver answers it, then closes the connection.
+    Query {
+        id: ConnId,
+        msg: Message,
+    },
     Closed {
         id: ConnId,
         reason: CloseReason,
@@ -95,6 +101,30 @@ pub async fn accept(
     serve(id, Framed::new(stream, codec()), outbox, events).await
 }
 
+/// Dials `target` afresh, sends the one-shot `query` (PROBE or
+/// STATUS_REQUEST) instead of HELLO, and returns the answer.
+pub async fn query(target: SocketAddr, query: &Message) -> Result<Message, String> {
+    let exchange = async {
+        let stream = TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let mut framed = Framed::new(stream, codec());
+        framed
+            .send(Bytes::from(query.to_json()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = framed
+            .next()
+            .await
+            .ok_or("closed without answering")?
+            .map_err(|e| e.to_string())?;
+        Message::from_json(&body).map_err(|e| e.to_string())
+    };
+    timeout(CONNECT_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
+}
+
 async fn report_closed(events: &mpsc::Sender<ConnEvent>, id: ConnId, reason: CloseReason) {
     // The driver may be gone during shutdown; then nobody needs to know.
     let _ = events.send(ConnEvent::Closed { id, reason }).await;
@@ -132,6 +162,16 @@ async fn serve(
                         }
                         greeted = true;
                         ConnEvent::Hello { id, listen, role }
+                    }
+                    (Ok(Message::Probe { version, .. }), false) if version != PROTOCOL_VERSION => {
+                        break CloseReason::Protocol(format!(
+                            "PROBE of protocol version {version}, this node speaks {PROTOCOL_VERSION}"
+                        ));
+                    }
+                    (Ok(msg @ (Message::Probe { .. } | Message::StatusRequest {})), false) => {
+                        // Answered by the driver; nothing else may follow.
+                        greeted = true;
+                        ConnEvent::Query { id, msg }
                     }
                     (Ok(msg), false) => {
                         break CloseReason::Protocol(format!("{} before HELLO", msg.kind()))

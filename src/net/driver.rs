@@ -6,20 +6,26 @@
 //! waits, and everything that waits lives here.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     net::SocketAddr,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
+use serde_json::Value;
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot, watch},
+    task::JoinSet,
+};
 
 use super::conn::{self, CloseReason, ConnEvent, ConnId};
 use crate::{
+    consensus::{Applied, ConsensusLink, IncomingRpc, OutgoingRpc},
     output::LogSink,
     proto::{
         message::{Message, Role, PROTOCOL_VERSION},
-        Core, Event, Output, Timestamp,
+        Command, Core, Directory, Event, Output, Timestamp,
     },
 };
 
@@ -101,18 +107,69 @@ struct Driver<C: Core> {
     next_seq: u64,
     tasks: JoinSet<()>,
     events_tx: mpsc::Sender<ConnEvent>,
+    /// Seeds: where proposals, RPCs and status requests go.
+    consensus: Option<ConsensusSide>,
+    /// Raft RPCs sent and not yet answered: request id to (seed, reply).
+    rpcs: HashMap<u64, PendingRpc>,
+    /// Results of work done in spawned tasks, back to the driver.
+    deferred_tx: mpsc::UnboundedSender<Deferred>,
+    /// Nodes whose last dial failed, so that repeated failures log once.
+    unreachable: HashSet<SocketAddr>,
+}
+
+type PendingRpc = (SocketAddr, oneshot::Sender<Result<Value, String>>);
+
+/// The senders of a seed's [`ConsensusLink`]; its receivers feed the loop.
+struct ConsensusSide {
+    proposals: mpsc::UnboundedSender<Command>,
+    incoming: mpsc::Sender<IncomingRpc>,
+    status: mpsc::Sender<oneshot::Sender<Value>>,
+}
+
+/// Work finished in a spawned task, handed back to the driver.
+enum Deferred {
+    ProbeResult {
+        target: SocketAddr,
+        incarnation: u64,
+        result: Result<(), String>,
+    },
+    RpcAnswer {
+        to: SocketAddr,
+        id: u64,
+        body: Value,
+    },
+    StatusAnswer {
+        conn: ConnId,
+        body: Value,
+    },
 }
 
 /// Runs `core` on `listener` until `shutdown` resolves. Typed lines arrive
-/// on `user_lines` when the node reads standard input.
+/// on `user_lines` when the node reads standard input; a seed passes the
+/// link to its consensus tasks.
 pub async fn run<C: Core>(
     core: C,
     listener: TcpListener,
     sink: LogSink,
     user_lines: Option<mpsc::Receiver<String>>,
+    consensus: Option<ConsensusLink>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (events_tx, mut events_rx) = mpsc::channel(CONN_EVENT_QUEUE);
+    let (deferred_tx, mut deferred_rx) = mpsc::unbounded_channel();
+    let (mut applied_rx, mut leader_rx, mut outgoing_rx, consensus) = match consensus {
+        Some(link) => (
+            Some(link.applied),
+            Some(link.leader),
+            Some(link.outgoing),
+            Some(ConsensusSide {
+                proposals: link.proposals,
+                incoming: link.incoming,
+                status: link.status,
+            }),
+        ),
+        None => (None, None, None, None),
+    };
     let hello = Message::Hello {
         version: PROTOCOL_VERSION,
         role: core.role(),
@@ -129,6 +186,10 @@ pub async fn run<C: Core>(
         next_seq: 0,
         tasks: JoinSet::new(),
         events_tx,
+        consensus,
+        rpcs: HashMap::new(),
+        deferred_tx,
+        unreachable: HashSet::new(),
     };
     let role = driver.core.role();
     driver.log(Event::Listening { role });
@@ -154,7 +215,14 @@ pub async fn run<C: Core>(
             },
             Some(event) = events_rx.recv() => driver.on_conn_event(event),
             () = sleep_until(next_timer) => driver.fire_due_timers(),
-            line = recv_line(&mut user_lines) => match line {
+            Some(applied) = recv_unbounded(&mut applied_rx) => driver.on_applied(applied),
+            Some(leader) = leader_change(&mut leader_rx) => {
+                let now = driver.clock.now();
+                driver.core.handle_leader(leader, now);
+            }
+            Some(rpc) = recv_some(&mut outgoing_rx) => driver.send_rpc(rpc),
+            Some(done) = deferred_rx.recv() => driver.on_deferred(done),
+            line = recv_some(&mut user_lines) => match line {
                 Some(line) => {
                     let now = driver.clock.now();
                     driver.core.handle_user_line(&line, now);
@@ -175,11 +243,30 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn recv_line(lines: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
-    match lines {
+async fn recv_some<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+async fn recv_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The new leader, when it changes; never resolves once the sender is gone.
+async fn leader_change(
+    rx: &mut Option<watch::Receiver<Option<SocketAddr>>>,
+) -> Option<Option<SocketAddr>> {
+    if let Some(watch) = rx {
+        if watch.changed().await.is_ok() {
+            return Some(*watch.borrow_and_update());
+        }
+    }
+    std::future::pending().await
 }
 
 impl<C: Core> Driver<C> {
@@ -233,14 +320,23 @@ impl<C: Core> Driver<C> {
             ConnEvent::Hello { id, listen, role } => self.on_hello(id, listen, role),
             ConnEvent::Frame { id, msg } => {
                 if let Some(Conn {
-                    state: ConnState::Open { remote, .. },
+                    state: ConnState::Open { remote, role, .. },
                     ..
                 }) = self.conns.get(&id)
                 {
-                    let (remote, now) = (*remote, self.clock.now());
-                    self.core.handle_message(remote, msg, now);
+                    let (remote, role, now) = (*remote, *role, self.clock.now());
+                    match msg {
+                        Message::RaftRequest { id, body } if role == Role::Seed => {
+                            self.on_raft_request(remote, id, body)
+                        }
+                        Message::RaftResponse { id, body } if role == Role::Seed => {
+                            self.on_raft_response(remote, id, body)
+                        }
+                        msg => self.core.handle_message(remote, msg, now),
+                    }
                 }
             }
+            ConnEvent::Query { id, msg } => self.on_query(id, msg),
             ConnEvent::Closed { id, reason } => self.on_closed(id, reason),
         }
     }
@@ -256,6 +352,7 @@ impl<C: Core> Driver<C> {
                     // Superseded by a connection the remote dialled.
                     return self.forget(id);
                 }
+                self.unreachable.remove(&target);
                 self.set_open(id, target, role, true);
                 self.core.handle_link_up(target, role, now);
             }
@@ -264,6 +361,19 @@ impl<C: Core> Driver<C> {
                     self.protocol_error(id, "HELLO claims this node's own address".into());
                     return self.forget(id);
                 }
+                // Without authentication this is the check we can make: a
+                // node on another host cannot send from a seed's IP. (On one
+                // machine every address is 127.0.0.1, so it cannot help there.)
+                let source = conn.socket_addr.map(|a| a.ip());
+                if role == Role::Seed && source.is_some_and(|ip| ip != listen.ip()) {
+                    let reason = format!(
+                        "HELLO claims seed {listen} from {}",
+                        source.map(|ip| ip.to_string()).unwrap_or_default()
+                    );
+                    self.protocol_error(id, reason);
+                    return self.forget(id);
+                }
+                self.unreachable.remove(&listen);
                 let was_linked = match self.by_remote.get(&listen).copied() {
                     None => false,
                     Some(existing) => {
@@ -313,10 +423,14 @@ impl<C: Core> Driver<C> {
                     CloseReason::Io(e) | CloseReason::Protocol(e) => e.clone(),
                     CloseReason::Ended => "closed before HELLO".into(),
                 };
-                self.log(Event::ConnectFailed {
-                    peer: target,
-                    reason,
-                });
+                // Logged once per outage: Raft redials a down seed twice a
+                // second, and one line says as much as a thousand.
+                if self.unreachable.insert(target) {
+                    self.log(Event::ConnectFailed {
+                        peer: target,
+                        reason,
+                    });
+                }
                 Some(target)
             }
             ConnState::Open { remote, .. } => Some(remote),
@@ -327,6 +441,9 @@ impl<C: Core> Driver<C> {
         }
         let current = remote.is_some_and(|r| self.by_remote.get(&r) == Some(&id));
         self.forget(id);
+        if let (Some(remote), true) = (remote, current) {
+            self.fail_rpcs_to(remote);
+        }
         if let (Some(remote), true) = (remote, current) {
             let now = self.clock.now();
             self.core.handle_link_down(remote, now);
@@ -380,13 +497,16 @@ impl<C: Core> Driver<C> {
     fn drain_outputs(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::Send { to, msg } => {
-                    let id = match self.by_remote.get(&to) {
-                        Some(id) => *id,
-                        None => self.dial(to),
-                    };
-                    self.send_on(id, msg);
+                Output::Send { to, msg } => self.send_to(to, msg),
+                Output::Propose(command) => {
+                    if let Some(side) = &self.consensus {
+                        let _ = side.proposals.send(command);
+                    }
                 }
+                Output::Probe {
+                    target,
+                    incarnation,
+                } => self.start_probe(target, incarnation),
                 Output::Connect(to) => {
                     match self.by_remote.get(&to).map(|id| &self.conns[id].state) {
                         Some(ConnState::Open { role, .. }) => {
@@ -415,6 +535,179 @@ impl<C: Core> Driver<C> {
                 }
                 Output::Event(event) => self.log(event),
             }
+        }
+    }
+
+    /// Sends on the connection to `to`, dialling it first if there is none.
+    fn send_to(&mut self, to: SocketAddr, msg: Message) {
+        let id = match self.by_remote.get(&to) {
+            Some(id) => *id,
+            None => self.dial(to),
+        };
+        self.send_on(id, msg);
+    }
+
+    fn send_rpc(&mut self, rpc: OutgoingRpc) {
+        let id = self.next_seq;
+        self.next_seq += 1;
+        self.rpcs.insert(id, (rpc.target, rpc.reply));
+        self.send_to(rpc.target, Message::RaftRequest { id, body: rpc.body });
+    }
+
+    fn on_raft_response(&mut self, from: SocketAddr, id: u64, body: Value) {
+        if self
+            .rpcs
+            .get(&id)
+            .is_some_and(|(target, _)| *target == from)
+        {
+            if let Some((_, reply)) = self.rpcs.remove(&id) {
+                let _ = reply.send(Ok(body));
+            }
+        }
+    }
+
+    /// RPCs waiting on a connection that closed fail at once rather than
+    /// at their timeout, so Raft retries sooner.
+    fn fail_rpcs_to(&mut self, remote: SocketAddr) {
+        let lost: Vec<u64> = self
+            .rpcs
+            .iter()
+            .filter(|(_, (target, _))| *target == remote)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some((_, reply)) = self.rpcs.remove(&id) {
+                let _ = reply.send(Err(format!("connection to {remote} closed")));
+            }
+        }
+    }
+
+    fn on_raft_request(&mut self, from: SocketAddr, id: u64, body: Value) {
+        let Some(side) = &self.consensus else {
+            return;
+        };
+        let (reply, answer) = oneshot::channel();
+        let request = IncomingRpc { from, body, reply };
+        // A full queue drops the request; Raft retries it.
+        if side.incoming.try_send(request).is_ok() {
+            let deferred = self.deferred_tx.clone();
+            tokio::spawn(async move {
+                if let Ok(body) = answer.await {
+                    let _ = deferred.send(Deferred::RpcAnswer { to: from, id, body });
+                }
+            });
+        }
+    }
+
+    /// Answers a one-shot query; the connection closes after the answer.
+    fn on_query(&mut self, id: ConnId, msg: Message) {
+        match msg {
+            Message::Probe { nonce, .. } => {
+                let reply = Message::ProbeReply {
+                    nonce,
+                    role: self.core.role(),
+                    listen: self.core.addr(),
+                    incarnation: self.core.incarnation(),
+                };
+                self.send_on(id, reply);
+                self.forget(id);
+            }
+            Message::StatusRequest {} => match &self.consensus {
+                Some(side) => {
+                    let (reply, answer) = oneshot::channel();
+                    if side.status.try_send(reply).is_err() {
+                        return self.forget(id);
+                    }
+                    let deferred = self.deferred_tx.clone();
+                    tokio::spawn(async move {
+                        if let Ok(body) = answer.await {
+                            let _ = deferred.send(Deferred::StatusAnswer { conn: id, body });
+                        }
+                    });
+                }
+                None => {
+                    let status = serde_json::json!({
+                        "error": format!("{} is a peer; ask a seed", self.core.addr())
+                    });
+                    self.send_on(id, Message::StatusReply { status });
+                    self.forget(id);
+                }
+            },
+            _ => self.forget(id),
+        }
+    }
+
+    fn on_deferred(&mut self, done: Deferred) {
+        match done {
+            Deferred::ProbeResult {
+                target,
+                incarnation,
+                result,
+            } => {
+                let now = self.clock.now();
+                self.core
+                    .handle_probe_result(target, incarnation, result, now);
+            }
+            Deferred::RpcAnswer { to, id, body } => {
+                self.send_to(to, Message::RaftResponse { id, body })
+            }
+            Deferred::StatusAnswer { conn, body } => {
+                self.send_on(conn, Message::StatusReply { status: body });
+                self.forget(conn);
+            }
+        }
+    }
+
+    /// Checks on a fresh connection that a peer of `incarnation` listens
+    /// at `target`.
+    fn start_probe(&mut self, target: SocketAddr, incarnation: u64) {
+        let nonce = self.clock.now().as_micros() ^ (self.next_seq << 32);
+        self.next_seq += 1;
+        let deferred = self.deferred_tx.clone();
+        tokio::spawn(async move {
+            let query = Message::Probe {
+                version: PROTOCOL_VERSION,
+                nonce,
+            };
+            let result = match conn::query(target, &query).await {
+                Ok(Message::ProbeReply {
+                    nonce: n,
+                    role,
+                    listen,
+                    incarnation: i,
+                }) => {
+                    if n != nonce {
+                        Err("the reply carries another nonce".to_string())
+                    } else if role != Role::Peer {
+                        Err(format!("a {role} listens there, not a peer"))
+                    } else if listen != target {
+                        Err(format!("the node there is {listen}"))
+                    } else if i != incarnation {
+                        Err(format!(
+                            "the peer there is incarnation {i}, not {incarnation}"
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Ok(other) => Err(format!("answered {} instead of PROBE_REPLY", other.kind())),
+                Err(e) => Err(e),
+            };
+            let _ = deferred.send(Deferred::ProbeResult {
+                target,
+                incarnation,
+                result,
+            });
+        });
+    }
+
+    fn on_applied(&mut self, applied: Applied<Directory>) {
+        let now = self.clock.now();
+        match applied {
+            Applied::Entry {
+                command, response, ..
+            } => self.core.handle_applied(&command, &response, now),
+            Applied::Snapshot { state, .. } => self.core.handle_snapshot(state, now),
         }
     }
 

@@ -9,15 +9,17 @@ use std::{fmt, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::message::{PeerEntry, Role};
+use super::{
+    message::{PeerEntry, Role},
+    seed::directory::ChangeKind,
+};
 
 /// How a seed came to record a membership change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommitBasis {
-    /// This seed alone recorded it, on the peer's word. No consensus among
-    /// seeds is involved yet.
-    Local,
+    /// A majority of seeds voted for it in the replicated log.
+    Consensus,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +52,11 @@ pub enum Event {
     RegisterWaiting {
         answered: usize,
         needed: usize,
+        /// Seeds this peer has a working connection to.
+        reachable: usize,
+        seeds: usize,
+        /// Milliseconds until the next attempt.
+        retry_ms: u64,
     },
     /// A Peer List received from seed `from`.
     PeerList {
@@ -95,10 +102,50 @@ pub enum Event {
     RegisterRequested {
         peer: SocketAddr,
     },
-    /// The peer is now in this seed's Peer List.
+    /// This seed checked a registration and proposes its vote.
+    RegisterProposed {
+        peer: SocketAddr,
+        seed: SocketAddr,
+    },
+    /// The dial-back check of a registering peer failed; no vote.
+    ProbeFailed {
+        peer: SocketAddr,
+        reason: String,
+    },
+    /// A vote entered the log and counts towards `change` of `peer`.
+    Vote {
+        change: ChangeKind,
+        peer: SocketAddr,
+        seed: SocketAddr,
+        incarnation: u64,
+    },
+    /// A majority of seeds voted to add the peer: it is in every PL.
     RegisterCommitted {
         peer: SocketAddr,
         basis: CommitBasis,
+        votes: usize,
+        seeds: usize,
+        voters: Vec<SocketAddr>,
+    },
+    /// This seed proposes its vote to remove a peer.
+    RemoveProposed {
+        peer: SocketAddr,
+        seed: SocketAddr,
+    },
+    /// A majority of seeds voted to remove the peer.
+    RemoveCommitted {
+        peer: SocketAddr,
+        votes: usize,
+        seeds: usize,
+        voters: Vec<SocketAddr>,
+    },
+    /// The seed cluster's log now names its seeds.
+    ClusterFormed {
+        seeds: Vec<SocketAddr>,
+    },
+    /// The seed that leads the log changed; `None` while there is none.
+    LeaderChanged {
+        leader: Option<SocketAddr>,
     },
     /// A peer reported its neighbours; the seed's topology record changed.
     TopologyUpdated {
@@ -122,6 +169,22 @@ fn addrs(list: &[SocketAddr]) -> String {
         .join(", ")
 }
 
+/// Voters as ports when they share one IP, as on one machine, else in full.
+fn ports(voters: &[SocketAddr]) -> String {
+    let same_ip = voters.windows(2).all(|w| w[0].ip() == w[1].ip());
+    voters
+        .iter()
+        .map(|v| {
+            if same_ip {
+                v.port().to_string()
+            } else {
+                v.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The prose form, for the console and the output file.
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -138,9 +201,16 @@ impl fmt::Display for Event {
             }
             Event::Shutdown => write!(f, "Shutting down."),
             Event::Registered { seeds } => write!(f, "REGISTERED with seeds {}", addrs(seeds)),
-            Event::RegisterWaiting { answered, needed } => write!(
+            Event::RegisterWaiting {
+                answered,
+                needed,
+                reachable,
+                seeds,
+                retry_ms,
+            } => write!(
                 f,
-                "waiting for seeds: {answered} of {needed} acknowledged the registration; retrying"
+                "waiting for seed quorum: {reachable} of {seeds} seeds reachable, \
+                 {answered} of {needed} confirmed the commit; retrying in {retry_ms} ms"
             ),
             Event::PeerList { from, peers } => {
                 let list = peers
@@ -176,11 +246,58 @@ impl fmt::Display for Event {
                 "GOSSIP received (first time): '{msg}' from {from} after {hops} hops"
             ),
             Event::RegisterRequested { peer } => write!(f, "REGISTER request from {peer}"),
-            Event::RegisterCommitted { peer, basis } => match basis {
-                CommitBasis::Local => write!(
+            Event::RegisterProposed { peer, seed } => {
+                write!(f, "REGISTER {peer} checked; seed {seed} proposes its vote")
+            }
+            Event::ProbeFailed { peer, reason } => {
+                write!(
                     f,
-                    "REGISTER {peer} recorded by this seed alone (no seed consensus yet)"
-                ),
+                    "REGISTER {peer} refused: dial-back check failed: {reason}"
+                )
+            }
+            Event::Vote {
+                change,
+                peer,
+                seed,
+                incarnation,
+            } => {
+                let change = match change {
+                    ChangeKind::Add => "REGISTER",
+                    ChangeKind::Remove => "REMOVE",
+                };
+                write!(
+                    f,
+                    "VOTE {change} {peer} (incarnation {incarnation}) by seed {seed}"
+                )
+            }
+            Event::RegisterCommitted {
+                peer,
+                votes,
+                seeds,
+                voters,
+                ..
+            } => write!(
+                f,
+                "REGISTER {peer} committed with {votes}/{seeds} votes (seeds {})",
+                ports(voters)
+            ),
+            Event::RemoveProposed { peer, seed } => {
+                write!(f, "REMOVE {peer}: seed {seed} proposes its vote")
+            }
+            Event::RemoveCommitted {
+                peer,
+                votes,
+                seeds,
+                voters,
+            } => write!(
+                f,
+                "REMOVE {peer} committed with {votes}/{seeds} votes (seeds {})",
+                ports(voters)
+            ),
+            Event::ClusterFormed { seeds } => write!(f, "SEED CLUSTER formed: {}", addrs(seeds)),
+            Event::LeaderChanged { leader } => match leader {
+                Some(leader) => write!(f, "LEADER is now seed {leader}"),
+                None => write!(f, "LEADER unknown: no seed leads; waiting for a majority"),
             },
             Event::TopologyUpdated { peer, neighbors } => {
                 write!(f, "TOPOLOGY {peer} links to {}", addrs(neighbors))

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any change that an older node could misread.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any change that an older node could misread. 2: seed
+/// consensus (REGISTER_REQUEST carries an incarnation; PROBE, RAFT_*).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
 /// prefix closes the connection before any of the body is read.
@@ -66,9 +67,10 @@ pub enum Message {
         /// Where the sender accepts connections; this is its identity.
         listen: SocketAddr,
     },
-    /// Peer to seed: put me in your Peer List.
-    RegisterRequest {},
-    /// Seed to peer: the registration is recorded.
+    /// Peer to seed: put me in the Peer List. `incarnation` tells this life
+    /// of the peer from earlier ones at the same address.
+    RegisterRequest { incarnation: u64 },
+    /// Seed to peer: the registration is committed by a majority of seeds.
     RegisterAck {},
     /// Peer to seed: send me your Peer List.
     PeerListRequest {},
@@ -76,6 +78,26 @@ pub enum Message {
     PeerList { peers: Vec<PeerEntry> },
     /// Peer to seed: my complete current set of overlay neighbours.
     LinkReport { neighbors: Vec<SocketAddr> },
+    /// Seed to peer, instead of HELLO, on a connection the seed dialled to
+    /// the address a peer registered: prove you listen there.
+    Probe { version: u32, nonce: u64 },
+    /// The answer to PROBE; the connection then closes.
+    ProbeReply {
+        nonce: u64,
+        role: Role,
+        listen: SocketAddr,
+        incarnation: u64,
+    },
+    /// Any client to a seed, instead of HELLO: send your status.
+    StatusRequest {},
+    /// The answer to STATUS_REQUEST: the seed's committed directory and its
+    /// view of the cluster (see `gossipnet status`). The connection then closes.
+    StatusReply { status: serde_json::Value },
+    /// Seed to seed: a consensus RPC (Raft's AppendEntries, Vote,
+    /// InstallSnapshot) or a proposal forwarded to the leader.
+    RaftRequest { id: u64, body: serde_json::Value },
+    /// Seed to seed: the answer to the RAFT_REQUEST with the same `id`.
+    RaftResponse { id: u64, body: serde_json::Value },
     /// Peer to peer: one gossip message, flooded through the overlay.
     Gossip {
         /// Listen address of the peer that created it. The text names only
@@ -93,7 +115,13 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Hello { .. } => "HELLO",
-            Message::RegisterRequest {} => "REGISTER_REQUEST",
+            Message::RegisterRequest { .. } => "REGISTER_REQUEST",
+            Message::Probe { .. } => "PROBE",
+            Message::ProbeReply { .. } => "PROBE_REPLY",
+            Message::StatusRequest {} => "STATUS_REQUEST",
+            Message::StatusReply { .. } => "STATUS_REPLY",
+            Message::RaftRequest { .. } => "RAFT_REQUEST",
+            Message::RaftResponse { .. } => "RAFT_RESPONSE",
             Message::RegisterAck {} => "REGISTER_ACK",
             Message::PeerListRequest {} => "PEER_LIST_REQUEST",
             Message::PeerList { .. } => "PEER_LIST",
@@ -140,8 +168,30 @@ mod tests {
                 role: Role::Peer,
                 listen: a,
             },
-            Message::RegisterRequest {},
+            Message::RegisterRequest { incarnation: 7 },
             Message::RegisterAck {},
+            Message::Probe {
+                version: PROTOCOL_VERSION,
+                nonce: 99,
+            },
+            Message::ProbeReply {
+                nonce: 99,
+                role: Role::Peer,
+                listen: a,
+                incarnation: 7,
+            },
+            Message::StatusRequest {},
+            Message::StatusReply {
+                status: serde_json::json!({"leader": "127.0.0.1:5010"}),
+            },
+            Message::RaftRequest {
+                id: 1,
+                body: serde_json::json!({"vote": {"term": 1}}),
+            },
+            Message::RaftResponse {
+                id: 1,
+                body: serde_json::json!({"ok": true}),
+            },
             Message::PeerListRequest {},
             Message::PeerList {
                 peers: vec![PeerEntry { addr: a, degree: 3 }],

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 
 pub use event::Event;
 pub use message::{Message, Role};
+pub use seed::directory::{Command, Directory, Outcome};
 pub use time::Timestamp;
 
 /// Something a core asks its driver to do.
@@ -36,6 +37,16 @@ pub enum Output<T> {
     Timer { timer: T, at: Timestamp },
     /// Log this event.
     Event(Event),
+    /// Seeds: append `command` to the seeds' replicated log. It may be lost
+    /// (no leader, no majority); whoever needs it retries. Every seed learns
+    /// what was applied through `handle_applied`.
+    Propose(Command),
+    /// Seeds: dial `target` afresh and check that a peer of `incarnation`
+    /// listens there; the answer comes back as `handle_probe_result`.
+    Probe {
+        target: SocketAddr,
+        incarnation: u64,
+    },
 }
 
 /// The interface every driver uses to run a core.
@@ -54,5 +65,24 @@ pub trait Core {
     fn handle_timer(&mut self, timer: Self::Timer, now: Timestamp);
     /// A line the user typed. Only peers gossip it; seeds ignore it.
     fn handle_user_line(&mut self, _line: &str, _now: Timestamp) {}
+    /// The incarnation this node states when a seed probes it.
+    fn incarnation(&self) -> u64 {
+        0
+    }
+    /// Seeds: the answer to an `Output::Probe`.
+    fn handle_probe_result(
+        &mut self,
+        _target: SocketAddr,
+        _incarnation: u64,
+        _result: Result<(), String>,
+        _now: Timestamp,
+    ) {
+    }
+    /// Seeds: an entry of the replicated log was applied, with its outcome.
+    fn handle_applied(&mut self, _command: &Command, _outcome: &Outcome, _now: Timestamp) {}
+    /// Seeds: the whole directory was replaced by a snapshot (catch-up).
+    fn handle_snapshot(&mut self, _directory: Directory, _now: Timestamp) {}
+    /// Seeds: the seed leading the log is now `leader`.
+    fn handle_leader(&mut self, _leader: Option<SocketAddr>, _now: Timestamp) {}
     fn poll_output(&mut self) -> Option<Output<Self::Timer>>;
 }

@@ -196,30 +196,22 @@ pub struct Cluster {
 pub const START: Duration = Duration::from_secs(15);
 
 impl Cluster {
-    /// Starts `n` seeds listed in a config.csv and waits until they listen.
+    /// Starts `n` seeds listed in a config.csv and waits until their
+    /// cluster has formed.
     pub fn with_seeds(n: usize, peer_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(n);
         let config = dir.path().join("config.csv");
         let lines: String = ports.iter().map(|p| format!("127.0.0.1,{p}\n")).collect();
         std::fs::write(&config, lines).unwrap();
-        let mut seeds = Vec::new();
-        for port in ports {
-            let args = vec![
-                "seed".into(),
-                format!("127.0.0.1:{port}"),
-                "--config".into(),
-                config.display().to_string(),
-            ];
-            seeds.push(Proc::spawn(
-                dir.path(),
-                &format!("seed-{port}"),
-                &args,
-                false,
-            ));
-        }
+        let mut seeds: Vec<Proc> = ports
+            .iter()
+            .map(|port| Self::spawn_seed(dir.path(), &config, *port, 0))
+            .collect();
         for seed in &mut seeds {
-            seed.wait_event("listening", START, |e| matches!(e, Event::Listening { .. }));
+            seed.wait_event("the seed cluster to form", START, |e| {
+                matches!(e, Event::ClusterFormed { .. })
+            });
         }
         Cluster {
             dir,
@@ -230,12 +222,50 @@ impl Cluster {
         }
     }
 
-    /// Starts a peer on a free port and waits until it has joined.
-    pub fn add_peer(&mut self) -> usize {
-        self.add_peer_with(&[], false)
+    fn spawn_seed(dir: &Path, config: &Path, port: u16, life: usize) -> Proc {
+        let args = vec![
+            "seed".into(),
+            format!("127.0.0.1:{port}"),
+            "--config".into(),
+            config.display().to_string(),
+            "--data-dir".into(),
+            dir.join(format!("data-{port}")).display().to_string(),
+        ];
+        // Each life of a seed gets its own file names.
+        Proc::spawn(dir, &format!("seed-{port}-{life}"), &args, false)
     }
 
-    pub fn add_peer_with(&mut self, extra: &[&str], stdin: bool) -> usize {
+    /// The data directory of seed `i`.
+    pub fn seed_data_dir(&self, i: usize) -> PathBuf {
+        let port = self.seeds[i].addr().port();
+        self.dir.path().join(format!("data-{port}"))
+    }
+
+    /// SIGKILLs seed `i`.
+    pub fn kill_seed(&mut self, i: usize) {
+        let seed = &mut self.seeds[i];
+        let _ = seed.child.kill();
+        let _ = seed.child.wait();
+    }
+
+    /// Starts seed `i` again on its port and data directory, and waits
+    /// until it listens.
+    pub fn restart_seed(&mut self, i: usize) {
+        let port = self.seeds[i].addr().port();
+        let life = self.seeds[i].name.rsplit('-').next().unwrap();
+        let life = life.parse::<usize>().unwrap() + 1;
+        let mut seed = Self::spawn_seed(self.dir.path(), &self.config, port, life);
+        seed.wait_event("listening", START, |e| matches!(e, Event::Listening { .. }));
+        self.seeds[i] = seed;
+    }
+
+    /// Starts a peer without waiting for it to join.
+    pub fn start_peer(&mut self) -> usize {
+        self.start_peer_with(&[], false)
+    }
+
+    /// Starts a peer on a free port, with `extra` arguments, without waiting.
+    pub fn start_peer_with(&mut self, extra: &[&str], stdin: bool) -> usize {
         let mut args: Vec<String> = vec![
             "peer".into(),
             "127.0.0.1:0".into(),
@@ -245,10 +275,20 @@ impl Cluster {
         args.extend(self.peer_args.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         let name = format!("peer-{}", self.peers.len() + 1);
-        let mut peer = Proc::spawn(self.dir.path(), &name, &args, stdin);
-        peer.wait_event("joined", START, |e| matches!(e, Event::Joined { .. }));
-        self.peers.push(peer);
+        self.peers
+            .push(Proc::spawn(self.dir.path(), &name, &args, stdin));
         self.peers.len() - 1
+    }
+
+    /// Starts a peer on a free port and waits until it has joined.
+    pub fn add_peer(&mut self) -> usize {
+        self.add_peer_with(&[], false)
+    }
+
+    pub fn add_peer_with(&mut self, extra: &[&str], stdin: bool) -> usize {
+        let i = self.start_peer_with(extra, stdin);
+        self.peers[i].wait_event("joined", START, |e| matches!(e, Event::Joined { .. }));
+        i
     }
 
     pub fn poll_all(&mut self) {
@@ -350,4 +390,29 @@ impl LineReader {
             }
         }
     }
+}
+
+/// `gossipnet status --seed ADDR` as JSON, or None when it fails.
+pub fn status(seed: SocketAddr) -> Option<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["status", "--seed", &seed.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The committed Peer List a seed reports, as sorted "ip:port" strings.
+pub fn committed_peers(seed: SocketAddr) -> Option<Vec<String>> {
+    let status = status(seed)?;
+    let mut peers: Vec<String> = status["peers"]
+        .as_array()?
+        .iter()
+        .filter_map(|p| p["addr"].as_str().map(String::from))
+        .collect();
+    peers.sort();
+    Some(peers)
 }

@@ -92,6 +92,9 @@ pub struct PeerStats {
     pub forwarded: u64,
 }
 
+/// The longest wait between registration attempts.
+const MAX_REGISTER_RETRY: Duration = Duration::from_secs(8);
+
 /// Floor(n/2)+1: the smallest majority of `n` seeds.
 pub fn seed_quorum(n: usize) -> usize {
     n / 2 + 1
@@ -108,6 +111,8 @@ pub struct PeerCore<R> {
     /// Seeds that acknowledged; once a majority, these are "our" seeds.
     acked: BTreeSet<SocketAddr>,
     lists: BTreeMap<SocketAddr, Vec<PeerEntry>>,
+    /// Seeds whose Peer List we wait for.
+    list_requests: BTreeSet<SocketAddr>,
     pending_links: BTreeSet<SocketAddr>,
     neighbors: BTreeSet<SocketAddr>,
     joined: bool,
@@ -115,13 +120,28 @@ pub struct PeerCore<R> {
     gossip_armed: bool,
     retry_armed: bool,
     lonely_armed: bool,
+    incarnation: u64,
+    /// Seeds with a working connection, for the waiting message.
+    reachable_seeds: BTreeSet<SocketAddr>,
+    /// The wait before the next registration attempt; doubles while the
+    /// seeds cannot commit.
+    register_retry: Duration,
     stats: PeerStats,
     outputs: VecDeque<Output<PeerTimer>>,
 }
 
 impl<R: Rng> PeerCore<R> {
     /// `seeds` is the full seed list from the config.
-    pub fn new(addr: SocketAddr, seeds: Vec<SocketAddr>, settings: PeerSettings, rng: R) -> Self {
+    /// `seeds` is the full seed list from the config; `incarnation` must be
+    /// higher than any earlier life of a peer at `addr` (start time works).
+    pub fn new(
+        addr: SocketAddr,
+        seeds: Vec<SocketAddr>,
+        settings: PeerSettings,
+        incarnation: u64,
+        rng: R,
+    ) -> Self {
+        let settings_retry = settings.retry_interval;
         PeerCore {
             addr,
             seeds,
@@ -131,6 +151,7 @@ impl<R: Rng> PeerCore<R> {
             asked: BTreeSet::new(),
             acked: BTreeSet::new(),
             lists: BTreeMap::new(),
+            list_requests: BTreeSet::new(),
             pending_links: BTreeSet::new(),
             neighbors: BTreeSet::new(),
             joined: false,
@@ -138,6 +159,9 @@ impl<R: Rng> PeerCore<R> {
             gossip_armed: false,
             retry_armed: false,
             lonely_armed: false,
+            incarnation,
+            reachable_seeds: BTreeSet::new(),
+            register_retry: settings_retry,
             stats: PeerStats::default(),
             outputs: VecDeque::new(),
         }
@@ -202,7 +226,12 @@ impl<R: Rng> PeerCore<R> {
     fn send_registrations(&mut self) {
         let waiting: Vec<_> = self.asked.difference(&self.acked).copied().collect();
         for seed in waiting {
-            self.send(seed, Message::RegisterRequest {});
+            self.send(
+                seed,
+                Message::RegisterRequest {
+                    incarnation: self.incarnation,
+                },
+            );
         }
     }
 
@@ -222,7 +251,23 @@ impl<R: Rng> PeerCore<R> {
     fn fetch_peer_lists(&mut self, now: Timestamp) {
         self.phase = Phase::FetchingLists;
         self.lists.clear();
-        let seeds: Vec<_> = self.acked.iter().copied().collect();
+        self.list_requests = self.acked.clone();
+        let seeds: Vec<_> = self.list_requests.iter().copied().collect();
+        for seed in seeds {
+            self.send(seed, Message::PeerListRequest {});
+        }
+        self.arm(PeerTimer::Retry, now + self.settings.retry_interval);
+    }
+
+    /// A seed that does not answer must not stall the join. Every seed
+    /// serves the same committed directory, so the lists in hand are enough;
+    /// with none in hand, ask every seed.
+    fn retry_peer_lists(&mut self, now: Timestamp) {
+        if !self.lists.is_empty() {
+            return self.choose_and_link(now);
+        }
+        self.list_requests = self.seeds.iter().copied().collect();
+        let seeds: Vec<_> = self.list_requests.iter().copied().collect();
         for seed in seeds {
             self.send(seed, Message::PeerListRequest {});
         }
@@ -230,7 +275,7 @@ impl<R: Rng> PeerCore<R> {
     }
 
     fn on_peer_list(&mut self, seed: SocketAddr, peers: Vec<PeerEntry>, now: Timestamp) {
-        if self.phase != Phase::FetchingLists || !self.acked.contains(&seed) {
+        if self.phase != Phase::FetchingLists || !self.list_requests.contains(&seed) {
             return;
         }
         self.emit(Event::PeerList {
@@ -238,7 +283,7 @@ impl<R: Rng> PeerCore<R> {
             peers: peers.clone(),
         });
         self.lists.insert(seed, peers);
-        if self.lists.len() == self.acked.len() {
+        if self.lists.len() == self.list_requests.len() {
             self.choose_and_link(now);
         }
     }
@@ -409,7 +454,11 @@ impl<R: Rng> Core for PeerCore<R> {
             self.ask_another_seed();
         }
         self.send_registrations();
-        self.arm(PeerTimer::Retry, now + self.settings.retry_interval);
+        self.arm(PeerTimer::Retry, now + self.register_retry);
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     fn handle_message(&mut self, from: SocketAddr, msg: Message, now: Timestamp) {
@@ -424,6 +473,9 @@ impl<R: Rng> Core for PeerCore<R> {
     }
 
     fn handle_link_up(&mut self, remote: SocketAddr, role: Role, now: Timestamp) {
+        if role == Role::Seed && self.seeds.contains(&remote) {
+            self.reachable_seeds.insert(remote);
+        }
         if role != Role::Peer {
             // Our seed connections come up this way too; only an address we
             // chose as a neighbour is a mistake, and must not stall the join.
@@ -443,6 +495,7 @@ impl<R: Rng> Core for PeerCore<R> {
     }
 
     fn handle_link_down(&mut self, remote: SocketAddr, now: Timestamp) {
+        self.reachable_seeds.remove(&remote);
         self.pending_links.remove(&remote);
         if self.neighbors.remove(&remote) {
             self.emit(Event::NeighborDown { peer: remote });
@@ -458,28 +511,24 @@ impl<R: Rng> Core for PeerCore<R> {
                 self.retry_armed = false;
                 match self.phase {
                     Phase::Registering => {
+                        // Back off while the seeds cannot commit, so that a
+                        // seed outage is not met with a retry storm.
+                        self.register_retry = (self.register_retry * 2).min(MAX_REGISTER_RETRY);
                         self.emit(Event::RegisterWaiting {
                             answered: self.acked.len(),
                             needed: self.quorum(),
+                            reachable: self.reachable_seeds.len(),
+                            seeds: self.seeds.len(),
+                            retry_ms: self.register_retry.as_millis() as u64,
                         });
                         // A silent seed may be down: widen to one more seed.
                         self.ask_another_seed();
                         self.send_registrations();
+                        self.arm(PeerTimer::Retry, now + self.register_retry);
                     }
-                    Phase::FetchingLists => {
-                        let missing: Vec<_> = self
-                            .acked
-                            .iter()
-                            .filter(|s| !self.lists.contains_key(s))
-                            .copied()
-                            .collect();
-                        for seed in missing {
-                            self.send(seed, Message::PeerListRequest {});
-                        }
-                    }
-                    Phase::Linking | Phase::Active => return,
+                    Phase::FetchingLists => self.retry_peer_lists(now),
+                    Phase::Linking | Phase::Active => {}
                 }
-                self.arm(PeerTimer::Retry, now + self.settings.retry_interval);
             }
             PeerTimer::Gossip => {
                 self.gossip_armed = false;

@@ -22,6 +22,7 @@ fn peer(n_seeds: u16, rng_seed: u64) -> PeerCore<ChaCha8Rng> {
         addr(6000),
         seeds(n_seeds),
         settings,
+        42,
         ChaCha8Rng::seed_from_u64(rng_seed),
     )
 }
@@ -121,6 +122,32 @@ fn registration_goes_to_a_majority_of_distinct_seeds() {
 }
 
 #[test]
+fn registration_states_the_incarnation_and_backs_off_while_seeds_cannot_commit() {
+    let mut core = peer(3, 9);
+    core.start(now());
+    let out = drain(&mut core);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Send {
+            msg: Message::RegisterRequest { incarnation: 42 },
+            ..
+        }
+    )));
+    let mut waits = Vec::new();
+    let mut at = now();
+    for _ in 0..6 {
+        at = at + Duration::from_secs(10);
+        core.handle_timer(PeerTimer::Retry, at);
+        for e in events(&drain(&mut core)) {
+            if let Event::RegisterWaiting { retry_ms, .. } = e {
+                waits.push(retry_ms);
+            }
+        }
+    }
+    assert_eq!(waits, vec![2000, 4000, 8000, 8000, 8000, 8000]);
+}
+
+#[test]
 fn peer_is_registered_only_after_a_majority_acknowledges() {
     let mut core = peer(3, 1);
     core.start(now());
@@ -168,7 +195,10 @@ fn a_silent_seed_is_retried_and_another_seed_is_asked() {
         e,
         Event::RegisterWaiting {
             answered: 1,
-            needed: 2
+            needed: 2,
+            seeds: 3,
+            retry_ms: 2000,
+            ..
         }
     )));
 }
@@ -231,6 +261,49 @@ fn the_union_of_peer_lists_is_used() {
             .count(),
         2
     );
+}
+
+#[test]
+fn a_seed_that_never_sends_its_list_does_not_stall_the_join() {
+    let mut core = peer(3, 8);
+    core.start(now());
+    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
+    for seed in &asked {
+        core.handle_message(*seed, Message::RegisterAck {}, now());
+    }
+    drain(&mut core);
+    core.handle_message(
+        asked[0],
+        Message::PeerList {
+            peers: vec![entry(6001, 1)],
+        },
+        now(),
+    );
+    assert!(!core.is_joined());
+    core.handle_timer(PeerTimer::Retry, now() + Duration::from_secs(1));
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Connect(addr(6001))), "{out:?}");
+}
+
+#[test]
+fn with_no_list_at_all_the_peer_asks_every_seed() {
+    let mut core = peer(3, 8);
+    core.start(now());
+    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
+    for seed in &asked {
+        core.handle_message(*seed, Message::RegisterAck {}, now());
+    }
+    drain(&mut core);
+    core.handle_timer(PeerTimer::Retry, now() + Duration::from_secs(1));
+    let mut again = sends_of(&drain(&mut core), "PEER_LIST_REQUEST");
+    again.sort();
+    assert_eq!(again, seeds(3));
+    // A seed we did not register with may answer now.
+    let other = seeds(3).into_iter().find(|s| !asked.contains(s)).unwrap();
+    core.handle_message(other, Message::PeerList { peers: vec![] }, now());
+    assert!(events(&drain(&mut core))
+        .iter()
+        .any(|e| matches!(e, Event::PeerList { .. })));
 }
 
 #[test]
@@ -440,7 +513,11 @@ fn a_chosen_neighbour_that_turns_out_to_be_a_seed_does_not_stall_the_join() {
 #[test]
 fn unexpected_message_closes_only_that_connection() {
     let mut core = linked_peer(&[6001]);
-    core.handle_message(addr(6001), Message::RegisterRequest {}, now());
+    core.handle_message(
+        addr(6001),
+        Message::RegisterRequest { incarnation: 1 },
+        now(),
+    );
     let out = drain(&mut core);
     assert!(out.contains(&Output::Close(addr(6001))));
     assert!(matches!(

@@ -83,6 +83,9 @@ pub enum Ignored {
     UnknownPeer,
     /// `Init` after the seeds were already named.
     AlreadyInitialised,
+    /// Links equal to those already recorded: a peer reports to each of its
+    /// seeds, so every report arrives more than once.
+    Unchanged,
 }
 
 /// What applying one command did.
@@ -183,7 +186,13 @@ impl Directory {
                         reason: Ignored::UnknownPeer,
                     };
                 }
-                let set = neighbors.iter().copied().filter(|n| n != peer).collect();
+                let set: BTreeSet<SocketAddr> =
+                    neighbors.iter().copied().filter(|n| n != peer).collect();
+                if self.links.get(peer) == Some(&set) {
+                    return Outcome::Ignored {
+                        reason: Ignored::Unchanged,
+                    };
+                }
                 self.links.insert(*peer, set);
                 Outcome::LinksRecorded
             }

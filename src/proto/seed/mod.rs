@@ -1,11 +1,19 @@
-//! The seed core: the membership directory (R1, R4).
+//! The seed core: the membership directory (R1 to R4, R17).
 //!
-//! A seed keeps the Peer List (PL) and the overlay topology as peers report
-//! it, and serves the PL with each peer's degree so that joiners can attach
-//! preferentially. A seed never gossips.
+//! A seed never gossips. It keeps a replica of the [`Directory`], the
+//! replicated state machine of Peer List, topology and pending votes, and
+//! changes it only by applying entries of the seeds' shared log.
 //!
-//! This walking skeleton records a registration on the peer's word alone;
-//! the event says so (`basis: local`). Seed consensus replaces that step.
+//! Registration:
+//! 1. A peer sends REGISTER_REQUEST to a majority of seeds.
+//! 2. Each seed checks it. The address must not be a seed's, and a fresh
+//!    dial-back PROBE must find a peer of that incarnation listening there.
+//! 3. The seed proposes its own vote `Vote { Add(peer), seed: me }`.
+//! 4. The change commits when floor(n/2)+1 distinct seeds have voted.
+//! 5. A seed acknowledges the peer only once it has *applied* that commit.
+//!
+//! So no seed and no minority of seeds can add a peer. Removal uses the same
+//! votes with `Remove`.
 
 pub mod directory;
 
@@ -14,102 +22,60 @@ use std::{
     net::SocketAddr,
 };
 
+use directory::{Change, ChangeKind, Command, Directory, Incarnation, Outcome};
+
 use super::{
     event::CommitBasis,
-    message::{Message, PeerEntry, Role},
+    message::{Message, Role},
     Core, Event, Output, Timestamp,
 };
 
-/// Seeds set no timers yet.
+/// Seeds retry only the cluster's first entry; retrying registrations is
+/// the peers' job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeedTimer {}
-
-/// What a seed knows about one registered peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerRecord {
-    pub registered_at: Timestamp,
+pub enum SeedTimer {
+    /// The leader checks that its `Init` was applied, and proposes it again
+    /// if not.
+    InitRetry,
 }
 
-/// The directory: registered peers and the links they report.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Directory {
-    peers: BTreeMap<SocketAddr, PeerRecord>,
-    /// Each peer's own report of its neighbours. An edge counts if either
-    /// end reports it, so a link shows up as soon as one side has it.
-    reported: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
-}
-
-impl Directory {
-    /// Adds `peer`; false if it was already there.
-    pub fn register(&mut self, peer: SocketAddr, now: Timestamp) -> bool {
-        if self.peers.contains_key(&peer) {
-            return false;
-        }
-        self.peers.insert(peer, PeerRecord { registered_at: now });
-        true
-    }
-
-    pub fn contains(&self, peer: &SocketAddr) -> bool {
-        self.peers.contains_key(peer)
-    }
-
-    pub fn len(&self) -> usize {
-        self.peers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
-
-    /// Replaces `peer`'s reported neighbour set; false if unchanged.
-    pub fn report_links(&mut self, peer: SocketAddr, neighbors: BTreeSet<SocketAddr>) -> bool {
-        let previous = self.reported.insert(peer, neighbors.clone());
-        previous.as_ref() != Some(&neighbors)
-    }
-
-    /// Undirected edges, each once, smaller address first.
-    pub fn edges(&self) -> BTreeSet<(SocketAddr, SocketAddr)> {
-        self.reported
-            .iter()
-            .flat_map(|(a, ns)| ns.iter().map(move |b| (*a.min(b), *a.max(b))))
-            .filter(|(a, b)| a != b)
-            .collect()
-    }
-
-    /// The PL with each peer's degree in the recorded topology.
-    pub fn peer_list(&self) -> Vec<PeerEntry> {
-        let mut degree: BTreeMap<SocketAddr, u32> = BTreeMap::new();
-        for (a, b) in self.edges() {
-            *degree.entry(a).or_default() += 1;
-            *degree.entry(b).or_default() += 1;
-        }
-        self.peers
-            .keys()
-            .map(|addr| PeerEntry {
-                addr: *addr,
-                degree: degree.get(addr).copied().unwrap_or(0),
-            })
-            .collect()
-    }
-}
+/// 1 s: a lost `Init` only delays the first registrations.
+const INIT_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct SeedCore {
     addr: SocketAddr,
+    /// All seeds, from the config; named in the log's `Init` entry.
+    seeds: Vec<SocketAddr>,
     directory: Directory,
+    leader: Option<SocketAddr>,
+    /// Peers that asked this seed to register them, and the incarnation
+    /// they asked for: they get REGISTER_ACK when that Add is applied.
+    awaiting_ack: BTreeMap<SocketAddr, Incarnation>,
+    /// Dial-back checks under way.
+    probing: BTreeSet<(SocketAddr, Incarnation)>,
     outputs: VecDeque<Output<SeedTimer>>,
 }
 
 impl SeedCore {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, seeds: Vec<SocketAddr>) -> Self {
         SeedCore {
             addr,
+            seeds,
             directory: Directory::default(),
+            leader: None,
+            awaiting_ack: BTreeMap::new(),
+            probing: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
     }
 
+    /// The committed directory as this seed has applied it.
     pub fn directory(&self) -> &Directory {
         &self.directory
+    }
+
+    pub fn leader(&self) -> Option<SocketAddr> {
+        self.leader
     }
 
     fn emit(&mut self, event: Event) {
@@ -127,6 +93,94 @@ impl SeedCore {
         });
         self.outputs.push_back(Output::Close(from));
     }
+
+    fn on_register_request(&mut self, peer: SocketAddr, incarnation: Incarnation) {
+        self.emit(Event::RegisterRequested { peer });
+        if self.seeds.contains(&peer) {
+            return self.reject(peer, "REGISTER_REQUEST from a seed's address".into());
+        }
+        match self.directory.incarnation_of(&peer) {
+            Some(current) if current == incarnation => {
+                // Already committed: a retry after our ack was lost.
+                return self.send(peer, Message::RegisterAck {});
+            }
+            Some(current) if current > incarnation => {
+                return self.reject(
+                    peer,
+                    format!("incarnation {incarnation} is older than the registered {current}"),
+                );
+            }
+            _ => {}
+        }
+        self.awaiting_ack.insert(peer, incarnation);
+        if self.probing.insert((peer, incarnation)) {
+            self.outputs.push_back(Output::Probe {
+                target: peer,
+                incarnation,
+            });
+        }
+    }
+
+    fn propose_vote(&mut self, kind: ChangeKind, peer: SocketAddr, incarnation: Incarnation) {
+        let change = Change {
+            kind,
+            peer,
+            incarnation,
+        };
+        self.emit(match kind {
+            ChangeKind::Add => Event::RegisterProposed {
+                peer,
+                seed: self.addr,
+            },
+            ChangeKind::Remove => Event::RemoveProposed {
+                peer,
+                seed: self.addr,
+            },
+        });
+        self.outputs.push_back(Output::Propose(Command::Vote {
+            change,
+            seed: self.addr,
+        }));
+    }
+
+    /// Votes to remove `peer` at the incarnation the directory holds. The
+    /// caller has checked the evidence; the change takes effect only when
+    /// a majority of seeds vote the same.
+    pub fn propose_removal(&mut self, peer: SocketAddr) -> bool {
+        match self.directory.incarnation_of(&peer) {
+            Some(incarnation) => {
+                self.propose_vote(ChangeKind::Remove, peer, incarnation);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Acknowledges every waiting peer whose registration is now committed.
+    fn ack_committed(&mut self) {
+        let committed: Vec<SocketAddr> = self
+            .awaiting_ack
+            .iter()
+            .filter(|(peer, inc)| self.directory.incarnation_of(peer) == Some(**inc))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in committed {
+            self.awaiting_ack.remove(&peer);
+            self.send(peer, Message::RegisterAck {});
+        }
+    }
+
+    fn propose_init_if_leading(&mut self, now: Timestamp) {
+        if self.leader == Some(self.addr) && !self.directory.is_initialised() {
+            let seeds = self.seeds.clone();
+            self.outputs
+                .push_back(Output::Propose(Command::Init { seeds }));
+            self.outputs.push_back(Output::Timer {
+                timer: SeedTimer::InitRetry,
+                at: now + INIT_RETRY,
+            });
+        }
+    }
 }
 
 impl Core for SeedCore {
@@ -142,18 +196,9 @@ impl Core for SeedCore {
 
     fn start(&mut self, _now: Timestamp) {}
 
-    fn handle_message(&mut self, from: SocketAddr, msg: Message, now: Timestamp) {
+    fn handle_message(&mut self, from: SocketAddr, msg: Message, _now: Timestamp) {
         match msg {
-            Message::RegisterRequest {} => {
-                self.emit(Event::RegisterRequested { peer: from });
-                if self.directory.register(from, now) {
-                    self.emit(Event::RegisterCommitted {
-                        peer: from,
-                        basis: CommitBasis::Local,
-                    });
-                }
-                self.send(from, Message::RegisterAck {});
-            }
+            Message::RegisterRequest { incarnation } => self.on_register_request(from, incarnation),
             Message::PeerListRequest {} => {
                 let peers = self.directory.peer_list();
                 self.emit(Event::PeerListServed {
@@ -162,19 +207,15 @@ impl Core for SeedCore {
                 });
                 self.send(from, Message::PeerList { peers });
             }
-            Message::LinkReport { neighbors } => {
-                if !self.directory.contains(&from) {
-                    return self.reject(from, "LINK_REPORT from an unregistered peer".into());
-                }
-                let neighbors: BTreeSet<SocketAddr> =
-                    neighbors.into_iter().filter(|n| *n != from).collect();
-                if self.directory.report_links(from, neighbors.clone()) {
-                    self.emit(Event::TopologyUpdated {
-                        peer: from,
-                        neighbors: neighbors.into_iter().collect(),
-                    });
-                }
+            // A seed still catching up may not know the peer yet; its next
+            // report will do.
+            Message::LinkReport { neighbors } if self.directory.contains(&from) => {
+                self.outputs.push_back(Output::Propose(Command::Links {
+                    peer: from,
+                    neighbors,
+                }));
             }
+            Message::LinkReport { .. } => {}
             other => self.reject(from, format!("unexpected {} for a seed", other.kind())),
         }
     }
@@ -183,8 +224,100 @@ impl Core for SeedCore {
 
     fn handle_link_down(&mut self, _remote: SocketAddr, _now: Timestamp) {}
 
-    fn handle_timer(&mut self, timer: SeedTimer, _now: Timestamp) {
-        match timer {}
+    fn handle_timer(&mut self, timer: SeedTimer, now: Timestamp) {
+        match timer {
+            SeedTimer::InitRetry => self.propose_init_if_leading(now),
+        }
+    }
+
+    fn handle_probe_result(
+        &mut self,
+        target: SocketAddr,
+        incarnation: u64,
+        result: Result<(), String>,
+        _now: Timestamp,
+    ) {
+        self.probing.remove(&(target, incarnation));
+        match result {
+            Ok(()) => self.propose_vote(ChangeKind::Add, target, incarnation),
+            Err(reason) => {
+                self.awaiting_ack.remove(&target);
+                self.emit(Event::ProbeFailed {
+                    peer: target,
+                    reason,
+                });
+            }
+        }
+    }
+
+    fn handle_applied(&mut self, command: &Command, outcome: &Outcome, _now: Timestamp) {
+        let mine = self.directory.apply(command);
+        debug_assert_eq!(&mine, outcome, "replica diverged on {command:?}");
+        match (command, outcome) {
+            (Command::Init { seeds }, Outcome::Initialised) => {
+                self.emit(Event::ClusterFormed {
+                    seeds: seeds.clone(),
+                });
+            }
+            (
+                Command::Vote { change, seed },
+                Outcome::VoteCounted { .. } | Outcome::Committed { .. },
+            ) => {
+                self.emit(Event::Vote {
+                    change: change.kind,
+                    peer: change.peer,
+                    seed: *seed,
+                    incarnation: change.incarnation,
+                });
+                if let Outcome::Committed { voters, seeds } = outcome {
+                    let (peer, votes) = (change.peer, voters.len());
+                    let (voters, seeds) = (voters.clone(), *seeds);
+                    self.emit(match change.kind {
+                        ChangeKind::Add => Event::RegisterCommitted {
+                            peer,
+                            basis: CommitBasis::Consensus,
+                            votes,
+                            seeds,
+                            voters,
+                        },
+                        ChangeKind::Remove => Event::RemoveCommitted {
+                            peer,
+                            votes,
+                            seeds,
+                            voters,
+                        },
+                    });
+                    self.ack_committed();
+                }
+            }
+            (Command::Links { peer, neighbors }, Outcome::LinksRecorded) => {
+                self.emit(Event::TopologyUpdated {
+                    peer: *peer,
+                    neighbors: neighbors.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_snapshot(&mut self, directory: Directory, _now: Timestamp) {
+        let formed_now = !self.directory.is_initialised() && directory.is_initialised();
+        self.directory = directory;
+        // A seed restarted from its data dir, or caught up by snapshot, never
+        // applies `Init` itself; it still says that the cluster is formed.
+        if formed_now {
+            let seeds = self.directory.seeds().collect();
+            self.emit(Event::ClusterFormed { seeds });
+        }
+        self.ack_committed();
+    }
+
+    fn handle_leader(&mut self, leader: Option<SocketAddr>, now: Timestamp) {
+        if leader != self.leader {
+            self.leader = leader;
+            self.emit(Event::LeaderChanged { leader });
+            self.propose_init_if_leading(now);
+        }
     }
 
     fn poll_output(&mut self) -> Option<Output<SeedTimer>> {
@@ -193,114 +326,4 @@ impl Core for SeedCore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    fn drain(core: &mut SeedCore) -> Vec<Output<SeedTimer>> {
-        std::iter::from_fn(|| core.poll_output()).collect()
-    }
-
-    #[test]
-    fn registration_is_recorded_once_and_always_acknowledged() {
-        let mut seed = SeedCore::new(addr(5010));
-        for _ in 0..2 {
-            seed.handle_message(addr(6001), Message::RegisterRequest {}, Timestamp(1));
-        }
-        let out = drain(&mut seed);
-        let acks = out
-            .iter()
-            .filter(|o| matches!(o, Output::Send { msg: Message::RegisterAck {}, to } if *to == addr(6001)))
-            .count();
-        let commits = out
-            .iter()
-            .filter(|o| matches!(o, Output::Event(Event::RegisterCommitted { .. })))
-            .count();
-        assert_eq!((acks, commits), (2, 1));
-        assert_eq!(seed.directory().len(), 1);
-    }
-
-    #[test]
-    fn peer_list_carries_degrees_from_reported_links() {
-        let mut seed = SeedCore::new(addr(5010));
-        for p in [6001, 6002, 6003] {
-            seed.handle_message(addr(p), Message::RegisterRequest {}, Timestamp(1));
-        }
-        // 6002 reports both links; 6001 reports one of them as well.
-        seed.handle_message(
-            addr(6002),
-            Message::LinkReport {
-                neighbors: vec![addr(6001), addr(6003)],
-            },
-            Timestamp(2),
-        );
-        seed.handle_message(
-            addr(6001),
-            Message::LinkReport {
-                neighbors: vec![addr(6002)],
-            },
-            Timestamp(2),
-        );
-        drain(&mut seed);
-        seed.handle_message(addr(6003), Message::PeerListRequest {}, Timestamp(3));
-        let list = drain(&mut seed)
-            .into_iter()
-            .find_map(|o| match o {
-                Output::Send {
-                    msg: Message::PeerList { peers },
-                    ..
-                } => Some(peers),
-                _ => None,
-            })
-            .unwrap();
-        let degrees: Vec<_> = list.iter().map(|p| (p.addr.port(), p.degree)).collect();
-        assert_eq!(degrees, vec![(6001, 1), (6002, 2), (6003, 1)]);
-    }
-
-    #[test]
-    fn a_new_report_replaces_the_old_one() {
-        let mut dir = Directory::default();
-        dir.register(addr(6001), Timestamp(0));
-        assert!(dir.report_links(addr(6001), [addr(6002)].into()));
-        assert!(!dir.report_links(addr(6001), [addr(6002)].into()));
-        assert!(dir.report_links(addr(6001), BTreeSet::new()));
-        assert!(dir.edges().is_empty());
-    }
-
-    #[test]
-    fn link_report_from_an_unregistered_peer_is_refused() {
-        let mut seed = SeedCore::new(addr(5010));
-        seed.handle_message(
-            addr(6001),
-            Message::LinkReport {
-                neighbors: vec![addr(6002)],
-            },
-            Timestamp(1),
-        );
-        let out = drain(&mut seed);
-        assert!(out.contains(&Output::Close(addr(6001))));
-        assert!(seed.directory().edges().is_empty());
-    }
-
-    #[test]
-    fn gossip_sent_to_a_seed_closes_that_connection() {
-        let mut seed = SeedCore::new(addr(5010));
-        seed.handle_message(
-            addr(6001),
-            Message::Gossip {
-                origin: addr(6001),
-                msg: "x".into(),
-                hops: 0,
-            },
-            Timestamp(1),
-        );
-        let out = drain(&mut seed);
-        assert!(
-            matches!(&out[0], Output::Event(Event::ProtocolError { reason, .. }) if reason.contains("GOSSIP"))
-        );
-        assert_eq!(out[1], Output::Close(addr(6001)));
-    }
-}
+mod tests;

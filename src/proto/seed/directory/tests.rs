@@ -247,6 +247,13 @@ fn links_count_only_between_registered_peers() {
     };
     assert_eq!(d.apply(&links(1, &[2, 3])), Outcome::LinksRecorded);
     assert_eq!(
+        d.apply(&links(1, &[3, 2])),
+        Outcome::Ignored {
+            reason: Ignored::Unchanged
+        },
+        "the same report from a second seed changed something"
+    );
+    assert_eq!(
         d.apply(&links(3, &[1])),
         Outcome::Ignored {
             reason: Ignored::UnknownPeer

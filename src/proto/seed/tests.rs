@@ -1,0 +1,305 @@
+use super::*;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn seeds() -> Vec<SocketAddr> {
+    vec![addr(5010), addr(5011), addr(5012)]
+}
+
+fn now() -> Timestamp {
+    Timestamp(1_000_000)
+}
+
+/// Three seed cores sharing one log: each proposal is appended in order and
+/// applied on every core, which is what Raft gives them.
+struct Cluster {
+    cores: Vec<SeedCore>,
+    log: Vec<Command>,
+    /// Frames the cores sent, with the sender's index.
+    sent: Vec<(usize, SocketAddr, Message)>,
+    events: Vec<(usize, Event)>,
+    /// Probes asked for and not yet answered.
+    probes: Vec<(usize, SocketAddr, u64)>,
+    /// Proposals from these cores are lost, as when cut off from the leader.
+    cut_off: Vec<usize>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let cores = seeds()
+            .into_iter()
+            .map(|s| SeedCore::new(s, seeds()))
+            .collect();
+        let mut c = Cluster {
+            cores,
+            log: Vec::new(),
+            sent: Vec::new(),
+            events: Vec::new(),
+            probes: Vec::new(),
+            cut_off: Vec::new(),
+        };
+        for i in 0..3 {
+            c.cores[i].handle_leader(Some(addr(5010)), now());
+        }
+        c.settle();
+        c
+    }
+
+    /// Drains every core, appends and applies proposals until quiet.
+    fn settle(&mut self) {
+        loop {
+            let mut proposals = Vec::new();
+            for (i, core) in self.cores.iter_mut().enumerate() {
+                while let Some(out) = core.poll_output() {
+                    match out {
+                        Output::Propose(cmd) if !self.cut_off.contains(&i) => proposals.push(cmd),
+                        Output::Propose(_) => {}
+                        Output::Send { to, msg } => self.sent.push((i, to, msg)),
+                        Output::Event(e) => self.events.push((i, e)),
+                        Output::Probe {
+                            target,
+                            incarnation,
+                        } => self.probes.push((i, target, incarnation)),
+                        _ => {}
+                    }
+                }
+            }
+            if proposals.is_empty() {
+                return;
+            }
+            for cmd in proposals {
+                let outcome = self.log_apply(&cmd);
+                for core in &mut self.cores {
+                    core.handle_applied(&cmd, &outcome, now());
+                }
+            }
+        }
+    }
+
+    fn log_apply(&mut self, cmd: &Command) -> Outcome {
+        self.log.push(cmd.clone());
+        let mut reference = Directory::default();
+        let mut outcome = Outcome::Nothing;
+        for c in &self.log {
+            outcome = reference.apply(c);
+        }
+        outcome
+    }
+
+    fn answer_probes(&mut self, result: Result<(), String>) {
+        for (i, target, inc) in std::mem::take(&mut self.probes) {
+            self.cores[i].handle_probe_result(target, inc, result.clone(), now());
+        }
+        self.settle();
+    }
+
+    fn acks_to(&self, peer: SocketAddr) -> Vec<usize> {
+        self.sent
+            .iter()
+            .filter(|(_, to, m)| *to == peer && *m == Message::RegisterAck {})
+            .map(|(i, ..)| *i)
+            .collect()
+    }
+
+    fn register(&mut self, peer: SocketAddr, at: &[usize]) {
+        for &i in at {
+            self.cores[i].handle_message(peer, Message::RegisterRequest { incarnation: 1 }, now());
+        }
+        self.settle();
+    }
+}
+
+#[test]
+fn the_leader_names_the_seeds_in_the_log_first() {
+    let c = Cluster::new();
+    assert_eq!(c.log, vec![Command::Init { seeds: seeds() }]);
+    assert!(c.cores.iter().all(|s| s.directory().is_initialised()));
+}
+
+#[test]
+fn a_peer_is_acknowledged_only_after_a_majority_of_seeds_voted() {
+    let mut c = Cluster::new();
+    let peer = addr(6001);
+    c.register(peer, &[0, 2]);
+    // Nothing is voted before the dial-back check.
+    assert_eq!(c.log.len(), 1);
+    assert!(c.acks_to(peer).is_empty());
+    assert_eq!(c.probes.len(), 2);
+    c.answer_probes(Ok(()));
+    assert!(c.cores.iter().all(|s| s.directory().contains(&peer)));
+    let mut acked = c.acks_to(peer);
+    acked.sort();
+    assert_eq!(
+        acked,
+        vec![0, 2],
+        "the seeds asked, and only they, acknowledge"
+    );
+    let committed: Vec<_> = c
+        .events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::RegisterCommitted { votes, seeds, .. } => Some((*i, *votes, *seeds)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        committed,
+        vec![(0, 2, 3), (1, 2, 3), (2, 2, 3)],
+        "every seed logs the commit"
+    );
+}
+
+#[test]
+fn one_seed_alone_cannot_register_a_peer() {
+    let mut c = Cluster::new();
+    let peer = addr(6001);
+    c.register(peer, &[1]);
+    c.answer_probes(Ok(()));
+    // The same seed asked again and again still has one vote.
+    for _ in 0..5 {
+        c.register(peer, &[1]);
+        c.answer_probes(Ok(()));
+    }
+    assert!(c.cores.iter().all(|s| !s.directory().contains(&peer)));
+    assert!(c.acks_to(peer).is_empty());
+}
+
+#[test]
+fn a_seed_cut_off_from_the_log_does_not_block_the_others() {
+    let mut c = Cluster::new();
+    c.cut_off = vec![2];
+    let peer = addr(6001);
+    c.register(peer, &[0, 2]);
+    c.answer_probes(Ok(()));
+    assert!(c.acks_to(peer).is_empty(), "one vote got through, not two");
+    // The peer's retry widens to seed 1.
+    c.register(peer, &[1]);
+    c.answer_probes(Ok(()));
+    assert!(c.cores[0].directory().contains(&peer));
+    let mut acked = c.acks_to(peer);
+    acked.sort();
+    assert_eq!(
+        acked,
+        vec![0, 1, 2],
+        "every seed that was asked acknowledges once it applies"
+    );
+}
+
+#[test]
+fn a_failed_dial_back_means_no_vote() {
+    let mut c = Cluster::new();
+    c.register(addr(6001), &[0, 1]);
+    c.answer_probes(Err("connection refused".into()));
+    assert_eq!(c.log.len(), 1, "{:?}", c.log);
+    assert!(c.events.iter().any(
+        |(_, e)| matches!(e, Event::ProbeFailed { reason, .. } if reason.contains("refused"))
+    ));
+}
+
+#[test]
+fn a_registered_peer_asking_again_is_acknowledged_without_a_new_vote() {
+    let mut c = Cluster::new();
+    let peer = addr(6001);
+    c.register(peer, &[0, 1]);
+    c.answer_probes(Ok(()));
+    let log_len = c.log.len();
+    c.register(peer, &[0]);
+    assert!(c.probes.is_empty());
+    assert_eq!(c.log.len(), log_len);
+    assert_eq!(c.acks_to(peer).iter().filter(|i| **i == 0).count(), 2);
+}
+
+#[test]
+fn a_registration_from_a_seed_address_is_refused() {
+    let mut c = Cluster::new();
+    c.register(addr(5011), &[0]);
+    assert!(c.probes.is_empty());
+    assert!(c
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::ProtocolError { remote, .. } if *remote == addr(5011))));
+}
+
+#[test]
+fn links_of_registered_peers_go_through_the_log() {
+    let mut c = Cluster::new();
+    for p in [6001, 6002] {
+        c.register(addr(p), &[0, 1]);
+        c.answer_probes(Ok(()));
+    }
+    c.cores[0].handle_message(
+        addr(6001),
+        Message::LinkReport {
+            neighbors: vec![addr(6002)],
+        },
+        now(),
+    );
+    // From a stranger the report is dropped before the log.
+    c.cores[0].handle_message(
+        addr(6009),
+        Message::LinkReport {
+            neighbors: vec![addr(6001)],
+        },
+        now(),
+    );
+    let before = c.log.len();
+    c.settle();
+    assert_eq!(c.log.len(), before + 1);
+    // Every seed serves the same degrees.
+    for core in &mut c.cores {
+        core.handle_message(addr(6003), Message::PeerListRequest {}, now());
+        let list = std::iter::from_fn(|| core.poll_output())
+            .find_map(|o| match o {
+                Output::Send {
+                    msg: Message::PeerList { peers },
+                    ..
+                } => Some(peers),
+                _ => None,
+            })
+            .unwrap();
+        let degrees: Vec<_> = list.iter().map(|p| (p.addr.port(), p.degree)).collect();
+        assert_eq!(degrees, vec![(6001, 1), (6002, 1)]);
+    }
+}
+
+#[test]
+fn removal_takes_a_majority_too() {
+    let mut c = Cluster::new();
+    let peer = addr(6001);
+    c.register(peer, &[0, 1]);
+    c.answer_probes(Ok(()));
+    assert!(c.cores[2].propose_removal(peer));
+    c.settle();
+    assert!(
+        c.cores.iter().all(|s| s.directory().contains(&peer)),
+        "one seed removed it"
+    );
+    assert!(c.cores[0].propose_removal(peer));
+    c.settle();
+    assert!(c.cores.iter().all(|s| !s.directory().contains(&peer)));
+    assert!(c
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::RemoveCommitted { votes: 2, .. })));
+}
+
+#[test]
+fn gossip_sent_to_a_seed_closes_that_connection() {
+    let mut seed = SeedCore::new(addr(5010), seeds());
+    seed.handle_message(
+        addr(6001),
+        Message::Gossip {
+            origin: addr(6001),
+            msg: "x".into(),
+            hops: 0,
+        },
+        now(),
+    );
+    let out: Vec<_> = std::iter::from_fn(|| seed.poll_output()).collect();
+    assert!(
+        matches!(&out[0], Output::Event(Event::ProtocolError { reason, .. }) if reason.contains("GOSSIP"))
+    );
+    assert_eq!(out[1], Output::Close(addr(6001)));
+}

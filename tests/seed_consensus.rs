@@ -1,0 +1,262 @@
+//! Seed consensus with real processes: every membership change is committed
+//! by a majority of seeds, survives restarts, and waits when no majority is
+//! up (SPEC R2, R3, R5).
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{committed_peers, wait_for, Cluster, RawClient};
+use gossipnet::proto::{
+    message::{Message, Role, PROTOCOL_VERSION},
+    Event,
+};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn addrs_of(net: &Cluster) -> Vec<String> {
+    let mut peers: Vec<String> = net.peers.iter().map(|p| p.addr().to_string()).collect();
+    peers.sort();
+    peers
+}
+
+/// Waits until seed `i` reports exactly `want` as its committed PL.
+fn wait_for_peer_list(net: &Cluster, i: usize, want: &[String]) {
+    let seed = net.seeds[i].addr();
+    wait_for(
+        &format!("seed {seed} to commit {want:?}"),
+        DEADLINE,
+        || (committed_peers(seed).as_deref() == Some(want)).then_some(()),
+        || format!("{:?}", committed_peers(seed)),
+    );
+}
+
+fn registered(net: &mut Cluster, i: usize) -> bool {
+    net.peers[i].poll();
+    net.peers[i].count(|e| matches!(e, Event::Registered { .. })) > 0
+}
+
+#[test]
+fn every_seed_commits_the_same_peer_list() {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    for _ in 0..5 {
+        net.add_peer();
+    }
+    let want = addrs_of(&net);
+    for i in 0..3 {
+        wait_for_peer_list(&net, i, &want);
+    }
+    // One leader, the same one seen from every seed.
+    let leaders: Vec<_> = (0..3)
+        .map(|i| common::status(net.seeds[i].addr()).unwrap()["leader"].clone())
+        .collect();
+    assert!(
+        leaders[0].is_string() && leaders.iter().all(|l| *l == leaders[0]),
+        "{leaders:?}"
+    );
+}
+
+#[test]
+fn with_one_seed_down_a_new_peer_still_registers() {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    net.add_peer();
+    net.kill_seed(0);
+    // The peer may pick the dead seed first; its retry widens to the third.
+    net.add_peer();
+    let want = addrs_of(&net);
+    wait_for_peer_list(&net, 1, &want);
+    wait_for_peer_list(&net, 2, &want);
+}
+
+#[test]
+fn without_a_majority_a_peer_waits_says_why_and_registers_when_a_seed_returns() {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    net.add_peer();
+    net.kill_seed(0);
+    net.kill_seed(1);
+    let waiting = net.start_peer();
+    net.peers[waiting].wait_event(
+        "it to report the missing quorum",
+        DEADLINE,
+        |e| matches!(e, Event::RegisterWaiting { reachable, seeds: 3, .. } if *reachable <= 1),
+    );
+    let text = std::fs::read_to_string(net.peers[waiting].output_file("peer")).unwrap();
+    assert!(text.contains("waiting for seed quorum: "), "{text}");
+    assert!(
+        !registered(&mut net, waiting),
+        "registered without a majority of seeds"
+    );
+    assert_eq!(
+        committed_peers(net.seeds[2].addr()).unwrap().len(),
+        1,
+        "the lone seed committed a peer"
+    );
+
+    net.restart_seed(1);
+    net.peers[waiting].wait_event("registration after a seed returned", DEADLINE, |e| {
+        matches!(e, Event::Registered { .. })
+    });
+    let want = addrs_of(&net);
+    wait_for_peer_list(&net, 1, &want);
+    wait_for_peer_list(&net, 2, &want);
+    assert!(net.peers[waiting].is_running());
+}
+
+#[test]
+fn restarting_every_seed_loses_no_registration() {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    for _ in 0..3 {
+        net.add_peer();
+    }
+    let want = addrs_of(&net);
+    wait_for_peer_list(&net, 0, &want);
+    for i in 0..3 {
+        net.kill_seed(i);
+    }
+    for i in 0..3 {
+        net.restart_seed(i);
+    }
+    for i in 0..3 {
+        wait_for_peer_list(&net, i, &want);
+    }
+}
+
+#[test]
+fn a_seed_restarted_with_an_empty_data_dir_catches_up() {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    for _ in 0..3 {
+        net.add_peer();
+    }
+    net.kill_seed(2);
+    std::fs::remove_dir_all(net.seed_data_dir(2)).unwrap();
+    net.add_peer();
+    net.restart_seed(2);
+    let want = addrs_of(&net);
+    wait_for_peer_list(&net, 2, &want);
+}
+
+fn hello(listen: SocketAddr, role: Role) -> Message {
+    Message::Hello {
+        version: PROTOCOL_VERSION,
+        role,
+        listen,
+    }
+}
+
+#[test]
+fn forged_registrations_and_votes_commit_nothing() {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    net.add_peer();
+    let seed = net.seeds[0].addr();
+    let nobody: SocketAddr = format!("127.0.0.1:{}", common::free_ports(1)[0])
+        .parse()
+        .unwrap();
+
+    // 1. A registration for an address where no peer listens: the
+    //    dial-back check fails and no seed votes.
+    for s in 0..3 {
+        let mut client = RawClient::connect(net.seeds[s].addr());
+        client.send(&hello(nobody, Role::Peer));
+        assert!(client.recv().is_some());
+        client.send(&Message::RegisterRequest { incarnation: 1 });
+    }
+    net.seeds[0].wait_event(
+        "the failed dial-back",
+        DEADLINE,
+        |e| matches!(e, Event::ProbeFailed { peer, .. } if *peer == nobody),
+    );
+
+    // 2. A vote sent as a peer: RAFT traffic is only taken from seeds.
+    let vote = serde_json::json!({"propose": {"op": "vote", "change": {
+        "kind": "add", "peer": nobody.to_string(), "incarnation": 1},
+        "seed": seed.to_string()}});
+    let mut client = RawClient::connect(seed);
+    client.send(&hello(nobody, Role::Peer));
+    client.recv();
+    client.send(&Message::RaftRequest {
+        id: 1,
+        body: vote.clone(),
+    });
+    assert!(
+        client.closed_by_node(),
+        "a peer's RAFT_REQUEST was accepted"
+    );
+
+    // 3. A vote from a "seed" the config does not list is refused.
+    for s in 0..3 {
+        let mut client = RawClient::connect(net.seeds[s].addr());
+        client.send(&hello(nobody, Role::Seed));
+        client.recv();
+        client.send(&Message::RaftRequest {
+            id: 2,
+            body: vote.clone(),
+        });
+        let Some(Message::RaftResponse { body, .. }) = client.recv() else {
+            panic!("no answer to a forged vote");
+        };
+        assert!(body.to_string().contains("not a seed"), "{body}");
+    }
+
+    // Nothing was committed for the forged address, on any seed.
+    std::thread::sleep(Duration::from_millis(300));
+    for s in 0..3 {
+        let peers = committed_peers(net.seeds[s].addr()).unwrap();
+        assert!(
+            !peers.contains(&nobody.to_string()),
+            "seed {s} committed {nobody}"
+        );
+        net.seeds[s].poll();
+        assert_eq!(
+            net.seeds[s].count(|e| matches!(e, Event::Vote { peer, .. } if *peer == nobody)),
+            0,
+            "a vote for {nobody} entered the log"
+        );
+    }
+}
+
+#[test]
+fn status_works_against_any_seed_and_as_a_table() {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    net.add_peer();
+    net.add_peer();
+    let want = addrs_of(&net);
+    for i in 0..3 {
+        wait_for_peer_list(&net, i, &want);
+        let status = common::status(net.seeds[i].addr()).unwrap();
+        let indexes = status["commit_index"].as_object().unwrap();
+        assert_eq!(indexes.len(), 3, "{status:#}");
+        assert!(
+            indexes.values().all(|v| v.as_u64().unwrap_or(0) > 0),
+            "{status:#}"
+        );
+        assert_eq!(
+            status["topology"].as_array().unwrap().len(),
+            1,
+            "{status:#}"
+        );
+    }
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "status",
+            "--format",
+            "table",
+            "--seed",
+            &net.seeds[1].addr().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        table.contains("leader:") && table.contains("2 peers") && table.contains("1 links"),
+        "{table}"
+    );
+    // A peer is not a seed, and says so.
+    let peer = net.peers[0].addr().to_string();
+    let out = std::process::Command::new(common::BIN)
+        .args(["status", "--seed", &peer])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a peer; ask a seed"));
+}
