@@ -58,6 +58,10 @@ pub struct PeerOverrides {
     pub max_links: Option<u32>,
     /// Zipf exponent of the number of links; validated > 1.0.
     pub link_exponent: Option<f64>,
+    /// How often a peer checks each neighbour with a PING.
+    pub ping_interval: Option<Duration>,
+    /// Consecutive missed PINGs that make a neighbour unresponsive; >= 1.
+    pub ping_misses: Option<u32>,
 }
 
 impl PeerOverrides {
@@ -68,6 +72,8 @@ impl PeerOverrides {
             gossip_count: self.gossip_count.or(base.gossip_count),
             max_links: self.max_links.or(base.max_links),
             link_exponent: self.link_exponent.or(base.link_exponent),
+            ping_interval: self.ping_interval.or(base.ping_interval),
+            ping_misses: self.ping_misses.or(base.ping_misses),
         }
     }
 
@@ -84,6 +90,12 @@ impl PeerOverrides {
         }
         if let Some(v) = self.link_exponent {
             settings.link_exponent = v;
+        }
+        if let Some(v) = self.ping_interval {
+            settings.ping_interval = v;
+        }
+        if let Some(v) = self.ping_misses.and_then(NonZeroU32::new) {
+            settings.ping_misses = v;
         }
         settings
     }
@@ -102,6 +114,12 @@ impl PeerOverrides {
         }
         if let Some(v) = self.link_exponent {
             text += &format!("link_exponent = {v:?}\n");
+        }
+        if let Some(v) = self.ping_interval {
+            text += &format!("ping_interval = \"{}\"\n", humantime::format_duration(v));
+        }
+        if let Some(v) = self.ping_misses {
+            text += &format!("ping_misses = {v}\n");
         }
         text
     }
@@ -261,6 +279,23 @@ const PEER_KEYS: &[PeerKey] = &[
                 ));
             }
             peer.link_exponent = Some(exponent);
+            Ok(())
+        },
+    },
+    PeerKey {
+        name: "ping_interval",
+        apply: |value, peer| {
+            peer.ping_interval = Some(positive_duration(value)?);
+            Ok(())
+        },
+    },
+    PeerKey {
+        name: "ping_misses",
+        apply: |value, peer| {
+            peer.ping_misses = Some(
+                whole_number(value, 1)
+                    .map_err(|e| format!("{e} (a neighbour must miss at least 1 ping)"))?,
+            );
             Ok(())
         },
     },
@@ -1126,13 +1161,14 @@ mod tests {
                 gossip_count: Some(0),
                 max_links: None,
                 link_exponent: Some(3.0),
+                ..PeerOverrides::default()
             }
         );
     }
 
     #[test]
     fn yaml_peer_settings_are_read() {
-        let text = "seeds: [127.0.0.1:5010, 127.0.0.1:5011]\npeer:\n  gossip_interval: 1m30s\n  gossip_count: 3\n  max_links: 4\n  link_exponent: 2.5\n";
+        let text = "seeds: [127.0.0.1:5010, 127.0.0.1:5011]\npeer:\n  gossip_interval: 1m30s\n  gossip_count: 3\n  max_links: 4\n  link_exponent: 2.5\n  ping_interval: 500ms\n  ping_misses: 2\n";
         let config = ok("config.yml", text);
         assert_eq!(
             config.peer,
@@ -1141,6 +1177,8 @@ mod tests {
                 gossip_count: Some(3),
                 max_links: Some(4),
                 link_exponent: Some(2.5),
+                ping_interval: Some(Duration::from_millis(500)),
+                ping_misses: Some(2),
             }
         );
     }
@@ -1159,7 +1197,14 @@ mod tests {
                 gossip_count: Some(10),
                 max_links: Some(8),
                 link_exponent: Some(2.0),
+                ping_interval: Some(Duration::from_secs(13)),
+                ping_misses: Some(3),
             }
+        );
+        // The example documents the defaults; they must not drift apart.
+        assert_eq!(
+            config.peer.apply_to(PeerSettings::default()),
+            PeerSettings::default()
         );
     }
 
@@ -1293,7 +1338,7 @@ mod tests {
         assert_eq!(line, Some(3));
         assert_eq!(
             message,
-            "config.toml:3: unknown key \"gossip_intervall\" in [peer]; known keys: gossip_interval, gossip_count, max_links, link_exponent"
+            "config.toml:3: unknown key \"gossip_intervall\" in [peer]; known keys: gossip_interval, gossip_count, max_links, link_exponent, ping_interval, ping_misses"
         );
     }
 
@@ -1495,6 +1540,8 @@ mod tests {
             gossip_count: Some(4),
             max_links: Some(3),
             link_exponent: Some(2.5),
+            ping_interval: Some(Duration::from_millis(500)),
+            ping_misses: Some(4),
         };
         let merged = cli.or(file);
         assert_eq!(merged.gossip_interval, Some(Duration::from_millis(200)));

@@ -113,6 +113,12 @@ struct PeerSettingArgs {
     /// Most links a joining peer opens [default: 8].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_links: Option<u32>,
+    /// Time between liveness checks of each neighbour [default: 13s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ping_interval: Option<Duration>,
+    /// Missed checks in a row that make a neighbour unresponsive [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    ping_misses: Option<u32>,
 }
 
 impl PeerSettingArgs {
@@ -122,6 +128,8 @@ impl PeerSettingArgs {
             gossip_count: self.gossip_count,
             max_links: self.max_links,
             link_exponent: None,
+            ping_interval: self.ping_interval,
+            ping_misses: self.ping_misses,
         }
     }
 }

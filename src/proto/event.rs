@@ -75,6 +75,16 @@ pub enum Event {
     NeighborUp {
         peer: SocketAddr,
     },
+    /// A neighbour missed a liveness check; it is suspected locally, not
+    /// reported.
+    SuspicionStarted {
+        peer: SocketAddr,
+        reason: String,
+    },
+    /// A suspected neighbour answered; the suspicion is dropped.
+    SuspicionCleared {
+        peer: SocketAddr,
+    },
     NeighborDown {
         peer: SocketAddr,
     },
@@ -234,6 +244,10 @@ impl fmt::Display for Event {
             }
             Event::NeighborUp { peer } => write!(f, "NEIGHBOUR UP {peer}"),
             Event::NeighborDown { peer } => write!(f, "NEIGHBOUR DOWN {peer}"),
+            Event::SuspicionStarted { peer, reason } => write!(f, "SUSPECT {peer}: {reason}"),
+            Event::SuspicionCleared { peer } => {
+                write!(f, "SUSPICION of {peer} cleared: it answered")
+            }
             Event::UserLineRefused { bytes, limit } => write!(
                 f,
                 "typed line of {bytes} bytes not gossiped: the limit is {limit} bytes"

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any change that an older node could misread. 2: seed
-/// consensus (REGISTER_REQUEST carries an incarnation; PROBE, RAFT_*).
+/// consensus (REGISTER_REQUEST carries an incarnation; PROBE, STATUS_*,
+/// RAFT_*) and liveness checks (PING, PONG).
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
@@ -98,6 +99,16 @@ pub enum Message {
     RaftRequest { id: u64, body: serde_json::Value },
     /// Seed to seed: the answer to the RAFT_REQUEST with the same `id`.
     RaftResponse { id: u64, body: serde_json::Value },
+    /// Peer to peer: are you responsive? Answered with PONG.
+    Ping { nonce: u64 },
+    /// Peer to peer: the answer to PING, with the sender's incarnation and
+    /// its current neighbours, so that each peer knows who else can check
+    /// on a neighbour of its own.
+    Pong {
+        nonce: u64,
+        incarnation: u64,
+        neighbors: Vec<SocketAddr>,
+    },
     /// Peer to peer: one gossip message, flooded through the overlay.
     Gossip {
         /// Listen address of the peer that created it. The text names only
@@ -126,6 +137,8 @@ impl Message {
             Message::PeerListRequest {} => "PEER_LIST_REQUEST",
             Message::PeerList { .. } => "PEER_LIST",
             Message::LinkReport { .. } => "LINK_REPORT",
+            Message::Ping { .. } => "PING",
+            Message::Pong { .. } => "PONG",
             Message::Gossip { .. } => "GOSSIP",
         }
     }
@@ -197,6 +210,12 @@ mod tests {
                 peers: vec![PeerEntry { addr: a, degree: 3 }],
             },
             Message::LinkReport { neighbors: vec![a] },
+            Message::Ping { nonce: 3 },
+            Message::Pong {
+                nonce: 3,
+                incarnation: 7,
+                neighbors: vec![a],
+            },
             Message::Gossip {
                 origin: a,
                 msg: "1740466800.123456:127.0.0.1:3".into(),

@@ -13,6 +13,7 @@
 //!    floods gossip with a de-duplicating Message List (R9). A peer left with
 //!    no neighbour asks the seeds again every `lonely_retry` (R7).
 
+mod liveness;
 mod message_list;
 
 use std::{
@@ -24,6 +25,7 @@ use std::{
 
 use rand::{seq::IteratorRandom, Rng};
 
+pub use liveness::{Liveness, LivenessTable};
 pub use message_list::{digest, MessageDigest, MessageList, MessageMeta};
 
 use super::{
@@ -49,6 +51,11 @@ pub struct PeerSettings {
     pub retry_interval: Duration,
     /// 2 s: how often a peer with no neighbour asks the seeds for peers.
     pub lonely_retry: Duration,
+    /// 13 s: the course specification (R11).
+    pub ping_interval: Duration,
+    /// 3 consecutive missed pings make a neighbour unresponsive: the course
+    /// specification (R11).
+    pub ping_misses: NonZeroU32,
 }
 
 impl Default for PeerSettings {
@@ -60,6 +67,8 @@ impl Default for PeerSettings {
             link_exponent: 2.0,
             retry_interval: Duration::from_secs(1),
             lonely_retry: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(13),
+            ping_misses: NonZeroU32::new(3).expect("non-zero"),
         }
     }
 }
@@ -73,6 +82,8 @@ pub enum PeerTimer {
     Gossip,
     /// With no neighbour, look for some.
     Lonely,
+    /// Check every neighbour's liveness.
+    Ping,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +132,8 @@ pub struct PeerCore<R> {
     retry_armed: bool,
     lonely_armed: bool,
     incarnation: u64,
+    liveness: LivenessTable,
+    ping_armed: bool,
     /// Seeds with a working connection, for the waiting message.
     reachable_seeds: BTreeSet<SocketAddr>,
     /// The wait before the next registration attempt; doubles while the
@@ -160,6 +173,8 @@ impl<R: Rng> PeerCore<R> {
             retry_armed: false,
             lonely_armed: false,
             incarnation,
+            liveness: LivenessTable::default(),
+            ping_armed: false,
             reachable_seeds: BTreeSet::new(),
             register_retry: settings_retry,
             stats: PeerStats::default(),
@@ -177,6 +192,11 @@ impl<R: Rng> PeerCore<R> {
 
     pub fn is_joined(&self) -> bool {
         self.joined
+    }
+
+    /// What the liveness checks know about neighbour `peer`.
+    pub fn liveness(&self, peer: &SocketAddr) -> Option<&Liveness> {
+        self.liveness.get(peer)
     }
 
     pub fn message_list(&self) -> &MessageList {
@@ -204,6 +224,7 @@ impl<R: Rng> PeerCore<R> {
             PeerTimer::Retry => &mut self.retry_armed,
             PeerTimer::Gossip => &mut self.gossip_armed,
             PeerTimer::Lonely => &mut self.lonely_armed,
+            PeerTimer::Ping => &mut self.ping_armed,
         };
         if !*armed {
             *armed = true;
@@ -465,6 +486,26 @@ impl<R: Rng> Core for PeerCore<R> {
         match msg {
             Message::RegisterAck {} => self.on_register_ack(from, now),
             Message::PeerList { peers } => self.on_peer_list(from, peers, now),
+            Message::Ping { nonce } if self.neighbors.contains(&from) => {
+                let neighbors = self.neighbors.iter().copied().collect();
+                self.send(
+                    from,
+                    Message::Pong {
+                        nonce,
+                        incarnation: self.incarnation,
+                        neighbors,
+                    },
+                );
+            }
+            Message::Pong {
+                incarnation,
+                neighbors,
+                ..
+            } if self.neighbors.contains(&from) => {
+                if self.liveness.answered(from, incarnation, neighbors) {
+                    self.emit(Event::SuspicionCleared { peer: from });
+                }
+            }
             Message::Gossip { origin, msg, hops } if self.neighbors.contains(&from) => {
                 self.on_gossip(from, origin, msg, hops, now)
             }
@@ -489,6 +530,9 @@ impl<R: Rng> Core for PeerCore<R> {
         if self.neighbors.insert(remote) {
             self.emit(Event::NeighborUp { peer: remote });
             self.report_links();
+            let nonce = self.liveness.add(remote);
+            self.send(remote, Message::Ping { nonce });
+            self.arm(PeerTimer::Ping, now + self.settings.ping_interval);
         }
         self.finish_linking_if_done(now);
         self.after_neighbors_changed(now);
@@ -498,6 +542,7 @@ impl<R: Rng> Core for PeerCore<R> {
         self.reachable_seeds.remove(&remote);
         self.pending_links.remove(&remote);
         if self.neighbors.remove(&remote) {
+            self.liveness.remove(&remote);
             self.emit(Event::NeighborDown { peer: remote });
             self.report_links();
         }
@@ -545,6 +590,21 @@ impl<R: Rng> Core for PeerCore<R> {
                 self.create_gossip(text, now);
                 if self.stats.created < self.settings.gossip_count {
                     self.arm(PeerTimer::Gossip, now + self.settings.gossip_interval);
+                }
+            }
+            PeerTimer::Ping => {
+                self.ping_armed = false;
+                let round = self.liveness.round(self.settings.ping_misses.get());
+                let interval = self.settings.ping_interval;
+                for peer in round.newly_suspected {
+                    let reason = format!("no answer to a ping within {interval:?}");
+                    self.emit(Event::SuspicionStarted { peer, reason });
+                }
+                for (peer, nonce) in round.pings {
+                    self.send(peer, Message::Ping { nonce });
+                }
+                if !self.liveness.is_empty() {
+                    self.arm(PeerTimer::Ping, now + interval);
                 }
             }
             PeerTimer::Lonely => {

@@ -563,3 +563,132 @@ fn same_rng_seed_gives_the_same_choices() {
     };
     assert_eq!(run(42), run(42));
 }
+
+fn pings_to(outputs: &[Output<PeerTimer>]) -> Vec<(SocketAddr, u64)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                msg: Message::Ping { nonce },
+            } => Some((*to, *nonce)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_neighbour_is_pinged_at_once_and_checked_every_interval() {
+    let mut core = peer(3, 21);
+    join_with(&mut core, &[]);
+    core.handle_link_up(addr(6001), Role::Peer, now());
+    let out = drain(&mut core);
+    assert_eq!(pings_to(&out).len(), 1);
+    let interval = PeerSettings::default().ping_interval;
+    assert!(out.contains(&Output::Timer {
+        timer: PeerTimer::Ping,
+        at: now() + interval
+    }));
+    core.handle_timer(PeerTimer::Ping, now() + interval);
+    let out = drain(&mut core);
+    assert_eq!(pings_to(&out).len(), 1);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Timer {
+            timer: PeerTimer::Ping,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_ping_is_answered_with_the_incarnation_and_the_neighbours() {
+    let mut core = linked_peer(&[6001, 6002]);
+    core.handle_message(addr(6001), Message::Ping { nonce: 77 }, now());
+    let out = drain(&mut core);
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            to: addr(6001),
+            msg: Message::Pong {
+                nonce: 77,
+                incarnation: 42,
+                neighbors: vec![addr(6001), addr(6002)],
+            }
+        }]
+    );
+}
+
+#[test]
+fn a_missed_ping_starts_a_suspicion_that_any_pong_clears() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let interval = PeerSettings::default().ping_interval;
+    // 6002 answers its first ping; 6001 stays silent.
+    core.handle_message(
+        addr(6002),
+        Message::Pong {
+            nonce: 0,
+            incarnation: 5,
+            neighbors: vec![addr(6000)],
+        },
+        now(),
+    );
+    core.handle_timer(PeerTimer::Ping, now() + interval);
+    let suspected: Vec<_> = events(&drain(&mut core))
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::SuspicionStarted { peer, .. } => Some(peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(suspected, vec![addr(6001)]);
+    // A second miss does not start a second suspicion (6002 keeps answering).
+    core.handle_message(
+        addr(6002),
+        Message::Pong {
+            nonce: 0,
+            incarnation: 5,
+            neighbors: vec![addr(6000)],
+        },
+        now(),
+    );
+    core.handle_timer(PeerTimer::Ping, now() + interval * 2);
+    assert!(!events(&drain(&mut core))
+        .iter()
+        .any(|e| matches!(e, Event::SuspicionStarted { .. })));
+    // A late PONG, to any ping, clears it.
+    core.handle_message(
+        addr(6001),
+        Message::Pong {
+            nonce: 1,
+            incarnation: 3,
+            neighbors: vec![addr(6000), addr(6005)],
+        },
+        now(),
+    );
+    assert_eq!(
+        events(&drain(&mut core)),
+        vec![Event::SuspicionCleared { peer: addr(6001) }]
+    );
+    assert_eq!(
+        core.liveness(&addr(6001)).unwrap().neighbors,
+        [addr(6000), addr(6005)].into()
+    );
+}
+
+#[test]
+fn pings_stop_when_the_last_neighbour_goes() {
+    let mut core = linked_peer(&[6001]);
+    core.handle_link_down(addr(6001), now());
+    drain(&mut core);
+    core.handle_timer(PeerTimer::Ping, now() + Duration::from_secs(13));
+    let out = drain(&mut core);
+    assert!(pings_to(&out).is_empty());
+    assert!(!out.iter().any(|o| matches!(
+        o,
+        Output::Timer {
+            timer: PeerTimer::Ping,
+            ..
+        }
+    )));
+}
