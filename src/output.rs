@@ -81,7 +81,8 @@ impl LogSink {
     pub fn emit(&mut self, ts: Timestamp, event: &Event) {
         let line = format!("{} {}", format_timestamp(ts), event);
         if self.console {
-            println!("{line}");
+            // A closed or full stdout (`| head`) must not stop the node.
+            let _ = writeln!(io::stdout().lock(), "{line}");
         }
         let record = EventRecord {
             ts_us: ts.as_micros(),

@@ -25,6 +25,17 @@ fn run_peer_with_config(name: &str, text: &str) -> (i32, String) {
     )
 }
 
+/// Kills and reaps the child when dropped, so a failing test leaves nothing
+/// running.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Each of the `nodes` output files in `run_dir` ends with the clean
 /// shutdown line.
 fn assert_every_node_shut_down_cleanly(run_dir: &std::path::Path, nodes: usize) {
@@ -128,7 +139,7 @@ fn a_seed_must_be_listed_in_the_config() {
 fn up_with_a_duration_runs_a_network_and_stops_it_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let out = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .current_dir(dir.path())
         .args(["up", "--seeds", "3", "--peers", "4", "--duration", "3s"])
         .args([
@@ -140,14 +151,21 @@ fn up_with_a_duration_runs_a_network_and_stops_it_cleanly() {
         ])
         .arg(&run_dir)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut lines = LineReader::new(child.stdout.take().unwrap());
+    let mut child = Reap(child);
+    lines.wait_line("stopped every node", Duration::from_secs(60));
+    let status = common::wait_for(
+        "up to exit",
+        Duration::from_secs(10),
+        || child.0.try_wait().unwrap(),
+        || "still running".into(),
     );
+    let stdout = lines.seen.join("\n");
+    assert!(status.success(), "{stdout}");
     assert!(
         stdout.contains(&format!(
             "run directory: {}",
@@ -199,13 +217,6 @@ fn up_takes_add_kill_list_and_survives_a_bad_command() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut lines = LineReader::new(child.stdout.take().unwrap());
     let mut stdin = child.stdin.take().unwrap();
     let mut child = Reap(child);
@@ -270,13 +281,14 @@ fn ctrl_c_stops_up_and_every_node_it_started() {
         .spawn()
         .unwrap();
     let mut lines = LineReader::new(child.stdout.take().unwrap());
+    let mut child = Reap(child);
     lines.wait_line("started peer-2", Duration::from_secs(20));
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let status = common::wait_for(
         "up to exit after SIGINT",
         Duration::from_secs(15),
-        || child.try_wait().unwrap(),
+        || child.0.try_wait().unwrap(),
         || "still running".into(),
     );
     assert!(status.success(), "{status}");

@@ -78,7 +78,14 @@ fn every_message_example_in_protocol_md_decodes() {
     let examples = json_lines_with(&doc, "\"type\"");
     assert!(!examples.is_empty());
     for line in &examples {
-        Message::from_json(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let msg = Message::from_json(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+        // Exactly what the code sends: same fields, same order.
+        let again = String::from_utf8(msg.to_json()).unwrap();
+        assert_eq!(
+            line.trim(),
+            again,
+            "PROTOCOL.md example differs from the code's output"
+        );
     }
     let source = read("src/proto/message.rs");
     let names = variants(&source, "Message");

@@ -182,23 +182,29 @@ fn forged_registrations_and_votes_commit_nothing() {
         "a peer's RAFT_REQUEST was accepted"
     );
 
-    // 3. A vote from a "seed" the config does not list is refused.
+    // 3. A HELLO as a seed from an address the config does not list is
+    //    refused at the handshake, before any vote can be sent.
     for s in 0..3 {
         let mut client = RawClient::connect(net.seeds[s].addr());
         client.send(&hello(nobody, Role::Seed));
-        client.recv();
-        client.send(&Message::RaftRequest {
-            id: 2,
-            body: vote.clone(),
-        });
-        let Some(Message::RaftResponse { body, .. }) = client.recv() else {
-            panic!("no answer to a forged vote");
-        };
-        assert!(body.to_string().contains("not a seed"), "{body}");
+        assert!(client.closed_by_node(), "a stranger was taken for a seed");
     }
+    // 4. A HELLO as a peer from a seed's address is refused too, so the
+    //    connection to that seed cannot be hijacked.
+    let other_seed = net.seeds[1].addr();
+    let mut client = RawClient::connect(seed);
+    client.send(&hello(other_seed, Role::Peer));
+    assert!(client.closed_by_node(), "a peer took a seed's address");
 
-    // Nothing was committed for the forged address, on any seed.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nothing was committed for the forged address, on any seed: each has
+    // refused the registration by then.
+    for s in 0..3 {
+        net.seeds[s].wait_event(
+            "the failed dial-back",
+            DEADLINE,
+            |e| matches!(e, Event::ProbeFailed { peer, .. } if *peer == nobody),
+        );
+    }
     for s in 0..3 {
         let peers = committed_peers(net.seeds[s].addr()).unwrap();
         assert!(

@@ -128,6 +128,11 @@ pub enum ConsensusError {
     Raft(String),
 }
 
+/// RPCs from other seeds answered at once; more are refused as busy, so a
+/// stalled log cannot pile up tasks.
+const MAX_RPCS_IN_FLIGHT: usize = 128;
+/// How long a forwarded proposal may wait for its commit on the leader.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queued RPCs to other seeds before the driver takes them.
 const OUTGOING_QUEUE: usize = 256;
 /// RPCs from other seeds waiting for Raft.
@@ -345,10 +350,16 @@ async fn serve(
     mut incoming: mpsc::Receiver<IncomingRpc>,
     addrs: Arc<BTreeMap<u64, SocketAddr>>,
 ) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_RPCS_IN_FLIGHT));
     while let Some(rpc) = incoming.recv().await {
         let raft = raft.clone();
         let is_seed = addrs.values().any(|a| *a == rpc.from);
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            let _ = rpc.reply.send(to_json(Err::<(), _>("busy; retry later")));
+            continue;
+        };
         tokio::spawn(async move {
+            let _permit = permit;
             let reply = match serde_json::from_value::<RaftRpc>(rpc.body) {
                 _ if !is_seed => to_json(Err::<(), _>(format!("{} is not a seed", rpc.from))),
                 Ok(RaftRpc::AppendEntries(r)) => to_json(raft.append_entries(r).await),
@@ -357,12 +368,17 @@ async fn serve(
                 Ok(RaftRpc::Propose(Command::Vote { seed, .. })) if seed != rpc.from => {
                     to_json(Err::<(), _>("a seed may forward only its own votes"))
                 }
-                Ok(RaftRpc::Propose(command)) => to_json(
-                    raft.client_write(command)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                ),
+                // Only a leader names the seeds, from its own config.
+                Ok(RaftRpc::Propose(Command::Init { .. })) => {
+                    to_json(Err::<(), _>("Init is never forwarded"))
+                }
+                Ok(RaftRpc::Propose(command)) => {
+                    let write = tokio::time::timeout(PROPOSE_TIMEOUT, raft.client_write(command));
+                    to_json(match write.await {
+                        Ok(result) => result.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("not committed within {PROPOSE_TIMEOUT:?}")),
+                    })
+                }
                 Err(e) => to_json(Err::<(), _>(format!("malformed RAFT_REQUEST: {e}"))),
             };
             let _ = rpc.reply.send(reply);
@@ -391,7 +407,7 @@ async fn propose(
                 .and_then(|n| n.addr.parse::<SocketAddr>().ok());
             if let Some(leader) = leader {
                 let rpc = RaftRpc::Propose(command);
-                let _ = call(&outgoing, leader, &rpc, Duration::from_secs(5)).await;
+                let _ = call(&outgoing, leader, &rpc, PROPOSE_TIMEOUT).await;
             }
         });
     }

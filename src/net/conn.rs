@@ -15,6 +15,8 @@ use crate::proto::message::{Message, Role, MAX_FRAME_LEN, PROTOCOL_VERSION};
 /// A peer that says nothing this long after connecting is dropped, so idle
 /// sockets cannot pile up.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A frame that cannot be written for this long closes the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A dial that has not connected by then counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -187,8 +189,14 @@ async fn serve(
             }
             out = outbox.recv() => match out {
                 Some(msg) => {
-                    if let Err(e) = framed.send(Bytes::from(msg.to_json())).await {
-                        break CloseReason::Io(e.to_string());
+                    // A remote that stops reading (a frozen process) must
+                    // not hold this task, its socket and its queue forever.
+                    match timeout(WRITE_TIMEOUT, framed.send(Bytes::from(msg.to_json()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break CloseReason::Io(e.to_string()),
+                        Err(_) => {
+                            break CloseReason::Io(format!("could not write for {WRITE_TIMEOUT:?}"))
+                        }
                     }
                 }
                 // The driver dropped us: close after what was already sent.

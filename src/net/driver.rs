@@ -233,6 +233,9 @@ pub async fn run<C: Core>(
         driver.drain_outputs();
         driver.sink.flush();
     }
+    // Nobody reads connection events any more; closing the channel lets
+    // connection tasks finish instead of waiting for room in it.
+    drop(events_rx);
     driver.shut_down().await;
 }
 
@@ -365,7 +368,16 @@ impl<C: Core> Driver<C> {
                 // node on another host cannot send from a seed's IP. (On one
                 // machine every address is 127.0.0.1, so it cannot help there.)
                 let source = conn.socket_addr.map(|a| a.ip());
-                if role == Role::Seed && source.is_some_and(|ip| ip != listen.ip()) {
+                let claims_seed = self.core.is_seed(&listen);
+                if (role == Role::Seed) != claims_seed {
+                    let reason = format!(
+                        "HELLO as {role} with the address {listen}, which the config lists as {}",
+                        if claims_seed { "a seed" } else { "no seed" }
+                    );
+                    self.protocol_error(id, reason);
+                    return self.forget(id);
+                }
+                if claims_seed && source.is_some_and(|ip| ip != listen.ip()) {
                     let reason = format!(
                         "HELLO claims seed {listen} from {}",
                         source.map(|ip| ip.to_string()).unwrap_or_default()
@@ -388,6 +400,11 @@ impl<C: Core> Driver<C> {
                             return self.forget(id);
                         }
                         self.forget(existing);
+                        // RPCs queued on the replaced dial will never be
+                        // answered there; let Raft retry now.
+                        if !linked {
+                            self.fail_rpcs_to(listen);
+                        }
                         linked
                     }
                 };

@@ -69,6 +69,8 @@ pub trait Core {
     fn incarnation(&self) -> u64 {
         0
     }
+    /// Whether `addr` is one of the seeds of the config.
+    fn is_seed(&self, addr: &SocketAddr) -> bool;
     /// Seeds: the answer to an `Output::Probe`.
     fn handle_probe_result(
         &mut self,

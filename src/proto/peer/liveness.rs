@@ -1,9 +1,12 @@
 //! Liveness checks of neighbours (R11, R12).
 //!
-//! Every `ping_interval` a peer sends each neighbour a PING. A PING still
-//! unanswered at the next round is a *miss*. The first miss starts a local
-//! suspicion, which is logged but not reported. `ping_misses` consecutive
-//! misses make the neighbour *unresponsive*. Any PONG ends the suspicion,
+//! Every `ping_interval` a peer sends each neighbour a PING. A neighbour
+//! that has left PINGs unanswered for a whole interval has *missed* once,
+//! for two intervals twice, and so on; counting from the time rather than
+//! from rounds means a link that came up just before a round is not
+//! suspected for a PING it had no time to answer. The first miss starts a
+//! local suspicion, which is logged but not reported. `ping_misses` misses
+//! make the neighbour *unresponsive*. Any PONG ends the suspicion,
 //! even a late one: it proves the process runs (SWIM's rule that an answer
 //! to anyone clears a suspect). PONG also carries the neighbour's own
 //! neighbours, so each peer knows who else can check on a neighbour.
@@ -11,13 +14,16 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
+    time::Duration,
 };
+
+use crate::proto::Timestamp;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Liveness {
-    /// Nonce of the last PING not yet answered.
-    pub waiting_for: Option<u64>,
-    /// Rounds in a row that ended with a PING unanswered.
+    /// When the oldest PING still unanswered was sent.
+    pub unanswered_since: Option<Timestamp>,
+    /// Whole ping intervals without an answer.
     pub misses: u32,
     /// The neighbour's neighbours, from its last PONG.
     pub neighbors: BTreeSet<SocketAddr>,
@@ -49,16 +55,15 @@ impl LivenessTable {
 
     /// Starts checking `peer`; returns the nonce of a first PING to send at
     /// once, which also learns its neighbours early.
-    pub fn add(&mut self, peer: SocketAddr) -> u64 {
-        let nonce = self.nonce();
+    pub fn add(&mut self, peer: SocketAddr, now: Timestamp) -> u64 {
         self.peers.insert(
             peer,
             Liveness {
-                waiting_for: Some(nonce),
+                unanswered_since: Some(now),
                 ..Liveness::default()
             },
         );
-        nonce
+        self.nonce()
     }
 
     pub fn remove(&mut self, peer: &SocketAddr) {
@@ -73,23 +78,25 @@ impl LivenessTable {
         self.peers.is_empty()
     }
 
-    /// Counts a miss for every PING still unanswered, then pings everyone.
-    pub fn round(&mut self, miss_limit: u32) -> Round {
+    /// Counts the misses as of `now`, then pings everyone.
+    pub fn round(&mut self, now: Timestamp, interval: Duration, miss_limit: u32) -> Round {
         let mut round = Round::default();
         let peers: Vec<SocketAddr> = self.peers.keys().copied().collect();
         for peer in peers {
             let nonce = self.nonce();
             let state = self.peers.get_mut(&peer).expect("listed above");
-            if state.waiting_for.is_some() {
-                state.misses += 1;
-                if state.misses == 1 {
+            let since = *state.unanswered_since.get_or_insert(now);
+            let waited = now.saturating_since(since).as_micros();
+            let misses = (waited / interval.as_micros().max(1)) as u32;
+            if misses > state.misses {
+                if state.misses == 0 {
                     round.newly_suspected.push(peer);
                 }
-                if state.misses == miss_limit {
+                if state.misses < miss_limit && misses >= miss_limit {
                     round.unresponsive.push(peer);
                 }
+                state.misses = misses;
             }
-            state.waiting_for = Some(nonce);
             round.pings.push((peer, nonce));
         }
         round
@@ -107,7 +114,7 @@ impl LivenessTable {
             return false;
         };
         let was_suspected = state.misses > 0;
-        state.waiting_for = None;
+        state.unanswered_since = None;
         state.misses = 0;
         state.incarnation = Some(incarnation);
         state.neighbors = neighbors.into_iter().filter(|n| *n != peer).collect();
@@ -123,28 +130,53 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp(secs * 1_000_000)
+    }
+
     #[test]
-    fn misses_count_only_unanswered_rounds_and_reach_the_limit_once() {
+    fn misses_count_whole_silent_intervals_and_reach_the_limit_once() {
         let mut t = LivenessTable::default();
-        t.add(a(1));
-        // The first PING is outstanding: the first round counts a miss.
-        let r = t.round(3);
+        t.add(a(1), at(0));
+        let r = t.round(at(1), SEC, 3);
         assert_eq!(r.newly_suspected, vec![a(1)]);
         assert!(r.unresponsive.is_empty());
-        assert!(t.round(3).newly_suspected.is_empty(), "suspected twice");
-        assert_eq!(t.round(3).unresponsive, vec![a(1)]);
         assert!(
-            t.round(3).unresponsive.is_empty(),
+            t.round(at(2), SEC, 3).newly_suspected.is_empty(),
+            "suspected twice"
+        );
+        assert_eq!(t.round(at(3), SEC, 3).unresponsive, vec![a(1)]);
+        assert!(
+            t.round(at(4), SEC, 3).unresponsive.is_empty(),
             "unresponsive reported twice"
         );
         assert_eq!(t.get(&a(1)).unwrap().misses, 4);
     }
 
     #[test]
+    fn a_link_that_came_up_just_before_a_round_is_not_suspected() {
+        let mut t = LivenessTable::default();
+        t.add(a(1), Timestamp(900_000));
+        let r = t.round(at(1), SEC, 3);
+        assert!(r.newly_suspected.is_empty(), "suspected after 0.1 s");
+        assert_eq!(r.pings.len(), 1);
+    }
+
+    #[test]
+    fn a_late_round_counts_every_interval_it_covers() {
+        let mut t = LivenessTable::default();
+        t.add(a(1), at(0));
+        let r = t.round(at(3), SEC, 3);
+        assert_eq!((r.newly_suspected.len(), r.unresponsive.len()), (1, 1));
+    }
+
+    #[test]
     fn any_pong_ends_the_misses_and_teaches_the_neighbours() {
         let mut t = LivenessTable::default();
-        t.add(a(1));
-        t.round(3);
+        t.add(a(1), at(0));
+        t.round(at(1), SEC, 3);
         assert!(t.answered(a(1), 9, [a(2), a(3), a(1)]));
         let state = t.get(&a(1)).unwrap();
         assert_eq!((state.misses, state.incarnation), (0, Some(9)));
@@ -154,17 +186,17 @@ mod tests {
             "a peer is not its own neighbour"
         );
         // Answering in time: no miss, nothing to clear.
-        t.round(3);
+        t.round(at(2), SEC, 3);
         assert!(!t.answered(a(1), 9, []));
-        assert!(t.round(3).newly_suspected.is_empty());
+        assert!(t.round(at(3), SEC, 3).newly_suspected.is_empty());
     }
 
     #[test]
     fn every_round_pings_every_neighbour_with_a_fresh_nonce() {
         let mut t = LivenessTable::default();
-        let first = t.add(a(1));
-        t.add(a(2));
-        let r = t.round(3);
+        let first = t.add(a(1), at(0));
+        t.add(a(2), at(0));
+        let r = t.round(at(1), SEC, 3);
         let nonces: Vec<u64> = r.pings.iter().map(|(_, n)| *n).collect();
         assert_eq!(r.pings.len(), 2);
         assert!(!nonces.contains(&first));

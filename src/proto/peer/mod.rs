@@ -129,7 +129,8 @@ pub struct PeerCore<R> {
     joined: bool,
     ml: MessageList,
     gossip_armed: bool,
-    retry_armed: bool,
+    /// Deadline of the Retry timer that counts; earlier-armed ones are stale.
+    retry_due: Option<Timestamp>,
     lonely_armed: bool,
     incarnation: u64,
     liveness: LivenessTable,
@@ -170,7 +171,7 @@ impl<R: Rng> PeerCore<R> {
             joined: false,
             ml: MessageList::default(),
             gossip_armed: false,
-            retry_armed: false,
+            retry_due: None,
             lonely_armed: false,
             incarnation,
             liveness: LivenessTable::default(),
@@ -221,7 +222,16 @@ impl<R: Rng> PeerCore<R> {
 
     fn arm(&mut self, timer: PeerTimer, at: Timestamp) {
         let armed = match timer {
-            PeerTimer::Retry => &mut self.retry_armed,
+            // The retry deadline depends on the phase: a new, earlier one
+            // replaces the armed one, and the older timer is ignored when it
+            // fires (see `retry_is_due`).
+            PeerTimer::Retry => {
+                if self.retry_due.is_none_or(|due| at < due) {
+                    self.retry_due = Some(at);
+                    self.outputs.push_back(Output::Timer { timer, at });
+                }
+                return;
+            }
             PeerTimer::Gossip => &mut self.gossip_armed,
             PeerTimer::Lonely => &mut self.lonely_armed,
             PeerTimer::Ping => &mut self.ping_armed,
@@ -229,6 +239,17 @@ impl<R: Rng> PeerCore<R> {
         if !*armed {
             *armed = true;
             self.outputs.push_back(Output::Timer { timer, at });
+        }
+    }
+
+    /// Whether a Retry firing at `now` is the one armed last; clears it.
+    fn retry_is_due(&mut self, now: Timestamp) -> bool {
+        match self.retry_due {
+            Some(due) if now >= due => {
+                self.retry_due = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -482,6 +503,10 @@ impl<R: Rng> Core for PeerCore<R> {
         self.incarnation
     }
 
+    fn is_seed(&self, addr: &SocketAddr) -> bool {
+        self.seeds.contains(addr)
+    }
+
     fn handle_message(&mut self, from: SocketAddr, msg: Message, now: Timestamp) {
         match msg {
             Message::RegisterAck {} => self.on_register_ack(from, now),
@@ -530,7 +555,7 @@ impl<R: Rng> Core for PeerCore<R> {
         if self.neighbors.insert(remote) {
             self.emit(Event::NeighborUp { peer: remote });
             self.report_links();
-            let nonce = self.liveness.add(remote);
+            let nonce = self.liveness.add(remote, now);
             self.send(remote, Message::Ping { nonce });
             self.arm(PeerTimer::Ping, now + self.settings.ping_interval);
         }
@@ -553,7 +578,9 @@ impl<R: Rng> Core for PeerCore<R> {
     fn handle_timer(&mut self, timer: PeerTimer, now: Timestamp) {
         match timer {
             PeerTimer::Retry => {
-                self.retry_armed = false;
+                if !self.retry_is_due(now) {
+                    return;
+                }
                 match self.phase {
                     Phase::Registering => {
                         // Back off while the seeds cannot commit, so that a
@@ -594,8 +621,10 @@ impl<R: Rng> Core for PeerCore<R> {
             }
             PeerTimer::Ping => {
                 self.ping_armed = false;
-                let round = self.liveness.round(self.settings.ping_misses.get());
                 let interval = self.settings.ping_interval;
+                let round = self
+                    .liveness
+                    .round(now, interval, self.settings.ping_misses.get());
                 for peer in round.newly_suspected {
                     let reason = format!("no answer to a ping within {interval:?}");
                     self.emit(Event::SuspicionStarted { peer, reason });

@@ -264,6 +264,39 @@ fn the_union_of_peer_lists_is_used() {
 }
 
 #[test]
+fn the_list_retry_is_due_one_interval_after_registering_even_after_backoff() {
+    let mut core = peer(3, 8);
+    core.start(now());
+    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
+    // Two slow rounds push the registration retry out to 4 s.
+    core.handle_timer(PeerTimer::Retry, now() + Duration::from_secs(1));
+    core.handle_timer(PeerTimer::Retry, now() + Duration::from_secs(3));
+    drain(&mut core);
+    let registered_at = now() + Duration::from_secs(4);
+    for seed in &asked {
+        core.handle_message(*seed, Message::RegisterAck {}, registered_at);
+    }
+    let out = drain(&mut core);
+    let list_retry = registered_at + PeerSettings::default().retry_interval;
+    assert!(
+        out.contains(&Output::Timer {
+            timer: PeerTimer::Retry,
+            at: list_retry
+        }),
+        "{out:?}"
+    );
+    // A Retry firing before that deadline is stale and does nothing.
+    core.handle_timer(PeerTimer::Retry, registered_at + Duration::from_millis(500));
+    assert!(drain(&mut core).is_empty());
+    core.handle_timer(PeerTimer::Retry, list_retry);
+    assert_eq!(
+        sends_of(&drain(&mut core), "PEER_LIST_REQUEST").len(),
+        3,
+        "asked every seed"
+    );
+}
+
+#[test]
 fn a_seed_that_never_sends_its_list_does_not_stall_the_join() {
     let mut core = peer(3, 8);
     core.start(now());

@@ -53,6 +53,8 @@ pub struct SeedCore {
     awaiting_ack: BTreeMap<SocketAddr, Incarnation>,
     /// Dial-back checks under way.
     probing: BTreeSet<(SocketAddr, Incarnation)>,
+    /// An InitRetry timer is pending.
+    init_retry_armed: bool,
     outputs: VecDeque<Output<SeedTimer>>,
 }
 
@@ -65,6 +67,7 @@ impl SeedCore {
             leader: None,
             awaiting_ack: BTreeMap::new(),
             probing: BTreeSet::new(),
+            init_retry_armed: false,
             outputs: VecDeque::new(),
         }
     }
@@ -175,10 +178,13 @@ impl SeedCore {
             let seeds = self.seeds.clone();
             self.outputs
                 .push_back(Output::Propose(Command::Init { seeds }));
-            self.outputs.push_back(Output::Timer {
-                timer: SeedTimer::InitRetry,
-                at: now + INIT_RETRY,
-            });
+            if !self.init_retry_armed {
+                self.init_retry_armed = true;
+                self.outputs.push_back(Output::Timer {
+                    timer: SeedTimer::InitRetry,
+                    at: now + INIT_RETRY,
+                });
+            }
         }
     }
 }
@@ -195,6 +201,10 @@ impl Core for SeedCore {
     }
 
     fn start(&mut self, _now: Timestamp) {}
+
+    fn is_seed(&self, addr: &SocketAddr) -> bool {
+        self.seeds.contains(addr)
+    }
 
     fn handle_message(&mut self, from: SocketAddr, msg: Message, _now: Timestamp) {
         match msg {
@@ -226,7 +236,10 @@ impl Core for SeedCore {
 
     fn handle_timer(&mut self, timer: SeedTimer, now: Timestamp) {
         match timer {
-            SeedTimer::InitRetry => self.propose_init_if_leading(now),
+            SeedTimer::InitRetry => {
+                self.init_retry_armed = false;
+                self.propose_init_if_leading(now);
+            }
         }
     }
 
@@ -241,7 +254,10 @@ impl Core for SeedCore {
         match result {
             Ok(()) => self.propose_vote(ChangeKind::Add, target, incarnation),
             Err(reason) => {
-                self.awaiting_ack.remove(&target);
+                // Only the life that was probed stops waiting.
+                if self.awaiting_ack.get(&target) == Some(&incarnation) {
+                    self.awaiting_ack.remove(&target);
+                }
                 self.emit(Event::ProbeFailed {
                     peer: target,
                     reason,
