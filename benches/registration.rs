@@ -13,6 +13,10 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -63,7 +67,9 @@ fn start_seeds(n: usize) -> Seeds {
         .map(|a| {
             Command::new(BIN)
                 .current_dir(dir.path())
-                .args(["seed", &a.to_string(), "--quiet", "--config"])
+                .args(["seed", &a.to_string(), "--quiet", "--events"])
+                .arg(format!("seed-{}.jsonl", a.port()))
+                .arg("--config")
                 .arg(&config)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -99,12 +105,25 @@ fn wait_until_formed(addrs: &[SocketAddr], _dir: &Path) {
     panic!("seed cluster did not form within 30 s");
 }
 
-/// Answers PROBE on `listener` until `count` probes are served.
-fn answer_probes(listener: TcpListener, incarnation: u64, count: usize) -> thread::JoinHandle<()> {
+/// Answers every PROBE on `listener` until `stop` is set.
+fn answer_probes(
+    listener: TcpListener,
+    incarnation: u64,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
     let listen = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
     thread::spawn(move || {
-        for stream in listener.incoming().take(count) {
-            let Ok(mut stream) = stream else { continue };
+        while !stop.load(Ordering::Relaxed) {
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+            };
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             if let Some(Message::Probe { nonce, .. }) = recv(&mut stream) {
                 send(
                     &mut stream,
@@ -120,12 +139,21 @@ fn answer_probes(listener: TcpListener, incarnation: u64, count: usize) -> threa
     })
 }
 
+/// The last lines of seed `addr`'s event stream, to explain a failure.
+fn recent_events(dir: &Path, addr: SocketAddr) -> String {
+    let text = std::fs::read_to_string(dir.join(format!("seed-{}.jsonl", addr.port())))
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
 /// One registration; returns the time until the last of the quorum's acks.
-fn register_once(seeds: &[SocketAddr]) -> Duration {
+fn register_once(seeds: &[SocketAddr], dir: &Path) -> Duration {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let me = listener.local_addr().unwrap();
     let quorum = seeds.len() / 2 + 1;
-    let prober = answer_probes(listener, 1, quorum);
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = answer_probes(listener, 1, stop.clone());
     let mut conns: Vec<TcpStream> = seeds[..quorum]
         .iter()
         .map(|s| {
@@ -148,16 +176,20 @@ fn register_once(seeds: &[SocketAddr]) -> Duration {
     for c in &mut conns {
         send(c, &Message::RegisterRequest { incarnation: 1 });
     }
-    for c in &mut conns {
+    for (c, seed) in conns.iter_mut().zip(seeds) {
         loop {
             match recv(c) {
                 Some(Message::RegisterAck {}) => break,
                 Some(_) => continue,
-                None => panic!("a seed closed the connection before acknowledging"),
+                None => panic!(
+                    "seed {seed} closed the connection of {me} before acknowledging; its last events:\n{}",
+                    recent_events(dir, *seed)
+                ),
             }
         }
     }
     let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
     let _ = prober.join();
     took
 }
@@ -175,7 +207,9 @@ fn main() {
     println!("{:<6} {:>10} {:>10} {:>10}", "seeds", "p50", "p99", "max");
     for n in [3, 5] {
         let seeds = start_seeds(n);
-        let mut times: Vec<Duration> = (0..samples).map(|_| register_once(&seeds.addrs)).collect();
+        let mut times: Vec<Duration> = (0..samples)
+            .map(|_| register_once(&seeds.addrs, seeds._dir.path()))
+            .collect();
         times.sort();
         let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
         println!(

@@ -387,8 +387,9 @@ async fn serve(
 }
 
 /// Appends proposals: directly when this seed leads, else by forwarding to
-/// the leader. A proposal that fails is dropped; the peer's retry makes a
-/// new one.
+/// the leader. While no leader is known, as during an election, it waits for
+/// one, up to `PROPOSE_TIMEOUT` in all. A proposal that still fails is
+/// dropped; the peer's retry makes a new one.
 async fn propose(
     raft: Raft<TypeConfig>,
     mut proposals: mpsc::UnboundedReceiver<Command>,
@@ -398,16 +399,38 @@ async fn propose(
         let raft = raft.clone();
         let outgoing = outgoing.clone();
         tokio::spawn(async move {
-            let Err(e) = raft.client_write(command.clone()).await else {
-                return;
-            };
-            let leader = e
-                .forward_to_leader()
-                .and_then(|f| f.leader_node.as_ref())
-                .and_then(|n| n.addr.parse::<SocketAddr>().ok());
-            if let Some(leader) = leader {
-                let rpc = RaftRpc::Propose(command);
-                let _ = call(&outgoing, leader, &rpc, PROPOSE_TIMEOUT).await;
+            let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+            while tokio::time::Instant::now() < deadline {
+                let Err(e) = raft.client_write(command.clone()).await else {
+                    return;
+                };
+                // Only a leader proposes Init; a seed that lost the lead
+                // leaves it to the new one.
+                let Some(forward) = e.forward_to_leader() else {
+                    return;
+                };
+                if matches!(command, Command::Init { .. }) {
+                    return;
+                }
+                let leader = forward
+                    .leader_node
+                    .as_ref()
+                    .and_then(|n| n.addr.parse::<SocketAddr>().ok());
+                if let Some(leader) = leader {
+                    let rpc = RaftRpc::Propose(command.clone());
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if let Ok(answer) = call(&outgoing, leader, &rpc, left).await {
+                        if answer.get("Ok").is_some() {
+                            return;
+                        }
+                    }
+                }
+                // No leader known, or it just changed: wait for the next one.
+                let wait = raft.wait(Some(Duration::from_millis(500)));
+                let _ = wait
+                    .metrics(|m| m.current_leader.is_some(), "a leader")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
     }
