@@ -314,8 +314,21 @@ impl<C: Core> Driver<C> {
 
     /// Drops a connection; its task sends what is queued and closes.
     fn forget(&mut self, id: ConnId) {
-        self.conns.remove(&id);
-        self.by_remote.retain(|_, c| *c != id);
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        // A connection is filed under a remote only while dialling it or
+        // once its HELLO named it.
+        let filed_under = match conn.state {
+            ConnState::Dialing { target } => Some(target),
+            ConnState::Open { remote, .. } => Some(remote),
+            ConnState::AwaitingHello => None,
+        };
+        if let Some(remote) = filed_under {
+            if self.by_remote.get(&remote) == Some(&id) {
+                self.by_remote.remove(&remote);
+            }
+        }
     }
 
     fn on_conn_event(&mut self, event: ConnEvent) {
@@ -460,8 +473,6 @@ impl<C: Core> Driver<C> {
         self.forget(id);
         if let (Some(remote), true) = (remote, current) {
             self.fail_rpcs_to(remote);
-        }
-        if let (Some(remote), true) = (remote, current) {
             let now = self.clock.now();
             self.core.handle_link_down(remote, now);
         }
