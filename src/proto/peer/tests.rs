@@ -68,6 +68,18 @@ fn now() -> Timestamp {
     Timestamp(1_740_466_800_000_000)
 }
 
+/// Starts `core` and acknowledges it from every seed it asked; returns
+/// those seeds, with the outputs drained.
+fn register(core: &mut PeerCore<ChaCha8Rng>) -> Vec<SocketAddr> {
+    core.start(now());
+    let asked = sends_of(&drain(core), "REGISTER_REQUEST");
+    for seed in &asked {
+        core.handle_message(*seed, Message::RegisterAck {}, now());
+    }
+    drain(core);
+    asked
+}
+
 /// Registers `core` and answers its list requests with `peers`; returns the
 /// outputs of the last step.
 fn join_with(core: &mut PeerCore<ChaCha8Rng>, peers: &[PeerEntry]) -> Vec<Output<PeerTimer>> {
@@ -223,12 +235,7 @@ fn joining_peer_opens_at_least_one_link_when_other_peers_exist() {
 #[test]
 fn the_union_of_peer_lists_is_used() {
     let mut core = peer(3, 8);
-    core.start(now());
-    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
-    for seed in &asked {
-        core.handle_message(*seed, Message::RegisterAck {}, now());
-    }
-    drain(&mut core);
+    let asked = register(&mut core);
     // Each seed knows one different peer; with max_links 1 we would miss
     // nothing only if both lists are merged.
     core.handle_message(
@@ -299,12 +306,7 @@ fn the_list_retry_is_due_one_interval_after_registering_even_after_backoff() {
 #[test]
 fn a_seed_that_never_sends_its_list_does_not_stall_the_join() {
     let mut core = peer(3, 8);
-    core.start(now());
-    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
-    for seed in &asked {
-        core.handle_message(*seed, Message::RegisterAck {}, now());
-    }
-    drain(&mut core);
+    let asked = register(&mut core);
     core.handle_message(
         asked[0],
         Message::PeerList {
@@ -321,12 +323,7 @@ fn a_seed_that_never_sends_its_list_does_not_stall_the_join() {
 #[test]
 fn with_no_list_at_all_the_peer_asks_every_seed() {
     let mut core = peer(3, 8);
-    core.start(now());
-    let asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
-    for seed in &asked {
-        core.handle_message(*seed, Message::RegisterAck {}, now());
-    }
-    drain(&mut core);
+    let asked = register(&mut core);
     core.handle_timer(PeerTimer::Retry, now() + Duration::from_secs(1));
     let mut again = sends_of(&drain(&mut core), "PEER_LIST_REQUEST");
     again.sort();
