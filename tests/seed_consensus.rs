@@ -266,3 +266,98 @@ fn status_works_against_any_seed_and_as_a_table() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a peer; ask a seed"));
 }
+
+#[test]
+fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    for _ in 0..4 {
+        net.add_peer();
+    }
+    let want = addrs_of(&net);
+    wait_for_peer_list(&net, 0, &want);
+    // The forger and an accomplice claim to be the neighbours of the peer
+    // with the most links, and name them all as confirmers.
+    let seed = net.seeds[0].addr();
+    let status = wait_for(
+        "the topology to be committed",
+        DEADLINE,
+        || {
+            let s = common::status(seed)?;
+            (s["topology"].as_array()?.len() >= 3).then_some(s)
+        },
+        || format!("{:?}", common::status(seed)),
+    );
+    let edges: Vec<(String, String)> = status["topology"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e[0].as_str().unwrap().to_string(),
+                e[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let degree = |p: &str| edges.iter().filter(|(a, b)| a == p || b == p).count();
+    let victim = want.iter().max_by_key(|p| degree(p)).unwrap().clone();
+    let neighbours: Vec<SocketAddr> = edges
+        .iter()
+        .filter_map(|(a, b)| {
+            if *a == victim {
+                Some(b.parse().unwrap())
+            } else if *b == victim {
+                Some(a.parse().unwrap())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let incarnation = status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["addr"] == victim.as_str())
+        .unwrap()["incarnation"]
+        .as_u64()
+        .unwrap();
+    let victim: SocketAddr = victim.parse().unwrap();
+    for (i, forger) in neighbours.iter().take(2).enumerate() {
+        for s in 0..3 {
+            let mut client = RawClient::connect(net.seeds[s].addr());
+            client.send(&hello(*forger, Role::Peer));
+            client.recv();
+            client.send(&Message::DeadReport {
+                report: format!(
+                    "Dead Node:{}:{}:1.0:{}",
+                    victim.ip(),
+                    victim.port(),
+                    forger.ip()
+                ),
+                peer: victim,
+                incarnation,
+                confirmers: neighbours.clone(),
+            });
+            // Every seed checks the victim itself, finds it alive, refuses.
+            net.seeds[s].wait_events("the forged report to be refused", DEADLINE, i + 1, |e| {
+                matches!(e, Event::DeadReportRefused { peer, reason, .. }
+                    if *peer == victim && reason.contains("answered"))
+            });
+        }
+    }
+    for s in 0..3 {
+        assert_eq!(
+            committed_peers(net.seeds[s].addr()).unwrap(),
+            want,
+            "seed {s} removed a live peer"
+        );
+        net.seeds[s].poll();
+        assert_eq!(
+            net.seeds[s].count(|e| matches!(e, Event::RemoveCommitted { .. })),
+            0
+        );
+        assert_eq!(
+            net.seeds[s].count(|e| matches!(e, Event::RemoveProposed { .. })),
+            0
+        );
+    }
+}

@@ -81,6 +81,10 @@ pub enum Event {
         peer: SocketAddr,
         reason: String,
     },
+    /// The seeds committed the removal of `peer`; this peer dropped it.
+    DeadConfirmed {
+        peer: SocketAddr,
+    },
     /// A suspected neighbour answered; the suspicion is dropped.
     SuspicionCleared {
         peer: SocketAddr,
@@ -136,6 +140,19 @@ pub enum Event {
         votes: usize,
         seeds: usize,
         voters: Vec<SocketAddr>,
+    },
+    /// A peer reported another dead.
+    DeadReportReceived {
+        peer: SocketAddr,
+        from: SocketAddr,
+        report: String,
+        confirmers: Vec<SocketAddr>,
+    },
+    /// The report did not stand up to this seed's checks; no vote.
+    DeadReportRefused {
+        peer: SocketAddr,
+        from: SocketAddr,
+        reason: String,
     },
     /// This seed proposes its vote to remove a peer.
     RemoveProposed {
@@ -295,6 +312,22 @@ impl fmt::Display for Event {
                 "REGISTER {peer} committed with {votes}/{seeds} votes (seeds {})",
                 ports(voters)
             ),
+            Event::DeadReportReceived {
+                peer,
+                from,
+                report,
+                confirmers,
+            } => write!(
+                f,
+                "DEAD REPORT '{report}' about {peer} from {from}, confirmed by {}",
+                addrs(confirmers)
+            ),
+            Event::DeadReportRefused { peer, from, reason } => {
+                write!(f, "DEAD REPORT about {peer} from {from} refused: {reason}")
+            }
+            Event::DeadConfirmed { peer } => {
+                write!(f, "DEAD {peer} confirmed by the seeds; dropped")
+            }
             Event::RemoveProposed { peer, seed } => {
                 write!(f, "REMOVE {peer}: seed {seed} proposes its vote")
             }

@@ -79,6 +79,18 @@ pub enum Message {
     PeerList { peers: Vec<PeerEntry> },
     /// Peer to seed: my complete current set of overlay neighbours.
     LinkReport { neighbors: Vec<SocketAddr> },
+    /// Peer to seed: `peer` is dead. `report` is the exact text
+    /// `Dead Node:<IP>:<Port>:<timestamp>:<reporter IP>` (R14); `confirmers`
+    /// are the suspect's neighbours that found it unresponsive, the
+    /// reporter among them, as evidence the seed checks.
+    DeadReport {
+        report: String,
+        peer: SocketAddr,
+        incarnation: u64,
+        confirmers: Vec<SocketAddr>,
+    },
+    /// Seed to peer: the removal of `peer` (at `incarnation`) is committed.
+    DeadConfirmed { peer: SocketAddr, incarnation: u64 },
     /// Seed to peer, instead of HELLO, on a connection the seed dialled to
     /// the address a peer registered: prove you listen there.
     Probe { version: u32, nonce: u64 },
@@ -127,6 +139,8 @@ impl Message {
         match self {
             Message::Hello { .. } => "HELLO",
             Message::RegisterRequest { .. } => "REGISTER_REQUEST",
+            Message::DeadReport { .. } => "DEAD_REPORT",
+            Message::DeadConfirmed { .. } => "DEAD_CONFIRMED",
             Message::Probe { .. } => "PROBE",
             Message::ProbeReply { .. } => "PROBE_REPLY",
             Message::StatusRequest {} => "STATUS_REQUEST",
@@ -183,6 +197,16 @@ mod tests {
             },
             Message::RegisterRequest { incarnation: 7 },
             Message::RegisterAck {},
+            Message::DeadReport {
+                report: "Dead Node:127.0.0.1:6001:1740466800.5:127.0.0.1".into(),
+                peer: a,
+                incarnation: 7,
+                confirmers: vec![a],
+            },
+            Message::DeadConfirmed {
+                peer: a,
+                incarnation: 7,
+            },
             Message::Probe {
                 version: PROTOCOL_VERSION,
                 nonce: 99,

@@ -135,6 +135,9 @@ pub struct PeerCore<R> {
     incarnation: u64,
     liveness: LivenessTable,
     ping_armed: bool,
+    /// Removals the seeds confirmed, so each is logged once although every
+    /// seed sends it.
+    confirmed_dead: BTreeSet<(SocketAddr, u64)>,
     /// Seeds with a working connection, for the waiting message.
     reachable_seeds: BTreeSet<SocketAddr>,
     /// The wait before the next registration attempt; doubles while the
@@ -176,6 +179,7 @@ impl<R: Rng> PeerCore<R> {
             incarnation,
             liveness: LivenessTable::default(),
             ping_armed: false,
+            confirmed_dead: BTreeSet::new(),
             reachable_seeds: BTreeSet::new(),
             register_retry: settings_retry,
             stats: PeerStats::default(),
@@ -511,6 +515,14 @@ impl<R: Rng> Core for PeerCore<R> {
         match msg {
             Message::RegisterAck {} => self.on_register_ack(from, now),
             Message::PeerList { peers } => self.on_peer_list(from, peers, now),
+            Message::DeadConfirmed { peer, incarnation } if self.seeds.contains(&from) => {
+                if self.confirmed_dead.insert((peer, incarnation)) {
+                    self.emit(Event::DeadConfirmed { peer });
+                    if self.neighbors.contains(&peer) {
+                        self.outputs.push_back(Output::Close(peer));
+                    }
+                }
+            }
             Message::Ping { nonce } if self.neighbors.contains(&from) => {
                 let neighbors = self.neighbors.iter().copied().collect();
                 self.send(

@@ -722,3 +722,49 @@ fn pings_stop_when_the_last_neighbour_goes() {
         }
     )));
 }
+
+#[test]
+fn a_confirmed_death_from_the_seeds_drops_the_neighbour_once() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let confirmed = Message::DeadConfirmed {
+        peer: addr(6001),
+        incarnation: 4,
+    };
+    for seed in seeds(3) {
+        core.handle_message(seed, confirmed.clone(), now());
+    }
+    let out = drain(&mut core);
+    assert_eq!(
+        events(&out),
+        vec![Event::DeadConfirmed { peer: addr(6001) }],
+        "logged once for three seeds"
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|o| **o == Output::Close(addr(6001)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_death_confirmed_by_a_non_seed_is_refused() {
+    let mut core = linked_peer(&[6001, 6002]);
+    core.handle_message(
+        addr(6002),
+        Message::DeadConfirmed {
+            peer: addr(6001),
+            incarnation: 4,
+        },
+        now(),
+    );
+    let out = drain(&mut core);
+    assert!(
+        out.contains(&Output::Close(addr(6002))),
+        "the forger's link stays"
+    );
+    assert!(
+        !out.contains(&Output::Close(addr(6001))),
+        "a peer's word removed a neighbour"
+    );
+}

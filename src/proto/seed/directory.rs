@@ -268,6 +268,22 @@ impl Directory {
             .collect()
     }
 
+    /// `peer`'s neighbours in the recorded topology.
+    pub fn neighbors_of(&self, peer: &SocketAddr) -> BTreeSet<SocketAddr> {
+        self.edges()
+            .into_iter()
+            .filter_map(|(a, b)| {
+                if a == *peer {
+                    Some(b)
+                } else if b == *peer {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// The PL with each peer's degree in the recorded topology (R4).
     pub fn peer_list(&self) -> Vec<PeerEntry> {
         let mut degree: BTreeMap<SocketAddr, u32> = BTreeMap::new();

@@ -51,8 +51,10 @@ pub struct SeedCore {
     /// Peers that asked this seed to register them, and the incarnation
     /// they asked for: they get REGISTER_ACK when that Add is applied.
     awaiting_ack: BTreeMap<SocketAddr, Incarnation>,
-    /// Dial-back checks under way.
+    /// Dial-back checks of registering peers under way.
     probing: BTreeSet<(SocketAddr, Incarnation)>,
+    /// This seed's own checks of reported-dead peers under way.
+    checking_dead: BTreeSet<(SocketAddr, Incarnation)>,
     /// An InitRetry timer is pending.
     init_retry_armed: bool,
     outputs: VecDeque<Output<SeedTimer>>,
@@ -67,6 +69,7 @@ impl SeedCore {
             leader: None,
             awaiting_ack: BTreeMap::new(),
             probing: BTreeSet::new(),
+            checking_dead: BTreeSet::new(),
             init_retry_armed: false,
             outputs: VecDeque::new(),
         }
@@ -146,6 +149,63 @@ impl SeedCore {
         }));
     }
 
+    /// Checks a dead report's evidence (R15): the reporter is among the
+    /// confirmers, every confirmer is a neighbour of the suspect in the
+    /// committed topology, and they are a majority of its neighbours. Then
+    /// this seed probes the suspect itself; only a failed probe earns its
+    /// Remove vote. So a minority of the suspect's neighbours cannot get it
+    /// removed, and neither can any number of them while it answers.
+    fn on_dead_report(
+        &mut self,
+        from: SocketAddr,
+        report: String,
+        suspect: SocketAddr,
+        incarnation: Incarnation,
+        confirmers: Vec<SocketAddr>,
+    ) {
+        self.emit(Event::DeadReportReceived {
+            peer: suspect,
+            from,
+            report,
+            confirmers: confirmers.clone(),
+        });
+        let confirmers: BTreeSet<SocketAddr> = confirmers.into_iter().collect();
+        let neighbors = self.directory.neighbors_of(&suspect);
+        let needed = directory::majority(neighbors.len());
+        let refusal = if self.directory.incarnation_of(&suspect) != Some(incarnation) {
+            Some(format!(
+                "{suspect} is not registered at incarnation {incarnation}"
+            ))
+        } else if !confirmers.contains(&from) {
+            Some("the reporter is not among the confirmers".to_string())
+        } else if let Some(stranger) = confirmers.iter().find(|c| !neighbors.contains(c)) {
+            Some(format!(
+                "{stranger} is not a neighbour of {suspect} in the committed topology"
+            ))
+        } else if confirmers.len() < needed {
+            Some(format!(
+                "{} of its {} neighbours confirm; a majority needs {needed}",
+                confirmers.len(),
+                neighbors.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            return self.emit(Event::DeadReportRefused {
+                peer: suspect,
+                from,
+                reason,
+            });
+        }
+        if self.checking_dead.insert((suspect, incarnation)) {
+            self.outputs.push_back(Output::Probe {
+                target: suspect,
+                incarnation,
+            });
+        }
+    }
+
     /// Votes to remove `peer` at the incarnation the directory holds. The
     /// caller has checked the evidence; the change takes effect only when
     /// a majority of seeds vote the same.
@@ -209,6 +269,12 @@ impl Core for SeedCore {
     fn handle_message(&mut self, from: SocketAddr, msg: Message, _now: Timestamp) {
         match msg {
             Message::RegisterRequest { incarnation } => self.on_register_request(from, incarnation),
+            Message::DeadReport {
+                report,
+                peer,
+                incarnation,
+                confirmers,
+            } => self.on_dead_report(from, report, peer, incarnation, confirmers),
             Message::PeerListRequest {} => {
                 let peers = self.directory.peer_list();
                 self.emit(Event::PeerListServed {
@@ -250,6 +316,16 @@ impl Core for SeedCore {
         result: Result<(), String>,
         _now: Timestamp,
     ) {
+        if self.checking_dead.remove(&(target, incarnation)) {
+            return match result {
+                Err(_) => self.propose_vote(ChangeKind::Remove, target, incarnation),
+                Ok(()) => self.emit(Event::DeadReportRefused {
+                    peer: target,
+                    from: self.addr,
+                    reason: "it answered this seed's own probe".into(),
+                }),
+            };
+        }
         self.probing.remove(&(target, incarnation));
         match result {
             Ok(()) => self.propose_vote(ChangeKind::Add, target, incarnation),
@@ -267,6 +343,14 @@ impl Core for SeedCore {
     }
 
     fn handle_applied(&mut self, command: &Command, outcome: &Outcome, _now: Timestamp) {
+        // Whom to tell if this entry removes a peer: its neighbours as they
+        // were, since the removal also drops its links.
+        let neighbors_before = match command {
+            Command::Vote { change, .. } if change.kind == ChangeKind::Remove => {
+                self.directory.neighbors_of(&change.peer)
+            }
+            _ => BTreeSet::new(),
+        };
         let mine = self.directory.apply(command);
         debug_assert_eq!(&mine, outcome, "replica diverged on {command:?}");
         match (command, outcome) {
@@ -303,6 +387,15 @@ impl Core for SeedCore {
                             voters,
                         },
                     });
+                    if change.kind == ChangeKind::Remove {
+                        let confirmed = Message::DeadConfirmed {
+                            peer,
+                            incarnation: change.incarnation,
+                        };
+                        for neighbor in neighbors_before {
+                            self.send(neighbor, confirmed.clone());
+                        }
+                    }
                     self.ack_committed();
                 }
             }

@@ -303,3 +303,119 @@ fn gossip_sent_to_a_seed_closes_that_connection() {
     );
     assert_eq!(out[1], Output::Close(addr(6001)));
 }
+
+/// Registers peers 6001..=6004 and records links 6001-6002, 6001-6003,
+/// 6001-6004: 6001 is a hub with three neighbours.
+fn cluster_with_a_hub() -> Cluster {
+    let mut c = Cluster::new();
+    for p in 6001..=6004 {
+        c.register(addr(p), &[0, 1]);
+        c.answer_probes(Ok(()));
+    }
+    c.cores[0].handle_message(
+        addr(6001),
+        Message::LinkReport {
+            neighbors: vec![addr(6002), addr(6003), addr(6004)],
+        },
+        now(),
+    );
+    c.settle();
+    c
+}
+
+fn report(c: &mut Cluster, seed: usize, from: u16, confirmers: &[u16]) {
+    let incarnation = c.cores[seed]
+        .directory()
+        .incarnation_of(&addr(6001))
+        .unwrap();
+    c.cores[seed].handle_message(
+        addr(from),
+        Message::DeadReport {
+            report: "Dead Node:127.0.0.1:6001:1.5:127.0.0.1".to_string(),
+            peer: addr(6001),
+            incarnation,
+            confirmers: confirmers.iter().map(|p| addr(*p)).collect(),
+        },
+        now(),
+    );
+    c.settle();
+}
+
+fn refusals(c: &Cluster) -> Vec<String> {
+    c.events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::DeadReportRefused { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_report_confirmed_by_a_majority_of_neighbours_and_a_failed_probe_removes_the_peer() {
+    let mut c = cluster_with_a_hub();
+    for seed in [0, 1] {
+        report(&mut c, seed, 6002, &[6002, 6003]);
+    }
+    assert_eq!(c.probes.len(), 2, "each seed checks the suspect itself");
+    c.answer_probes(Err("connection refused".into()));
+    assert!(c.cores.iter().all(|s| !s.directory().contains(&addr(6001))));
+    // Every seed tells each of the dead peer's former neighbours.
+    for n in [6002, 6003, 6004] {
+        let told = c
+            .sent
+            .iter()
+            .filter(|(_, to, m)| *to == addr(n) && matches!(m, Message::DeadConfirmed { .. }))
+            .count();
+        assert_eq!(told, 3, "neighbour {n}");
+    }
+}
+
+#[test]
+fn a_minority_of_neighbours_cannot_get_a_peer_removed() {
+    let mut c = cluster_with_a_hub();
+    for seed in 0..3 {
+        report(&mut c, seed, 6002, &[6002]);
+    }
+    assert!(c.probes.is_empty());
+    assert!(refusals(&c)
+        .iter()
+        .all(|r| r.contains("1 of its 3 neighbours confirm")));
+    assert!(c.cores.iter().all(|s| s.directory().contains(&addr(6001))));
+}
+
+#[test]
+fn confirmers_must_be_neighbours_and_include_the_reporter() {
+    let mut c = cluster_with_a_hub();
+    c.register(addr(6005), &[0, 1]);
+    c.answer_probes(Ok(()));
+    report(&mut c, 0, 6005, &[6005, 6002, 6003]);
+    report(&mut c, 0, 6004, &[6002, 6003]);
+    let reasons = refusals(&c);
+    assert!(
+        reasons[0].contains("127.0.0.1:6005 is not a neighbour"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("reporter is not among the confirmers"),
+        "{reasons:?}"
+    );
+    assert!(c.probes.is_empty());
+}
+
+#[test]
+fn a_suspect_that_answers_the_seeds_own_probe_is_not_removed() {
+    let mut c = cluster_with_a_hub();
+    for seed in 0..3 {
+        report(&mut c, seed, 6002, &[6002, 6003, 6004]);
+    }
+    c.answer_probes(Ok(()));
+    assert!(c.cores.iter().all(|s| s.directory().contains(&addr(6001))));
+    assert_eq!(
+        refusals(&c)
+            .iter()
+            .filter(|r| r.contains("answered this seed's own probe"))
+            .count(),
+        3
+    );
+}
