@@ -151,7 +151,7 @@ fn recent_events(dir: &Path, addr: SocketAddr) -> String {
 fn register_once(seeds: &[SocketAddr], dir: &Path) -> Duration {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let me = listener.local_addr().unwrap();
-    let quorum = seeds.len() / 2 + 1;
+    let quorum = gossipnet::proto::majority(seeds.len());
     let stop = Arc::new(AtomicBool::new(false));
     let prober = answer_probes(listener, 1, stop.clone());
     let mut conns: Vec<TcpStream> = seeds[..quorum]

@@ -10,7 +10,7 @@ use std::{
 };
 
 use common::{wait_for, Cluster, Proc};
-use gossipnet::proto::{peer::seed_quorum, Event};
+use gossipnet::proto::{majority, Event};
 
 const PEERS: usize = 10;
 const MESSAGES: usize = 10;
@@ -164,7 +164,7 @@ fn every_peer_receives_every_message_created_after_it_joined_exactly_once() {
 
     // R2, R5: registration went to floor(n/2)+1 seeds; their votes
     // committed it, and every seed applied the same commit.
-    let quorum = seed_quorum(3);
+    let quorum = majority(3);
     let mut commits: BTreeMap<SocketAddr, Vec<Vec<SocketAddr>>> = BTreeMap::new();
     for seed in &net.seeds {
         for e in seed.events() {

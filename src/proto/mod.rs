@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 pub use event::Event;
 pub use message::{Message, Role};
-pub use seed::directory::{Command, Directory, Outcome};
+pub use seed::directory::{majority, Command, Directory, Outcome};
 pub use time::Timestamp;
 
 /// Something a core asks its driver to do.

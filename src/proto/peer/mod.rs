@@ -30,6 +30,7 @@ pub use message_list::{digest, MessageDigest, MessageList, MessageMeta};
 
 use super::{
     message::{Message, PeerEntry, Role, MAX_GOSSIP_TEXT},
+    seed::directory::majority,
     topology, Core, Event, Output, Timestamp,
 };
 
@@ -105,11 +106,6 @@ pub struct PeerStats {
 
 /// The longest wait between registration attempts.
 const MAX_REGISTER_RETRY: Duration = Duration::from_secs(8);
-
-/// Floor(n/2)+1: the smallest majority of `n` seeds.
-pub fn seed_quorum(n: usize) -> usize {
-    n / 2 + 1
-}
 
 pub struct PeerCore<R> {
     addr: SocketAddr,
@@ -213,7 +209,7 @@ impl<R: Rng> PeerCore<R> {
     }
 
     fn quorum(&self) -> usize {
-        seed_quorum(self.seeds.len())
+        majority(self.seeds.len())
     }
 
     fn emit(&mut self, event: Event) {
