@@ -293,12 +293,7 @@ impl<R: Rng> PeerCore<R> {
     fn fetch_peer_lists(&mut self, now: Timestamp) {
         self.phase = Phase::FetchingLists;
         self.lists.clear();
-        self.list_requests = self.acked.clone();
-        let seeds: Vec<_> = self.list_requests.iter().copied().collect();
-        for seed in seeds {
-            self.send(seed, Message::PeerListRequest {});
-        }
-        self.arm(PeerTimer::Retry, now + self.settings.retry_interval);
+        self.request_peer_lists(self.acked.clone(), now);
     }
 
     /// A seed that does not answer must not stall the join. Every seed
@@ -308,11 +303,16 @@ impl<R: Rng> PeerCore<R> {
         if !self.lists.is_empty() {
             return self.choose_and_link(now);
         }
-        self.list_requests = self.seeds.iter().copied().collect();
-        let seeds: Vec<_> = self.list_requests.iter().copied().collect();
-        for seed in seeds {
-            self.send(seed, Message::PeerListRequest {});
+        self.request_peer_lists(self.seeds.iter().copied().collect(), now);
+    }
+
+    /// Asks each of `seeds` for its Peer List; the retry follows one
+    /// interval later.
+    fn request_peer_lists(&mut self, seeds: BTreeSet<SocketAddr>, now: Timestamp) {
+        for seed in &seeds {
+            self.send(*seed, Message::PeerListRequest {});
         }
+        self.list_requests = seeds;
         self.arm(PeerTimer::Retry, now + self.settings.retry_interval);
     }
 
