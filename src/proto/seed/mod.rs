@@ -206,19 +206,6 @@ impl SeedCore {
         }
     }
 
-    /// Votes to remove `peer` at the incarnation the directory holds. The
-    /// caller has checked the evidence; the change takes effect only when
-    /// a majority of seeds vote the same.
-    pub fn propose_removal(&mut self, peer: SocketAddr) -> bool {
-        match self.directory.incarnation_of(&peer) {
-            Some(incarnation) => {
-                self.propose_vote(ChangeKind::Remove, peer, incarnation);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Acknowledges every waiting peer whose registration is now committed.
     fn ack_committed(&mut self) {
         let committed: Vec<SocketAddr> = self

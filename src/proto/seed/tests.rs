@@ -266,18 +266,16 @@ fn links_of_registered_peers_go_through_the_log() {
 
 #[test]
 fn removal_takes_a_majority_too() {
-    let mut c = Cluster::new();
+    let mut c = cluster_with_a_hub();
     let peer = addr(6001);
-    c.register(peer, &[0, 1]);
-    c.answer_probes(Ok(()));
-    assert!(c.cores[2].propose_removal(peer));
-    c.settle();
+    report(&mut c, 2, 6002, &[6002, 6003]);
+    c.answer_probes(Err("connection refused".into()));
     assert!(
         c.cores.iter().all(|s| s.directory().contains(&peer)),
         "one seed removed it"
     );
-    assert!(c.cores[0].propose_removal(peer));
-    c.settle();
+    report(&mut c, 0, 6002, &[6002, 6003]);
+    c.answer_probes(Err("connection refused".into()));
     assert!(c.cores.iter().all(|s| !s.directory().contains(&peer)));
     assert!(c
         .events
