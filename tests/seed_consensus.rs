@@ -14,6 +14,15 @@ use gossipnet::proto::{
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Three seeds and `peers` peers that have joined, one after another.
+fn network(peers: usize) -> Cluster {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    for _ in 0..peers {
+        net.add_peer();
+    }
+    net
+}
+
 fn addrs_of(net: &Cluster) -> Vec<String> {
     let mut peers: Vec<String> = net.peers.iter().map(|p| p.addr().to_string()).collect();
     peers.sort();
@@ -38,10 +47,7 @@ fn registered(net: &mut Cluster, i: usize) -> bool {
 
 #[test]
 fn every_seed_commits_the_same_peer_list() {
-    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
-    for _ in 0..5 {
-        net.add_peer();
-    }
+    let net = network(5);
     let want = addrs_of(&net);
     for i in 0..3 {
         wait_for_peer_list(&net, i, &want);
@@ -58,8 +64,7 @@ fn every_seed_commits_the_same_peer_list() {
 
 #[test]
 fn with_one_seed_down_a_new_peer_still_registers() {
-    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
-    net.add_peer();
+    let mut net = network(1);
     net.kill_seed(0);
     // The peer may pick the dead seed first; its retry widens to the third.
     net.add_peer();
@@ -70,8 +75,7 @@ fn with_one_seed_down_a_new_peer_still_registers() {
 
 #[test]
 fn without_a_majority_a_peer_waits_says_why_and_registers_when_a_seed_returns() {
-    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
-    net.add_peer();
+    let mut net = network(1);
     net.kill_seed(0);
     net.kill_seed(1);
     let waiting = net.start_peer();
@@ -104,10 +108,7 @@ fn without_a_majority_a_peer_waits_says_why_and_registers_when_a_seed_returns() 
 
 #[test]
 fn restarting_every_seed_loses_no_registration() {
-    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
-    for _ in 0..3 {
-        net.add_peer();
-    }
+    let mut net = network(3);
     let want = addrs_of(&net);
     wait_for_peer_list(&net, 0, &want);
     for i in 0..3 {
@@ -123,10 +124,7 @@ fn restarting_every_seed_loses_no_registration() {
 
 #[test]
 fn a_seed_restarted_with_an_empty_data_dir_catches_up() {
-    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
-    for _ in 0..3 {
-        net.add_peer();
-    }
+    let mut net = network(3);
     net.kill_seed(2);
     std::fs::remove_dir_all(net.seed_data_dir(2)).unwrap();
     net.add_peer();
@@ -145,8 +143,7 @@ fn hello(listen: SocketAddr, role: Role) -> Message {
 
 #[test]
 fn forged_registrations_and_votes_commit_nothing() {
-    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
-    net.add_peer();
+    let mut net = network(1);
     let seed = net.seeds[0].addr();
     let nobody: SocketAddr = format!("127.0.0.1:{}", common::free_ports(1)[0])
         .parse()
@@ -222,9 +219,7 @@ fn forged_registrations_and_votes_commit_nothing() {
 
 #[test]
 fn status_works_against_any_seed_and_as_a_table() {
-    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
-    net.add_peer();
-    net.add_peer();
+    let net = network(2);
     let want = addrs_of(&net);
     for i in 0..3 {
         wait_for_peer_list(&net, i, &want);
@@ -269,10 +264,7 @@ fn status_works_against_any_seed_and_as_a_table() {
 
 #[test]
 fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
-    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
-    for _ in 0..4 {
-        net.add_peer();
-    }
+    let mut net = network(4);
     let want = addrs_of(&net);
     wait_for_peer_list(&net, 0, &want);
     // The forger and an accomplice claim to be the neighbours of the peer
