@@ -62,6 +62,8 @@ pub struct PeerOverrides {
     pub ping_interval: Option<Duration>,
     /// Consecutive missed PINGs that make a neighbour unresponsive; >= 1.
     pub ping_misses: Option<u32>,
+    /// Also check neighbours' hosts with ICMP echo.
+    pub icmp: Option<bool>,
 }
 
 impl PeerOverrides {
@@ -74,6 +76,7 @@ impl PeerOverrides {
             link_exponent: self.link_exponent.or(base.link_exponent),
             ping_interval: self.ping_interval.or(base.ping_interval),
             ping_misses: self.ping_misses.or(base.ping_misses),
+            icmp: self.icmp.or(base.icmp),
         }
     }
 
@@ -96,6 +99,9 @@ impl PeerOverrides {
         }
         if let Some(v) = self.ping_misses.and_then(NonZeroU32::new) {
             settings.ping_misses = v;
+        }
+        if let Some(v) = self.icmp {
+            settings.icmp = v;
         }
         settings
     }
@@ -120,6 +126,9 @@ impl PeerOverrides {
         }
         if let Some(v) = self.ping_misses {
             text += &format!("ping_misses = {v}\n");
+        }
+        if let Some(v) = self.icmp {
+            text += &format!("icmp = {v}\n");
         }
         text
     }
@@ -296,6 +305,19 @@ const PEER_KEYS: &[PeerKey] = &[
                 whole_number(value, 1)
                     .map_err(|e| format!("{e} (a neighbour must miss at least 1 ping)"))?,
             );
+            Ok(())
+        },
+    },
+    PeerKey {
+        name: "icmp",
+        apply: |value, peer| {
+            let Kind::Bool(on) = value.kind else {
+                return Err(format!(
+                    "{} is not true or false; write icmp = true without quotes",
+                    value.describe()
+                ));
+            };
+            peer.icmp = Some(on);
             Ok(())
         },
     },
@@ -1179,6 +1201,7 @@ mod tests {
                 link_exponent: Some(2.5),
                 ping_interval: Some(Duration::from_millis(500)),
                 ping_misses: Some(2),
+                icmp: None,
             }
         );
     }
@@ -1199,6 +1222,7 @@ mod tests {
                 link_exponent: Some(2.0),
                 ping_interval: Some(Duration::from_secs(13)),
                 ping_misses: Some(3),
+                icmp: Some(false),
             }
         );
         // The example documents the defaults; they must not drift apart.
@@ -1338,7 +1362,7 @@ mod tests {
         assert_eq!(line, Some(3));
         assert_eq!(
             message,
-            "config.toml:3: unknown key \"gossip_intervall\" in [peer]; known keys: gossip_interval, gossip_count, max_links, link_exponent, ping_interval, ping_misses"
+            "config.toml:3: unknown key \"gossip_intervall\" in [peer]; known keys: gossip_interval, gossip_count, max_links, link_exponent, ping_interval, ping_misses, icmp"
         );
     }
 
@@ -1542,6 +1566,7 @@ mod tests {
             link_exponent: Some(2.5),
             ping_interval: Some(Duration::from_millis(500)),
             ping_misses: Some(4),
+            icmp: Some(true),
         };
         let merged = cli.or(file);
         assert_eq!(merged.gossip_interval, Some(Duration::from_millis(200)));

@@ -119,6 +119,10 @@ struct PeerSettingArgs {
     /// Missed checks in a row that make a neighbour unresponsive [default: 3].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     ping_misses: Option<u32>,
+    /// Also check neighbours' hosts with ICMP echo; needs root or
+    /// net.ipv4.ping_group_range, else it is skipped with a warning.
+    #[arg(long)]
+    icmp: bool,
 }
 
 impl PeerSettingArgs {
@@ -130,6 +134,7 @@ impl PeerSettingArgs {
             link_exponent: None,
             ping_interval: self.ping_interval,
             ping_misses: self.ping_misses,
+            icmp: self.icmp.then_some(true),
         }
     }
 }

@@ -18,7 +18,7 @@ pub enum StatusError {
 }
 
 async fn ask(seed: SocketAddr) -> Result<Value, StatusError> {
-    match conn::query(seed, &Message::StatusRequest {}).await {
+    match conn::query(seed, &Message::StatusRequest {}, conn::CONNECT_TIMEOUT).await {
         Ok(Message::StatusReply { status }) => match status.get("error") {
             Some(reason) => Err(StatusError::Refused {
                 seed,

@@ -328,6 +328,7 @@ fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
                 peer: victim,
                 incarnation,
                 confirmers: neighbours.clone(),
+                unreachable: vec![],
             });
             // Every seed checks the victim itself, finds it alive, refuses.
             net.seeds[s].wait_events("the forged report to be refused", DEADLINE, i + 1, |e| {

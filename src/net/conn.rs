@@ -46,8 +46,9 @@ pub enum ConnEvent {
         id: ConnId,
         msg: Message,
     },
-    /// The remote opened with a one-shot query instead of HELLO (PROBE or
-    /// STATUS_REQUEST). The driver answers it, then closes the connection.
+    /// The remote opened with a one-shot query instead of HELLO (PROBE,
+    /// SUSPECT_REQUEST or STATUS_REQUEST). The driver answers it, then
+    /// closes the connection.
     Query {
         id: ConnId,
         msg: Message,
@@ -103,9 +104,14 @@ pub async fn accept(
     serve(id, Framed::new(stream, codec()), outbox, events).await
 }
 
-/// Dials `target` afresh, sends the one-shot `query` (PROBE or
-/// STATUS_REQUEST) instead of HELLO, and returns the answer.
-pub async fn query(target: SocketAddr, query: &Message) -> Result<Message, String> {
+/// Dials `target` afresh, sends the one-shot `query` (PROBE,
+/// SUSPECT_REQUEST or STATUS_REQUEST) instead of HELLO, and returns the
+/// answer, or why there is none within `limit`.
+pub async fn query(
+    target: SocketAddr,
+    query: &Message,
+    limit: Duration,
+) -> Result<Message, String> {
     let exchange = async {
         let stream = TcpStream::connect(target)
             .await
@@ -122,9 +128,9 @@ pub async fn query(target: SocketAddr, query: &Message) -> Result<Message, Strin
             .map_err(|e| e.to_string())?;
         Message::from_json(&body).map_err(|e| e.to_string())
     };
-    timeout(CONNECT_TIMEOUT, exchange)
+    timeout(limit, exchange)
         .await
-        .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|_| format!("no answer within {limit:?}"))?
 }
 
 async fn report_closed(events: &mpsc::Sender<ConnEvent>, id: ConnId, reason: CloseReason) {
@@ -165,12 +171,26 @@ async fn serve(
                         greeted = true;
                         ConnEvent::Hello { id, listen, role }
                     }
-                    (Ok(Message::Probe { version, .. }), false) if version != PROTOCOL_VERSION => {
+                    (
+                        Ok(
+                            msg @ (Message::Probe { version, .. }
+                            | Message::SuspectRequest { version, .. }),
+                        ),
+                        false,
+                    ) if version != PROTOCOL_VERSION => {
                         break CloseReason::Protocol(format!(
-                            "PROBE of protocol version {version}, this node speaks {PROTOCOL_VERSION}"
+                            "{} of protocol version {version}, this node speaks {PROTOCOL_VERSION}",
+                            msg.kind()
                         ));
                     }
-                    (Ok(msg @ (Message::Probe { .. } | Message::StatusRequest {})), false) => {
+                    (
+                        Ok(
+                            msg @ (Message::Probe { .. }
+                            | Message::SuspectRequest { .. }
+                            | Message::StatusRequest {}),
+                        ),
+                        false,
+                    ) => {
                         // Answered by the driver; nothing else may follow.
                         greeted = true;
                         ConnEvent::Query { id, msg }

@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -19,7 +19,10 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::conn::{self, CloseReason, ConnEvent, ConnId};
+use super::{
+    conn::{self, CloseReason, ConnEvent, ConnId},
+    icmp::{Icmp, Unavailable},
+};
 use crate::{
     consensus::{Applied, ConsensusLink, IncomingRpc, OutgoingRpc},
     output::LogSink,
@@ -115,6 +118,7 @@ struct Driver<C: Core> {
     deferred_tx: mpsc::UnboundedSender<Deferred>,
     /// Nodes whose last dial failed, so that repeated failures log once.
     unreachable: HashSet<SocketAddr>,
+    icmp: Icmp,
 }
 
 type PendingRpc = (SocketAddr, oneshot::Sender<Result<Value, String>>);
@@ -128,10 +132,10 @@ struct ConsensusSide {
 
 /// Work finished in a spawned task, handed back to the driver.
 enum Deferred {
-    ProbeResult {
-        target: SocketAddr,
-        incarnation: u64,
-        result: Result<(), String>,
+    QueryResult {
+        to: SocketAddr,
+        query: Message,
+        result: Result<Message, String>,
     },
     RpcAnswer {
         to: SocketAddr,
@@ -141,6 +145,10 @@ enum Deferred {
     StatusAnswer {
         conn: ConnId,
         body: Value,
+    },
+    IcmpResult {
+        host: IpAddr,
+        result: Result<(), String>,
     },
 }
 
@@ -190,6 +198,7 @@ pub async fn run<C: Core>(
         rpcs: HashMap::new(),
         deferred_tx,
         unreachable: HashSet::new(),
+        icmp: Icmp::new(std::process::id() as u16),
     };
     let role = driver.core.role();
     driver.log(Event::Listening { role });
@@ -531,10 +540,12 @@ impl<C: Core> Driver<C> {
                         let _ = side.proposals.send(command);
                     }
                 }
-                Output::Probe {
-                    target,
-                    incarnation,
-                } => self.start_probe(target, incarnation),
+                Output::Query { to, query, timeout } => self.start_query(to, query, timeout),
+                Output::IcmpEcho { host, timeout } => self.start_icmp_echo(host, timeout),
+                Output::Reply { token, msg } => {
+                    self.send_on(ConnId(token), msg);
+                    self.forget(ConnId(token));
+                }
                 Output::Connect(to) => {
                     match self.by_remote.get(&to).map(|id| &self.conns[id].state) {
                         Some(ConnState::Open { role, .. }) => {
@@ -661,23 +672,26 @@ impl<C: Core> Driver<C> {
                     self.forget(id);
                 }
             },
+            Message::SuspectRequest { .. } if self.core.role() == Role::Peer => {
+                let now = self.clock.now();
+                self.core.handle_query(id.0, msg, now);
+            }
             _ => self.forget(id),
         }
     }
 
     fn on_deferred(&mut self, done: Deferred) {
         match done {
-            Deferred::ProbeResult {
-                target,
-                incarnation,
-                result,
-            } => {
+            Deferred::QueryResult { to, query, result } => {
                 let now = self.clock.now();
-                self.core
-                    .handle_probe_result(target, incarnation, result, now);
+                self.core.handle_query_result(to, query, result, now);
             }
             Deferred::RpcAnswer { to, id, body } => {
                 self.send_to(to, Message::RaftResponse { id, body })
+            }
+            Deferred::IcmpResult { host, result } => {
+                let now = self.clock.now();
+                self.core.handle_icmp_result(host, result, now);
             }
             Deferred::StatusAnswer { conn, body } => {
                 self.send_on(conn, Message::StatusReply { status: body });
@@ -686,46 +700,26 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    /// Checks on a fresh connection that a peer of `incarnation` listens
-    /// at `target`.
-    fn start_probe(&mut self, target: SocketAddr, incarnation: u64) {
-        let nonce = self.clock.now().as_micros() ^ (self.next_seq << 32);
-        self.next_seq += 1;
+    fn start_icmp_echo(&mut self, host: IpAddr, timeout: Duration) {
+        match self.icmp.echo(host, timeout) {
+            Ok(echo) => {
+                let deferred = self.deferred_tx.clone();
+                tokio::spawn(async move {
+                    let result = echo.await;
+                    let _ = deferred.send(Deferred::IcmpResult { host, result });
+                });
+            }
+            Err(Unavailable::Now(reason)) => self.log(Event::IcmpUnavailable { reason }),
+            Err(Unavailable::Before) => {}
+        }
+    }
+
+    /// Sends a one-shot query on a fresh connection, in its own task.
+    fn start_query(&mut self, to: SocketAddr, query: Message, limit: Duration) {
         let deferred = self.deferred_tx.clone();
         tokio::spawn(async move {
-            let query = Message::Probe {
-                version: PROTOCOL_VERSION,
-                nonce,
-            };
-            let result = match conn::query(target, &query).await {
-                Ok(Message::ProbeReply {
-                    nonce: n,
-                    role,
-                    listen,
-                    incarnation: i,
-                }) => {
-                    if n != nonce {
-                        Err("the reply carries another nonce".to_string())
-                    } else if role != Role::Peer {
-                        Err(format!("a {role} listens there, not a peer"))
-                    } else if listen != target {
-                        Err(format!("the node there is {listen}"))
-                    } else if i != incarnation {
-                        Err(format!(
-                            "the peer there is incarnation {i}, not {incarnation}"
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                }
-                Ok(other) => Err(format!("answered {} instead of PROBE_REPLY", other.kind())),
-                Err(e) => Err(e),
-            };
-            let _ = deferred.send(Deferred::ProbeResult {
-                target,
-                incarnation,
-                result,
-            });
+            let result = conn::query(to, &query, limit).await;
+            let _ = deferred.send(Deferred::QueryResult { to, query, result });
         });
     }
 

@@ -2,5 +2,6 @@
 
 pub mod conn;
 pub mod driver;
+pub mod icmp;
 
 pub use driver::{run, Clock};

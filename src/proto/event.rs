@@ -184,6 +184,35 @@ pub enum Event {
         to: SocketAddr,
         peers: usize,
     },
+    /// A majority of the suspect's neighbours found it unresponsive; the
+    /// peer sent `report`, the exact Dead Node text (R14), to its seeds.
+    DeadReportSent {
+        peer: SocketAddr,
+        report: String,
+        confirmers: Vec<SocketAddr>,
+    },
+    /// The peer stopped asking about a suspect that was neither cleared
+    /// nor removed, and dropped the link to it.
+    SuspicionAbandoned {
+        peer: SocketAddr,
+        reason: String,
+    },
+    /// A link to `new` replaces the one to `old`, which the seeds removed.
+    NeighborReplaced {
+        old: SocketAddr,
+        new: SocketAddr,
+    },
+    /// `--icmp` was asked for but no ICMP socket can be opened; the peer
+    /// goes on without it.
+    IcmpUnavailable {
+        reason: String,
+    },
+    /// The seeds removed this peer although it runs: it registers again
+    /// under a new incarnation.
+    Rejoining {
+        old_incarnation: u64,
+        incarnation: u64,
+    },
 }
 
 fn addrs(list: &[SocketAddr]) -> String {
@@ -352,6 +381,30 @@ impl fmt::Display for Event {
             Event::PeerListServed { to, peers } => {
                 write!(f, "PEER LIST of {peers} peers sent to {to}")
             }
+            Event::DeadReportSent {
+                report, confirmers, ..
+            } => write!(
+                f,
+                "DEAD REPORT sent: '{report}', confirmed by {}",
+                addrs(confirmers)
+            ),
+            Event::SuspicionAbandoned { peer, reason } => {
+                write!(f, "SUSPICION of {peer} abandoned: {reason}")
+            }
+            Event::IcmpUnavailable { reason } => {
+                write!(f, "ICMP checks off: {reason}")
+            }
+            Event::NeighborReplaced { old, new } => {
+                write!(f, "NEIGHBOUR {new} replaces removed {old}")
+            }
+            Event::Rejoining {
+                old_incarnation,
+                incarnation,
+            } => write!(
+                f,
+                "REMOVED by the seeds while alive (incarnation {old_incarnation}); \
+                 rejoining as incarnation {incarnation}"
+            ),
         }
     }
 }

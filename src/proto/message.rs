@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped on any change that an older node could misread. 2: seed
 /// consensus (REGISTER_REQUEST carries an incarnation; PROBE, STATUS_*,
-/// RAFT_*) and liveness checks (PING, PONG).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// RAFT_*) and liveness checks (PING, PONG). 3: failure detection
+/// (SUSPECT_REQUEST, SUSPECT_RESPONSE; DEAD_REPORT names unreachable
+/// confirmers; DEAD_CONFIRMED names a replacement neighbour).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
 /// prefix closes the connection before any of the body is read.
@@ -57,6 +59,19 @@ pub struct PeerEntry {
     pub degree: u32,
 }
 
+/// A neighbour's finding about a suspect, in SUSPECT_RESPONSE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// It answered a PING from this peer after the question came.
+    Alive,
+    /// Its link to this peer is gone, or it left a PING unanswered past the
+    /// ping timeout.
+    Unresponsive,
+    /// This peer is not its neighbour, so it cannot judge.
+    NotNeighbor,
+}
+
 /// A wire message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
@@ -82,15 +97,41 @@ pub enum Message {
     /// Peer to seed: `peer` is dead. `report` is the exact text
     /// `Dead Node:<IP>:<Port>:<timestamp>:<reporter IP>` (R14); `confirmers`
     /// are the suspect's neighbours that found it unresponsive, the
-    /// reporter among them, as evidence the seed checks.
+    /// reporter among them, as evidence the seed checks. `unreachable` are
+    /// neighbours of the suspect that could not be asked (dead themselves,
+    /// perhaps); the seed probes them before it leaves them out of the count.
     DeadReport {
         report: String,
         peer: SocketAddr,
         incarnation: u64,
         confirmers: Vec<SocketAddr>,
+        unreachable: Vec<SocketAddr>,
     },
     /// Seed to peer: the removal of `peer` (at `incarnation`) is committed.
-    DeadConfirmed { peer: SocketAddr, incarnation: u64 },
+    /// Sent to its former neighbours, and to the peer itself if it is still
+    /// connected. `replacement` is the peer the receiver should link to
+    /// instead, chosen by the seeds so that the overlay stays connected.
+    DeadConfirmed {
+        peer: SocketAddr,
+        incarnation: u64,
+        replacement: Option<SocketAddr>,
+    },
+    /// Peer to peer, instead of HELLO, on a fresh connection: you are a
+    /// neighbour of `peer` (at `incarnation`, if the asker knows it); check
+    /// it yourself and answer with SUSPECT_RESPONSE. `from` is the asker.
+    SuspectRequest {
+        version: u32,
+        peer: SocketAddr,
+        incarnation: Option<u64>,
+        from: SocketAddr,
+    },
+    /// The answer to SUSPECT_REQUEST; the connection then closes.
+    /// `incarnation` is the suspect's, as the answering peer knows it.
+    SuspectResponse {
+        peer: SocketAddr,
+        verdict: Verdict,
+        incarnation: Option<u64>,
+    },
     /// Seed to peer, instead of HELLO, on a connection the seed dialled to
     /// the address a peer registered: prove you listen there.
     Probe { version: u32, nonce: u64 },
@@ -141,6 +182,8 @@ impl Message {
             Message::RegisterRequest { .. } => "REGISTER_REQUEST",
             Message::DeadReport { .. } => "DEAD_REPORT",
             Message::DeadConfirmed { .. } => "DEAD_CONFIRMED",
+            Message::SuspectRequest { .. } => "SUSPECT_REQUEST",
+            Message::SuspectResponse { .. } => "SUSPECT_RESPONSE",
             Message::Probe { .. } => "PROBE",
             Message::ProbeReply { .. } => "PROBE_REPLY",
             Message::StatusRequest {} => "STATUS_REQUEST",
@@ -202,10 +245,23 @@ mod tests {
                 peer: a,
                 incarnation: 7,
                 confirmers: vec![a],
+                unreachable: vec![],
             },
             Message::DeadConfirmed {
                 peer: a,
                 incarnation: 7,
+                replacement: Some(a),
+            },
+            Message::SuspectRequest {
+                version: PROTOCOL_VERSION,
+                peer: a,
+                incarnation: Some(7),
+                from: a,
+            },
+            Message::SuspectResponse {
+                peer: a,
+                verdict: Verdict::Unresponsive,
+                incarnation: None,
             },
             Message::Probe {
                 version: PROTOCOL_VERSION,

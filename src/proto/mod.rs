@@ -15,7 +15,10 @@ pub mod seed;
 pub mod time;
 pub mod topology;
 
-use std::net::SocketAddr;
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 pub use event::Event;
 pub use message::{Message, Role};
@@ -41,12 +44,20 @@ pub enum Output<T> {
     /// (no leader, no majority); whoever needs it retries. Every seed learns
     /// what was applied through `handle_applied`.
     Propose(Command),
-    /// Seeds: dial `target` afresh and check that a peer of `incarnation`
-    /// listens there; the answer comes back as `handle_probe_result`.
-    Probe {
-        target: SocketAddr,
-        incarnation: u64,
+    /// Dial `to` on a fresh connection and send the one-shot `query`
+    /// (PROBE, SUSPECT_REQUEST) instead of HELLO. Its answer, or why there
+    /// is none by `timeout`, comes back as `handle_query_result`.
+    Query {
+        to: SocketAddr,
+        query: Message,
+        timeout: Duration,
     },
+    /// Answer the one-shot query `token` (see `handle_query`) with `msg`;
+    /// its connection then closes.
+    Reply { token: u64, msg: Message },
+    /// Peers with `--icmp`: send an ICMP echo to `host`; whether it
+    /// answered within `timeout` comes back as `handle_icmp_result`.
+    IcmpEcho { host: IpAddr, timeout: Duration },
 }
 
 /// The interface every driver uses to run a core.
@@ -71,15 +82,20 @@ pub trait Core {
     }
     /// Whether `addr` is one of the seeds of the config.
     fn is_seed(&self, addr: &SocketAddr) -> bool;
-    /// Seeds: the answer to an `Output::Probe`.
-    fn handle_probe_result(
+    /// The answer to an `Output::Query` sent to `to`, or why there is none.
+    fn handle_query_result(
         &mut self,
-        _target: SocketAddr,
-        _incarnation: u64,
-        _result: Result<(), String>,
+        _to: SocketAddr,
+        _query: Message,
+        _result: Result<Message, String>,
         _now: Timestamp,
     ) {
     }
+    /// Peers: a one-shot SUSPECT_REQUEST arrived. The core answers it with
+    /// `Output::Reply { token, .. }`, at once or later.
+    fn handle_query(&mut self, _token: u64, _query: Message, _now: Timestamp) {}
+    /// Peers: the answer to an `Output::IcmpEcho`.
+    fn handle_icmp_result(&mut self, _host: IpAddr, _result: Result<(), String>, _now: Timestamp) {}
     /// Seeds: an entry of the replicated log was applied, with its outcome.
     fn handle_applied(&mut self, _command: &Command, _outcome: &Outcome, _now: Timestamp) {}
     /// Seeds: the whole directory was replaced by a snapshot (catch-up).

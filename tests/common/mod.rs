@@ -416,3 +416,22 @@ pub fn committed_peers(seed: SocketAddr) -> Option<Vec<String>> {
     peers.sort();
     Some(peers)
 }
+
+/// Each peer's neighbours.
+pub type Adjacency = std::collections::BTreeMap<SocketAddr, std::collections::BTreeSet<SocketAddr>>;
+
+/// The committed topology `seed` serves through `gossipnet status`, without
+/// the peers in `dead`; None when the status cannot be had.
+pub fn committed_topology(seed: SocketAddr, dead: &[SocketAddr]) -> Option<Adjacency> {
+    let status = status(seed)?;
+    let mut adjacency = Adjacency::new();
+    for edge in status["topology"].as_array()? {
+        let a: SocketAddr = edge[0].as_str()?.parse().ok()?;
+        let b: SocketAddr = edge[1].as_str()?.parse().ok()?;
+        if !dead.contains(&a) && !dead.contains(&b) {
+            adjacency.entry(a).or_default().insert(b);
+            adjacency.entry(b).or_default().insert(a);
+        }
+    }
+    Some(adjacency)
+}

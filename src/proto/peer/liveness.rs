@@ -1,12 +1,10 @@
 //! Liveness checks of neighbours (R11, R12).
 //!
-//! Every `ping_interval` a peer sends each neighbour a PING. A neighbour
-//! that has left PINGs unanswered for a whole interval has *missed* once,
-//! for two intervals twice, and so on; counting from the time rather than
-//! from rounds means a link that came up just before a round is not
-//! suspected for a PING it had no time to answer. The first miss starts a
-//! local suspicion, which is logged but not reported. `ping_misses` misses
-//! make the neighbour *unresponsive*. Any PONG ends the suspicion,
+//! Every `ping_interval` a peer sends each neighbour a PING, and counts a
+//! *miss* for each PING still unanswered a ping timeout after it was sent
+//! (half an interval; see [`ping_timeout`]). The first miss starts a local
+//! suspicion, which is logged but not reported. `ping_misses` consecutive
+//! misses make the neighbour *unresponsive*. Any PONG ends the suspicion,
 //! even a late one: it proves the process runs (SWIM's rule that an answer
 //! to anyone clears a suspect). PONG also carries the neighbour's own
 //! neighbours, so each peer knows who else can check on a neighbour.
@@ -31,10 +29,16 @@ pub struct Liveness {
     pub incarnation: Option<u64>,
 }
 
-/// What one round of checks found, and the PINGs to send.
+/// How long a PING may go unanswered before it counts as missed: half the
+/// ping interval, so that a miss is judged before the next PING goes out,
+/// and the k-th miss comes (k - 1/2) intervals after the first silent PING.
+pub fn ping_timeout(interval: Duration) -> Duration {
+    interval / 2
+}
+
+/// What a count of misses found.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Round {
-    pub pings: Vec<(SocketAddr, u64)>,
+pub struct Misses {
     /// Neighbours that just missed for the first time.
     pub newly_suspected: Vec<SocketAddr>,
     /// Neighbours that just reached the miss limit.
@@ -78,28 +82,62 @@ impl LivenessTable {
         self.peers.is_empty()
     }
 
-    /// Counts the misses as of `now`, then pings everyone.
-    pub fn round(&mut self, now: Timestamp, interval: Duration, miss_limit: u32) -> Round {
-        let mut round = Round::default();
+    /// A PING for every neighbour, each with a fresh nonce.
+    pub fn round(&mut self, now: Timestamp) -> Vec<(SocketAddr, u64)> {
         let peers: Vec<SocketAddr> = self.peers.keys().copied().collect();
+        let mut pings = Vec::with_capacity(peers.len());
         for peer in peers {
             let nonce = self.nonce();
             let state = self.peers.get_mut(&peer).expect("listed above");
-            let since = *state.unanswered_since.get_or_insert(now);
+            state.unanswered_since.get_or_insert(now);
+            pings.push((peer, nonce));
+        }
+        pings
+    }
+
+    /// Counts the misses as of `now`: the PINGs, one per `interval` since
+    /// the oldest unanswered one, whose [`ping_timeout`] has passed.
+    pub fn count_misses(&mut self, now: Timestamp, interval: Duration, miss_limit: u32) -> Misses {
+        let mut found = Misses::default();
+        let timeout = ping_timeout(interval).as_micros();
+        for (peer, state) in &mut self.peers {
+            let Some(since) = state.unanswered_since else {
+                continue;
+            };
             let waited = now.saturating_since(since).as_micros();
-            let misses = (waited / interval.as_micros().max(1)) as u32;
+            if waited < timeout {
+                continue;
+            }
+            let misses = ((waited - timeout) / interval.as_micros().max(1)) as u32 + 1;
             if misses > state.misses {
                 if state.misses == 0 {
-                    round.newly_suspected.push(peer);
+                    found.newly_suspected.push(*peer);
                 }
                 if state.misses < miss_limit && misses >= miss_limit {
-                    round.unresponsive.push(peer);
+                    found.unresponsive.push(*peer);
                 }
                 state.misses = misses;
             }
-            round.pings.push((peer, nonce));
         }
-        round
+        found
+    }
+
+    /// Whether `peer` has left a PING unanswered past the ping timeout.
+    pub fn is_overdue(&self, peer: &SocketAddr, now: Timestamp, interval: Duration) -> bool {
+        self.peers
+            .get(peer)
+            .and_then(|s| s.unanswered_since)
+            .is_some_and(|since| now.saturating_since(since) >= ping_timeout(interval))
+    }
+
+    /// A fresh nonce for a PING outside the rounds; the oldest unanswered
+    /// PING still counts from when it was sent.
+    pub fn extra_ping(&mut self, peer: SocketAddr, now: Timestamp) -> Option<u64> {
+        self.peers
+            .get_mut(&peer)?
+            .unanswered_since
+            .get_or_insert(now);
+        Some(self.nonce())
     }
 
     /// Records a PONG. Returns true if the neighbour had missed, so that its
@@ -136,47 +174,56 @@ mod tests {
         Timestamp(secs * 1_000_000)
     }
 
+    fn ms(ms: u64) -> Timestamp {
+        Timestamp(ms * 1_000)
+    }
+
     #[test]
-    fn misses_count_whole_silent_intervals_and_reach_the_limit_once() {
+    fn a_miss_is_a_ping_unanswered_for_half_an_interval_and_the_limit_is_reached_once() {
         let mut t = LivenessTable::default();
         t.add(a(1), at(0));
-        let r = t.round(at(1), SEC, 3);
-        assert_eq!(r.newly_suspected, vec![a(1)]);
-        assert!(r.unresponsive.is_empty());
+        assert_eq!(t.count_misses(ms(499), SEC, 3), Misses::default());
+        let m = t.count_misses(ms(500), SEC, 3);
+        assert_eq!(m.newly_suspected, vec![a(1)]);
+        assert!(m.unresponsive.is_empty());
+        t.round(at(1));
         assert!(
-            t.round(at(2), SEC, 3).newly_suspected.is_empty(),
+            t.count_misses(ms(1500), SEC, 3).newly_suspected.is_empty(),
             "suspected twice"
         );
-        assert_eq!(t.round(at(3), SEC, 3).unresponsive, vec![a(1)]);
+        t.round(at(2));
+        assert_eq!(t.count_misses(ms(2500), SEC, 3).unresponsive, vec![a(1)]);
         assert!(
-            t.round(at(4), SEC, 3).unresponsive.is_empty(),
+            t.count_misses(ms(3500), SEC, 3).unresponsive.is_empty(),
             "unresponsive reported twice"
         );
         assert_eq!(t.get(&a(1)).unwrap().misses, 4);
     }
 
     #[test]
-    fn a_link_that_came_up_just_before_a_round_is_not_suspected() {
+    fn an_answer_within_the_timeout_is_no_miss() {
         let mut t = LivenessTable::default();
         t.add(a(1), Timestamp(900_000));
-        let r = t.round(at(1), SEC, 3);
-        assert!(r.newly_suspected.is_empty(), "suspected after 0.1 s");
-        assert_eq!(r.pings.len(), 1);
+        t.round(at(1));
+        assert!(!t.answered(a(1), 1, []));
+        assert!(t.count_misses(ms(1500), SEC, 3).newly_suspected.is_empty());
+        assert!(!t.is_overdue(&a(1), ms(1500), SEC));
     }
 
     #[test]
-    fn a_late_round_counts_every_interval_it_covers() {
+    fn a_late_count_counts_every_interval_it_covers() {
         let mut t = LivenessTable::default();
         t.add(a(1), at(0));
-        let r = t.round(at(3), SEC, 3);
-        assert_eq!((r.newly_suspected.len(), r.unresponsive.len()), (1, 1));
+        let m = t.count_misses(ms(2500), SEC, 3);
+        assert_eq!((m.newly_suspected.len(), m.unresponsive.len()), (1, 1));
+        assert!(t.is_overdue(&a(1), ms(2500), SEC));
     }
 
     #[test]
     fn any_pong_ends_the_misses_and_teaches_the_neighbours() {
         let mut t = LivenessTable::default();
         t.add(a(1), at(0));
-        t.round(at(1), SEC, 3);
+        t.count_misses(at(1), SEC, 3);
         assert!(t.answered(a(1), 9, [a(2), a(3), a(1)]));
         let state = t.get(&a(1)).unwrap();
         assert_eq!((state.misses, state.incarnation), (0, Some(9)));
@@ -186,9 +233,9 @@ mod tests {
             "a peer is not its own neighbour"
         );
         // Answering in time: no miss, nothing to clear.
-        t.round(at(2), SEC, 3);
+        t.round(at(2));
         assert!(!t.answered(a(1), 9, []));
-        assert!(t.round(at(3), SEC, 3).newly_suspected.is_empty());
+        assert!(t.count_misses(at(3), SEC, 3).newly_suspected.is_empty());
     }
 
     #[test]
@@ -196,9 +243,9 @@ mod tests {
         let mut t = LivenessTable::default();
         let first = t.add(a(1), at(0));
         t.add(a(2), at(0));
-        let r = t.round(at(1), SEC, 3);
-        let nonces: Vec<u64> = r.pings.iter().map(|(_, n)| *n).collect();
-        assert_eq!(r.pings.len(), 2);
+        let pings = t.round(at(1));
+        let nonces: Vec<u64> = pings.iter().map(|(_, n)| *n).collect();
+        assert_eq!(pings.len(), 2);
         assert!(!nonces.contains(&first));
         assert_ne!(nonces[0], nonces[1]);
     }

@@ -12,24 +12,34 @@
 //!    `gossip_interval` up to `gossip_count` once it has a neighbour (R8), and
 //!    floods gossip with a de-duplicating Message List (R9). A peer left with
 //!    no neighbour asks the seeds again every `lonely_retry` (R7).
+//!
+//! Throughout, it checks its neighbours (R11 to R16): a lost connection or
+//! `ping_misses` missed PINGs make a neighbour a suspect; the suspect's
+//! other neighbours are asked to check it ([`agreement`]); on a majority
+//! the peer sends a Dead Node report to its seeds. When the seeds confirm
+//! a removal, the peer drops the dead neighbour and links to the
+//! replacement they name. A peer that learns it was itself removed
+//! registers again with a new incarnation.
 
+mod agreement;
 mod liveness;
 mod message_list;
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     time::Duration,
 };
 
 use rand::{seq::IteratorRandom, Rng};
 
-pub use liveness::{Liveness, LivenessTable};
+pub use agreement::{Agreement, Decision};
+pub use liveness::{ping_timeout, Liveness, LivenessTable};
 pub use message_list::{digest, MessageDigest, MessageList, MessageMeta};
 
 use super::{
-    message::{Message, PeerEntry, Role, MAX_GOSSIP_TEXT},
+    message::{Message, PeerEntry, Role, Verdict, MAX_GOSSIP_TEXT, PROTOCOL_VERSION},
     seed::directory::majority,
     topology, Core, Event, Output, Timestamp,
 };
@@ -57,6 +67,10 @@ pub struct PeerSettings {
     /// 3 consecutive missed pings make a neighbour unresponsive: the course
     /// specification (R11).
     pub ping_misses: NonZeroU32,
+    /// Off: ICMP echo to neighbours' hosts needs privileges and proves only
+    /// that a host is up. When on, `ping_misses` unanswered echoes in a row
+    /// make every neighbour on that host a suspect.
+    pub icmp: bool,
 }
 
 impl Default for PeerSettings {
@@ -70,6 +84,7 @@ impl Default for PeerSettings {
             lonely_retry: Duration::from_secs(2),
             ping_interval: Duration::from_secs(13),
             ping_misses: NonZeroU32::new(3).expect("non-zero"),
+            icmp: false,
         }
     }
 }
@@ -83,8 +98,14 @@ pub enum PeerTimer {
     Gossip,
     /// With no neighbour, look for some.
     Lonely,
-    /// Check every neighbour's liveness.
+    /// Ping every neighbour.
     Ping,
+    /// Count the PINGs left unanswered past the ping timeout.
+    MissCheck,
+    /// Answer the SUSPECT_REQUESTs whose check has run out of time.
+    SuspectCheck,
+    /// Ask again about suspects that are neither cleared nor removed.
+    AgreementRetry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +127,37 @@ pub struct PeerStats {
 
 /// The longest wait between registration attempts.
 const MAX_REGISTER_RETRY: Duration = Duration::from_secs(8);
+/// Time for a SUSPECT_REQUEST's connection and answer, on top of the check
+/// the asked peer makes (one ping timeout).
+const QUERY_MARGIN: Duration = Duration::from_secs(1);
+/// Rounds of questions about one suspect before this peer gives up on it:
+/// enough to ride out a lost report or a seed's refusal on stale topology.
+const MAX_AGREEMENT_ROUNDS: u32 = 5;
+
+/// A neighbour under suspicion.
+#[derive(Debug)]
+struct Suspect {
+    /// Its connection is gone (rather than its PINGs unanswered).
+    link_lost: bool,
+    /// Its incarnation, once known: from its PONG or from whoever checks it.
+    incarnation: Option<u64>,
+    /// Its neighbours, from its last PONG.
+    neighbors: BTreeSet<SocketAddr>,
+    /// The round of questions under way, once this peer's own check
+    /// failed.
+    round: Option<Agreement>,
+    rounds: u32,
+    /// When to ask again if it is neither cleared nor removed by then.
+    retry_at: Option<Timestamp>,
+}
+
+/// A SUSPECT_REQUEST this peer is checking.
+#[derive(Debug, Clone, Copy)]
+struct PendingCheck {
+    token: u64,
+    suspect: SocketAddr,
+    deadline: Timestamp,
+}
 
 pub struct PeerCore<R> {
     addr: SocketAddr,
@@ -134,6 +186,13 @@ pub struct PeerCore<R> {
     /// Removals the seeds confirmed, so each is logged once although every
     /// seed sends it.
     confirmed_dead: BTreeSet<(SocketAddr, u64)>,
+    suspects: BTreeMap<SocketAddr, Suspect>,
+    /// Checks this peer makes for others' SUSPECT_REQUESTs.
+    checks: Vec<PendingCheck>,
+    /// Replacement links being opened, to the dead neighbour they replace.
+    replacing: BTreeMap<SocketAddr, SocketAddr>,
+    /// ICMP echoes unanswered in a row, by neighbours' host.
+    icmp_misses: BTreeMap<IpAddr, u32>,
     /// Seeds with a working connection, for the waiting message.
     reachable_seeds: BTreeSet<SocketAddr>,
     /// The wait before the next registration attempt; doubles while the
@@ -176,6 +235,10 @@ impl<R: Rng> PeerCore<R> {
             liveness: LivenessTable::default(),
             ping_armed: false,
             confirmed_dead: BTreeSet::new(),
+            suspects: BTreeMap::new(),
+            checks: Vec::new(),
+            replacing: BTreeMap::new(),
+            icmp_misses: BTreeMap::new(),
             reachable_seeds: BTreeSet::new(),
             register_retry: settings_retry,
             stats: PeerStats::default(),
@@ -235,6 +298,11 @@ impl<R: Rng> PeerCore<R> {
             PeerTimer::Gossip => &mut self.gossip_armed,
             PeerTimer::Lonely => &mut self.lonely_armed,
             PeerTimer::Ping => &mut self.ping_armed,
+            // Each of these serves deadlines of its own; a firing with
+            // nothing due does nothing.
+            PeerTimer::MissCheck | PeerTimer::SuspectCheck | PeerTimer::AgreementRetry => {
+                return self.outputs.push_back(Output::Timer { timer, at });
+            }
         };
         if !*armed {
             *armed = true;
@@ -350,6 +418,12 @@ impl<R: Rng> PeerCore<R> {
     }
 
     fn choose_and_link(&mut self, now: Timestamp) {
+        // A peer that joined once and is in no seed's list any more was
+        // removed; it hears so from the seeds, but this catches a lost word.
+        let listed = self.lists.values().flatten().any(|e| e.addr == self.addr);
+        if self.joined && !self.lists.is_empty() && !listed {
+            return self.rejoin(now);
+        }
         let candidates = self.candidates();
         let count = topology::draw_link_count(
             self.settings.max_links.get(),
@@ -471,6 +545,334 @@ impl<R: Rng> PeerCore<R> {
         }
     }
 
+    /// Starts a local suspicion of neighbour `peer` (R12), once.
+    fn suspect(&mut self, peer: SocketAddr, link_lost: bool, reason: String) {
+        if let Some(known) = self.suspects.get_mut(&peer) {
+            known.link_lost |= link_lost;
+            return;
+        }
+        let (incarnation, neighbors) = match self.liveness.get(&peer) {
+            Some(state) => (state.incarnation, state.neighbors.clone()),
+            None => (None, BTreeSet::new()),
+        };
+        self.suspects.insert(
+            peer,
+            Suspect {
+                link_lost,
+                incarnation,
+                neighbors,
+                round: None,
+                rounds: 0,
+                retry_at: None,
+            },
+        );
+        self.emit(Event::SuspicionStarted { peer, reason });
+    }
+
+    /// This peer's own check failed: ask the suspect's other neighbours to
+    /// check it too (R13).
+    fn start_round(&mut self, peer: SocketAddr, now: Timestamp) {
+        let me = self.addr;
+        let interval = self.settings.ping_interval;
+        let retry_at = now + self.agreement_retry();
+        let Some(suspect) = self.suspects.get_mut(&peer) else {
+            return;
+        };
+        suspect.rounds += 1;
+        let others = suspect
+            .neighbors
+            .iter()
+            .copied()
+            .filter(|n| *n != me && *n != peer)
+            .collect();
+        let round = Agreement::new(me, others);
+        let query = Message::SuspectRequest {
+            version: PROTOCOL_VERSION,
+            peer,
+            incarnation: suspect.incarnation,
+            from: me,
+        };
+        for to in round.to_ask() {
+            self.outputs.push_back(Output::Query {
+                to,
+                query: query.clone(),
+                timeout: ping_timeout(interval) + QUERY_MARGIN,
+            });
+        }
+        suspect.round = Some(round);
+        suspect.retry_at = Some(retry_at);
+        self.arm(PeerTimer::AgreementRetry, retry_at);
+        self.settle(peer, now);
+    }
+
+    /// How long a round may take before it is asked again: long enough for
+    /// every answer, and for the seeds to commit a report.
+    fn agreement_retry(&self) -> Duration {
+        self.settings.ping_interval.max(Duration::from_secs(1)) + QUERY_MARGIN
+    }
+
+    fn on_suspect_answer(
+        &mut self,
+        from: SocketAddr,
+        peer: SocketAddr,
+        answer: Result<(Verdict, Option<u64>), String>,
+        now: Timestamp,
+    ) {
+        let Some(suspect) = self.suspects.get_mut(&peer) else {
+            return;
+        };
+        let Some(round) = &mut suspect.round else {
+            return;
+        };
+        let verdict = answer.as_ref().ok().map(|(v, _)| *v);
+        if !round.record(from, verdict) {
+            return;
+        }
+        if let Ok((_, Some(incarnation))) = answer {
+            suspect.incarnation.get_or_insert(incarnation);
+        }
+        self.settle(peer, now);
+    }
+
+    /// Acts on where the round about `peer` stands.
+    fn settle(&mut self, peer: SocketAddr, now: Timestamp) {
+        let Some(suspect) = self.suspects.get_mut(&peer) else {
+            return;
+        };
+        let Some(round) = &suspect.round else {
+            return;
+        };
+        match round.decide() {
+            Decision::Alive => self.clear_suspicion(peer),
+            Decision::Waiting => {}
+            Decision::Report {
+                confirmers,
+                unreachable,
+            } => {
+                suspect.round = None;
+                // Without its incarnation no seed would take the report; the
+                // next round may learn it from a neighbour's answer.
+                if let Some(incarnation) = suspect.incarnation {
+                    self.send_report(peer, incarnation, confirmers, unreachable, now);
+                }
+            }
+        }
+    }
+
+    /// Sends the Dead Node report (R14) to every seed this peer is
+    /// registered with or connected to.
+    fn send_report(
+        &mut self,
+        peer: SocketAddr,
+        incarnation: u64,
+        confirmers: Vec<SocketAddr>,
+        unreachable: Vec<SocketAddr>,
+        now: Timestamp,
+    ) {
+        let report = format!(
+            "Dead Node:{}:{}:{:.6}:{}",
+            peer.ip(),
+            peer.port(),
+            now.as_secs_f64(),
+            self.addr.ip()
+        );
+        self.emit(Event::DeadReportSent {
+            peer,
+            report: report.clone(),
+            confirmers: confirmers.clone(),
+        });
+        let seeds: BTreeSet<SocketAddr> =
+            self.acked.union(&self.reachable_seeds).copied().collect();
+        for seed in seeds {
+            self.send(
+                seed,
+                Message::DeadReport {
+                    report: report.clone(),
+                    peer,
+                    incarnation,
+                    confirmers: confirmers.clone(),
+                    unreachable: unreachable.clone(),
+                },
+            );
+        }
+    }
+
+    /// The suspect answered someone: the suspicion ends (R13, R16). A
+    /// suspect whose connection was lost is dialled again.
+    fn clear_suspicion(&mut self, peer: SocketAddr) {
+        if let Some(suspect) = self.suspects.remove(&peer) {
+            self.emit(Event::SuspicionCleared { peer });
+            if suspect.link_lost && !self.neighbors.contains(&peer) {
+                self.outputs.push_back(Output::Connect(peer));
+            }
+        }
+    }
+
+    /// Asks again about suspects still unsettled when their time comes;
+    /// gives up on those asked about too often.
+    fn retry_agreements(&mut self, now: Timestamp) {
+        let stale: Vec<(SocketAddr, u32)> = self
+            .suspects
+            .iter()
+            .filter(|(_, s)| s.retry_at.is_some_and(|at| at <= now))
+            .filter(|(peer, s)| s.link_lost || self.liveness_says_unresponsive(peer))
+            .map(|(peer, s)| (*peer, s.rounds))
+            .collect();
+        for (peer, rounds) in stale {
+            if rounds < MAX_AGREEMENT_ROUNDS {
+                self.start_round(peer, now);
+                continue;
+            }
+            self.suspects.remove(&peer);
+            self.emit(Event::SuspicionAbandoned {
+                peer,
+                reason: format!(
+                    "no removal after {rounds} rounds of questions; the link is dropped"
+                ),
+            });
+            self.drop_neighbor(peer);
+            self.outputs.push_back(Output::Close(peer));
+            self.after_neighbors_changed(now);
+        }
+    }
+
+    fn liveness_says_unresponsive(&self, peer: &SocketAddr) -> bool {
+        self.liveness
+            .get(peer)
+            .is_some_and(|s| s.misses >= self.settings.ping_misses.get())
+    }
+
+    /// Another peer asks this one to check `suspect` (R13). A lost link or a
+    /// PING already overdue answers at once; otherwise a fresh PING does,
+    /// within one ping timeout.
+    fn on_suspect_request(&mut self, token: u64, suspect: SocketAddr, now: Timestamp) {
+        let interval = self.settings.ping_interval;
+        let verdict = if self.suspects.get(&suspect).is_some_and(|s| s.link_lost) {
+            Verdict::Unresponsive
+        } else if !self.neighbors.contains(&suspect) {
+            Verdict::NotNeighbor
+        } else if self.liveness.is_overdue(&suspect, now, interval) {
+            Verdict::Unresponsive
+        } else {
+            if let Some(nonce) = self.liveness.extra_ping(suspect, now) {
+                self.send(suspect, Message::Ping { nonce });
+            }
+            let deadline = now + ping_timeout(interval);
+            self.checks.push(PendingCheck {
+                token,
+                suspect,
+                deadline,
+            });
+            return self.arm(PeerTimer::SuspectCheck, deadline);
+        };
+        self.answer_check(token, suspect, verdict);
+    }
+
+    fn answer_check(&mut self, token: u64, suspect: SocketAddr, verdict: Verdict) {
+        let incarnation = self
+            .liveness
+            .get(&suspect)
+            .and_then(|s| s.incarnation)
+            .or_else(|| self.suspects.get(&suspect).and_then(|s| s.incarnation));
+        self.outputs.push_back(Output::Reply {
+            token,
+            msg: Message::SuspectResponse {
+                peer: suspect,
+                verdict,
+                incarnation,
+            },
+        });
+    }
+
+    /// Answers the checks of `suspect` that `done` selects.
+    fn answer_checks(&mut self, verdict: Verdict, mut done: impl FnMut(&PendingCheck) -> bool) {
+        let (finished, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.checks)
+            .into_iter()
+            .partition(|c| done(c));
+        self.checks = waiting;
+        for check in finished {
+            self.answer_check(check.token, check.suspect, verdict);
+        }
+    }
+
+    /// Forgets neighbour `peer`; returns whether it was one.
+    fn drop_neighbor(&mut self, peer: SocketAddr) -> bool {
+        if !self.neighbors.remove(&peer) {
+            return false;
+        }
+        self.liveness.remove(&peer);
+        self.emit(Event::NeighborDown { peer });
+        self.report_links();
+        true
+    }
+
+    /// The seeds committed the removal of `peer` (R15, R18): drop it and
+    /// link to the replacement they name (R7).
+    fn on_dead_confirmed(
+        &mut self,
+        peer: SocketAddr,
+        incarnation: u64,
+        replacement: Option<SocketAddr>,
+        now: Timestamp,
+    ) {
+        if peer == self.addr {
+            if incarnation == self.incarnation {
+                self.rejoin(now);
+            }
+            return;
+        }
+        if !self.confirmed_dead.insert((peer, incarnation)) {
+            return;
+        }
+        self.emit(Event::DeadConfirmed { peer });
+        self.suspects.remove(&peer);
+        self.answer_checks(Verdict::Unresponsive, |c| c.suspect == peer);
+        // A newer life at that address is not the one removed.
+        let newer_life = self
+            .liveness
+            .get(&peer)
+            .and_then(|s| s.incarnation)
+            .is_some_and(|i| i > incarnation);
+        if !newer_life && self.drop_neighbor(peer) {
+            self.outputs.push_back(Output::Close(peer));
+        }
+        if let Some(new) = replacement {
+            if new != self.addr && !self.neighbors.contains(&new) {
+                self.replacing.insert(new, peer);
+                self.outputs.push_back(Output::Connect(new));
+            }
+        }
+        self.after_neighbors_changed(now);
+    }
+
+    /// The seeds removed this peer although it runs (R16): start a new life
+    /// with a higher incarnation, and join again from scratch.
+    fn rejoin(&mut self, now: Timestamp) {
+        let old = self.incarnation;
+        self.incarnation = (old + 1).max(now.as_micros());
+        self.emit(Event::Rejoining {
+            old_incarnation: old,
+            incarnation: self.incarnation,
+        });
+        for peer in std::mem::take(&mut self.neighbors) {
+            self.liveness.remove(&peer);
+            self.outputs.push_back(Output::Close(peer));
+        }
+        self.suspects.clear();
+        self.answer_checks(Verdict::NotNeighbor, |_| true);
+        self.replacing.clear();
+        self.pending_links.clear();
+        self.asked.clear();
+        self.acked.clear();
+        self.lists.clear();
+        self.list_requests.clear();
+        self.retry_due = None;
+        self.register_retry = self.settings.retry_interval;
+        self.joined = false;
+        self.phase = Phase::Registering;
+        self.start(now);
+    }
+
     fn reject(&mut self, from: SocketAddr, reason: String) {
         self.emit(Event::ProtocolError {
             remote: from,
@@ -511,13 +913,12 @@ impl<R: Rng> Core for PeerCore<R> {
         match msg {
             Message::RegisterAck {} => self.on_register_ack(from, now),
             Message::PeerList { peers } => self.on_peer_list(from, peers, now),
-            Message::DeadConfirmed { peer, incarnation } if self.seeds.contains(&from) => {
-                if self.confirmed_dead.insert((peer, incarnation)) {
-                    self.emit(Event::DeadConfirmed { peer });
-                    if self.neighbors.contains(&peer) {
-                        self.outputs.push_back(Output::Close(peer));
-                    }
-                }
+            Message::DeadConfirmed {
+                peer,
+                incarnation,
+                replacement,
+            } if self.seeds.contains(&from) => {
+                self.on_dead_confirmed(peer, incarnation, replacement, now)
             }
             Message::Ping { nonce } if self.neighbors.contains(&from) => {
                 let neighbors = self.neighbors.iter().copied().collect();
@@ -535,9 +936,9 @@ impl<R: Rng> Core for PeerCore<R> {
                 neighbors,
                 ..
             } if self.neighbors.contains(&from) => {
-                if self.liveness.answered(from, incarnation, neighbors) {
-                    self.emit(Event::SuspicionCleared { peer: from });
-                }
+                self.liveness.answered(from, incarnation, neighbors);
+                self.answer_checks(Verdict::Alive, |c| c.suspect == from);
+                self.clear_suspicion(from);
             }
             Message::Gossip { origin, msg, hops } if self.neighbors.contains(&from) => {
                 self.on_gossip(from, origin, msg, hops, now)
@@ -562,6 +963,11 @@ impl<R: Rng> Core for PeerCore<R> {
         self.pending_links.remove(&remote);
         if self.neighbors.insert(remote) {
             self.emit(Event::NeighborUp { peer: remote });
+            if let Some(old) = self.replacing.remove(&remote) {
+                self.emit(Event::NeighborReplaced { old, new: remote });
+            }
+            // A suspect that links again is alive.
+            self.clear_suspicion(remote);
             self.report_links();
             let nonce = self.liveness.add(remote, now);
             self.send(remote, Message::Ping { nonce });
@@ -574,10 +980,14 @@ impl<R: Rng> Core for PeerCore<R> {
     fn handle_link_down(&mut self, remote: SocketAddr, now: Timestamp) {
         self.reachable_seeds.remove(&remote);
         self.pending_links.remove(&remote);
-        if self.neighbors.remove(&remote) {
-            self.liveness.remove(&remote);
-            self.emit(Event::NeighborDown { peer: remote });
-            self.report_links();
+        self.replacing.remove(&remote);
+        if self.neighbors.contains(&remote) {
+            // Suspected before it is forgotten: the suspicion needs what
+            // the liveness checks learnt about it.
+            self.suspect(remote, true, "connection lost".into());
+            self.drop_neighbor(remote);
+            self.answer_checks(Verdict::Unresponsive, |c| c.suspect == remote);
+            self.start_round(remote, now);
         }
         self.finish_linking_if_done(now);
         self.after_neighbors_changed(now);
@@ -630,20 +1040,38 @@ impl<R: Rng> Core for PeerCore<R> {
             PeerTimer::Ping => {
                 self.ping_armed = false;
                 let interval = self.settings.ping_interval;
-                let round = self
-                    .liveness
-                    .round(now, interval, self.settings.ping_misses.get());
-                for peer in round.newly_suspected {
-                    let reason = format!("no answer to a ping within {interval:?}");
-                    self.emit(Event::SuspicionStarted { peer, reason });
-                }
-                for (peer, nonce) in round.pings {
+                for (peer, nonce) in self.liveness.round(now) {
                     self.send(peer, Message::Ping { nonce });
                 }
+                if self.settings.icmp {
+                    let hosts: BTreeSet<IpAddr> = self.neighbors.iter().map(|n| n.ip()).collect();
+                    for host in hosts {
+                        let timeout = ping_timeout(interval);
+                        self.outputs.push_back(Output::IcmpEcho { host, timeout });
+                    }
+                }
                 if !self.liveness.is_empty() {
+                    self.arm(PeerTimer::MissCheck, now + ping_timeout(interval));
                     self.arm(PeerTimer::Ping, now + interval);
                 }
             }
+            PeerTimer::MissCheck => {
+                let interval = self.settings.ping_interval;
+                let misses =
+                    self.liveness
+                        .count_misses(now, interval, self.settings.ping_misses.get());
+                for peer in misses.newly_suspected {
+                    let reason = format!("no answer to a ping within {:?}", ping_timeout(interval));
+                    self.suspect(peer, false, reason);
+                }
+                for peer in misses.unresponsive {
+                    self.start_round(peer, now);
+                }
+            }
+            PeerTimer::SuspectCheck => {
+                self.answer_checks(Verdict::Unresponsive, |c| c.deadline <= now);
+            }
+            PeerTimer::AgreementRetry => self.retry_agreements(now),
             PeerTimer::Lonely => {
                 self.lonely_armed = false;
                 if self.phase == Phase::Active && self.neighbors.is_empty() {
@@ -667,6 +1095,57 @@ impl<R: Rng> Core for PeerCore<R> {
         }
         let msg = format!("{:.6}:{}:{}", now.as_secs_f64(), self.addr.ip(), text);
         self.create_gossip(msg, now);
+    }
+
+    fn handle_query(&mut self, token: u64, query: Message, now: Timestamp) {
+        if let Message::SuspectRequest { peer, .. } = query {
+            self.on_suspect_request(token, peer, now);
+        }
+    }
+
+    fn handle_icmp_result(&mut self, host: IpAddr, result: Result<(), String>, now: Timestamp) {
+        let misses = self.icmp_misses.entry(host).or_default();
+        if result.is_ok() {
+            *misses = 0;
+            return;
+        }
+        *misses += 1;
+        if *misses != self.settings.ping_misses.get() {
+            return;
+        }
+        let reason = format!("host {host} did not answer {misses} ICMP echoes in a row");
+        let on_host: Vec<SocketAddr> = self
+            .neighbors
+            .iter()
+            .copied()
+            .filter(|n| n.ip() == host)
+            .collect();
+        for peer in on_host {
+            self.suspect(peer, false, reason.clone());
+            self.start_round(peer, now);
+        }
+    }
+
+    fn handle_query_result(
+        &mut self,
+        to: SocketAddr,
+        query: Message,
+        result: Result<Message, String>,
+        now: Timestamp,
+    ) {
+        let Message::SuspectRequest { peer, .. } = query else {
+            return;
+        };
+        let answer = match result {
+            Ok(Message::SuspectResponse {
+                peer: about,
+                verdict,
+                incarnation,
+            }) if about == peer => Ok((verdict, incarnation)),
+            Ok(other) => Err(format!("answered {}", other.kind())),
+            Err(e) => Err(e),
+        };
+        self.on_suspect_answer(to, peer, answer, now);
     }
 
     fn poll_output(&mut self) -> Option<Output<PeerTimer>> {

@@ -1,4 +1,4 @@
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -663,7 +663,7 @@ fn a_missed_ping_starts_a_suspicion_that_any_pong_clears() {
         },
         now(),
     );
-    core.handle_timer(PeerTimer::Ping, now() + interval);
+    core.handle_timer(PeerTimer::MissCheck, now() + interval / 2);
     let suspected: Vec<_> = events(&drain(&mut core))
         .into_iter()
         .filter_map(|e| match e {
@@ -673,6 +673,7 @@ fn a_missed_ping_starts_a_suspicion_that_any_pong_clears() {
         .collect();
     assert_eq!(suspected, vec![addr(6001)]);
     // A second miss does not start a second suspicion (6002 keeps answering).
+    core.handle_timer(PeerTimer::Ping, now() + interval);
     core.handle_message(
         addr(6002),
         Message::Pong {
@@ -680,9 +681,9 @@ fn a_missed_ping_starts_a_suspicion_that_any_pong_clears() {
             incarnation: 5,
             neighbors: vec![addr(6000)],
         },
-        now(),
+        now() + interval,
     );
-    core.handle_timer(PeerTimer::Ping, now() + interval * 2);
+    core.handle_timer(PeerTimer::MissCheck, now() + interval * 3 / 2);
     assert!(!events(&drain(&mut core))
         .iter()
         .any(|e| matches!(e, Event::SuspicionStarted { .. })));
@@ -729,16 +730,21 @@ fn a_confirmed_death_from_the_seeds_drops_the_neighbour_once() {
     let confirmed = Message::DeadConfirmed {
         peer: addr(6001),
         incarnation: 4,
+        replacement: None,
     };
     for seed in seeds(3) {
         core.handle_message(seed, confirmed.clone(), now());
     }
     let out = drain(&mut core);
     assert_eq!(
-        events(&out),
-        vec![Event::DeadConfirmed { peer: addr(6001) }],
+        events(&out)
+            .iter()
+            .filter(|e| matches!(e, Event::DeadConfirmed { .. }))
+            .count(),
+        1,
         "logged once for three seeds"
     );
+    assert_eq!(core.neighbors().collect::<Vec<_>>(), vec![addr(6002)]);
     assert_eq!(
         out.iter()
             .filter(|o| **o == Output::Close(addr(6001)))
@@ -755,6 +761,7 @@ fn a_death_confirmed_by_a_non_seed_is_refused() {
         Message::DeadConfirmed {
             peer: addr(6001),
             incarnation: 4,
+            replacement: None,
         },
         now(),
     );
@@ -766,5 +773,464 @@ fn a_death_confirmed_by_a_non_seed_is_refused() {
     assert!(
         !out.contains(&Output::Close(addr(6001))),
         "a peer's word removed a neighbour"
+    );
+}
+
+/// `core`'s PONG-learnt view: `from` answers with `neighbors`.
+fn pong(core: &mut PeerCore<ChaCha8Rng>, from: u16, incarnation: u64, neighbors: &[u16]) {
+    core.handle_message(
+        addr(from),
+        Message::Pong {
+            nonce: 0,
+            incarnation,
+            neighbors: neighbors.iter().map(|p| addr(*p)).collect(),
+        },
+        now(),
+    );
+}
+
+fn queries(outputs: &[Output<PeerTimer>]) -> Vec<(SocketAddr, Message)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Query { to, query, .. } => Some((*to, query.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answer(
+    core: &mut PeerCore<ChaCha8Rng>,
+    (to, query): (SocketAddr, Message),
+    verdict: Result<Verdict, &str>,
+) -> Vec<Output<PeerTimer>> {
+    let Message::SuspectRequest { peer, .. } = query else {
+        panic!("not a SUSPECT_REQUEST: {query:?}");
+    };
+    let result = verdict
+        .map(|verdict| Message::SuspectResponse {
+            peer,
+            verdict,
+            incarnation: None,
+        })
+        .map_err(str::to_string);
+    core.handle_query_result(to, query, result, now());
+    drain(core)
+}
+
+fn reports(outputs: &[Output<PeerTimer>]) -> Vec<(SocketAddr, Message)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } if msg.kind() == "DEAD_REPORT" => Some((*to, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A peer linked to 6001 and 6002 that loses its link to 6001, which last
+/// named `its_neighbors`; returns it with the questions it asked, and the
+/// outputs of the loss.
+fn after_losing_6001(
+    its_neighbors: &[u16],
+) -> (
+    PeerCore<ChaCha8Rng>,
+    Vec<(SocketAddr, Message)>,
+    Vec<Output<PeerTimer>>,
+) {
+    let mut core = linked_peer(&[6001, 6002]);
+    pong(&mut core, 6001, 9, its_neighbors);
+    drain(&mut core);
+    core.handle_link_down(addr(6001), now());
+    let out = drain(&mut core);
+    (core, queries(&out), out)
+}
+
+#[test]
+fn a_lost_link_asks_the_suspects_other_neighbours_and_a_majority_sends_the_exact_report() {
+    let (mut core, asked, out) = after_losing_6001(&[6000, 6003, 6004]);
+    assert!(events(&out).contains(&Event::SuspicionStarted {
+        peer: addr(6001),
+        reason: "connection lost".into()
+    }));
+    assert_eq!(
+        asked.iter().map(|(to, _)| *to).collect::<Vec<_>>(),
+        vec![addr(6003), addr(6004)]
+    );
+    assert!(reports(&out).is_empty(), "1 of 3 is no majority");
+    let out = answer(&mut core, asked[0].clone(), Ok(Verdict::Unresponsive));
+    let sent = reports(&out);
+    // To every seed it registered with.
+    assert_eq!(sent.len(), 2);
+    let Message::DeadReport {
+        report,
+        peer,
+        incarnation,
+        confirmers,
+        unreachable,
+    } = &sent[0].1
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        report,
+        &format!(
+            "Dead Node:127.0.0.1:6001:{:.6}:127.0.0.1",
+            now().as_secs_f64()
+        )
+    );
+    assert_eq!((*peer, *incarnation), (addr(6001), 9));
+    assert_eq!(confirmers, &vec![addr(6000), addr(6003)]);
+    assert!(unreachable.is_empty());
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::DeadReportSent { report: r, .. } if r == report
+    )));
+    // The third answer sends nothing more.
+    assert!(reports(&answer(
+        &mut core,
+        asked[1].clone(),
+        Ok(Verdict::Unresponsive)
+    ))
+    .is_empty());
+}
+
+#[test]
+fn a_suspect_whose_only_neighbour_was_this_peer_is_reported_at_once() {
+    let mut core = linked_peer(&[6001]);
+    pong(&mut core, 6001, 9, &[6000]);
+    drain(&mut core);
+    core.handle_link_down(addr(6001), now());
+    let out = drain(&mut core);
+    assert!(queries(&out).is_empty());
+    assert_eq!(reports(&out).len(), 2);
+}
+
+#[test]
+fn an_answer_that_the_suspect_is_alive_clears_the_suspicion_and_redials_it() {
+    let (mut core, asked, _) = after_losing_6001(&[6000, 6003, 6004]);
+    let out = answer(&mut core, asked[0].clone(), Ok(Verdict::Alive));
+    assert!(events(&out).contains(&Event::SuspicionCleared { peer: addr(6001) }));
+    assert!(out.contains(&Output::Connect(addr(6001))));
+    assert!(reports(&answer(
+        &mut core,
+        asked[1].clone(),
+        Ok(Verdict::Unresponsive)
+    ))
+    .is_empty());
+}
+
+#[test]
+fn a_neighbour_that_cannot_be_asked_is_named_unreachable_in_the_report() {
+    let (mut core, asked, _) = after_losing_6001(&[6000, 6003]);
+    let out = answer(&mut core, asked[0].clone(), Err("connection refused"));
+    let sent = reports(&out);
+    assert!(matches!(
+        &sent[0].1,
+        Message::DeadReport { confirmers, unreachable, .. }
+            if *confirmers == vec![addr(6000)] && *unreachable == vec![addr(6003)]
+    ));
+}
+
+#[test]
+fn missed_pings_up_to_the_limit_start_the_questions() {
+    let mut core = linked_peer(&[6001, 6002]);
+    pong(&mut core, 6001, 9, &[6000, 6003]);
+    pong(&mut core, 6002, 9, &[6000]);
+    drain(&mut core);
+    let interval = PeerSettings::default().ping_interval;
+    for k in 1..=3u32 {
+        core.handle_timer(PeerTimer::Ping, now() + interval * k);
+        pong(&mut core, 6002, 9, &[6000]);
+        core.handle_timer(PeerTimer::MissCheck, now() + interval * k + interval / 2);
+        let out = drain(&mut core);
+        let asked = queries(&out);
+        if k < 3 {
+            assert!(asked.is_empty(), "asked after {k} misses");
+        } else {
+            assert_eq!(asked.len(), 1, "after 3 misses");
+            assert_eq!(asked[0].0, addr(6003));
+        }
+        if k == 1 {
+            assert!(events(&out)
+                .iter()
+                .any(|e| matches!(e, Event::SuspicionStarted { peer, .. } if *peer == addr(6001))));
+        }
+    }
+}
+
+fn suspect_request(
+    core: &mut PeerCore<ChaCha8Rng>,
+    token: u64,
+    suspect: u16,
+) -> Vec<Output<PeerTimer>> {
+    core.handle_query(
+        token,
+        Message::SuspectRequest {
+            version: PROTOCOL_VERSION,
+            peer: addr(suspect),
+            incarnation: Some(9),
+            from: addr(6009),
+        },
+        now(),
+    );
+    drain(core)
+}
+
+fn replies(outputs: &[Output<PeerTimer>]) -> Vec<(u64, Verdict)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Reply {
+                token,
+                msg: Message::SuspectResponse { verdict, .. },
+            } => Some((*token, *verdict)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_check_for_another_peer_pings_the_suspect_and_answers_alive_on_its_pong() {
+    let mut core = linked_peer(&[6001, 6002]);
+    pong(&mut core, 6001, 9, &[6000]);
+    drain(&mut core);
+    let out = suspect_request(&mut core, 7, 6001);
+    assert_eq!(pings_to(&out).len(), 1, "a fresh check");
+    assert!(replies(&out).is_empty());
+    pong(&mut core, 6001, 9, &[6000]);
+    assert_eq!(replies(&drain(&mut core)), vec![(7, Verdict::Alive)]);
+}
+
+#[test]
+fn a_check_answers_unresponsive_when_the_suspect_stays_silent_or_its_link_goes() {
+    let interval = PeerSettings::default().ping_interval;
+    let mut core = linked_peer(&[6001, 6002]);
+    pong(&mut core, 6001, 9, &[6000]);
+    drain(&mut core);
+    suspect_request(&mut core, 7, 6001);
+    core.handle_timer(PeerTimer::SuspectCheck, now() + ping_timeout(interval));
+    assert_eq!(replies(&drain(&mut core)), vec![(7, Verdict::Unresponsive)]);
+    // Overdue already: answered at once.
+    let out = suspect_request(&mut core, 8, 6001);
+    let overdue = core.liveness.is_overdue(&addr(6001), now(), interval);
+    assert_eq!(overdue, !replies(&out).is_empty());
+    // A link that goes answers too.
+    suspect_request(&mut core, 9, 6002);
+    core.handle_link_down(addr(6002), now());
+    assert!(replies(&drain(&mut core)).contains(&(9, Verdict::Unresponsive)));
+    // And a peer it does not know is none of its business.
+    assert_eq!(
+        replies(&suspect_request(&mut core, 10, 6099)),
+        vec![(10, Verdict::NotNeighbor)]
+    );
+}
+
+#[test]
+fn a_confirmed_death_links_the_replacement_the_seeds_name() {
+    let mut core = linked_peer(&[6001]);
+    core.handle_message(
+        seeds(3)[0],
+        Message::DeadConfirmed {
+            peer: addr(6001),
+            incarnation: 4,
+            replacement: Some(addr(6005)),
+        },
+        now(),
+    );
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Connect(addr(6005))));
+    core.handle_link_up(addr(6005), Role::Peer, now());
+    assert!(
+        events(&drain(&mut core)).contains(&Event::NeighborReplaced {
+            old: addr(6001),
+            new: addr(6005)
+        })
+    );
+}
+
+#[test]
+fn a_peer_told_of_its_own_removal_registers_again_with_a_higher_incarnation() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let old = core.incarnation();
+    core.handle_message(
+        seeds(3)[1],
+        Message::DeadConfirmed {
+            peer: addr(6000),
+            incarnation: old,
+            replacement: None,
+        },
+        now(),
+    );
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Close(addr(6001))));
+    assert!(out.contains(&Output::Close(addr(6002))));
+    assert!(core.incarnation() > old);
+    let requests: Vec<u64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                msg: Message::RegisterRequest { incarnation },
+                ..
+            } => Some(*incarnation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests.len(), 2);
+    assert!(requests.iter().all(|i| *i == core.incarnation()));
+    // A closed link of the old life raises no suspicion.
+    core.handle_link_down(addr(6001), now());
+    assert!(queries(&drain(&mut core)).is_empty());
+    assert!(core.neighbors().next().is_none());
+}
+
+#[test]
+fn a_suspect_neither_cleared_nor_removed_is_asked_about_again_then_dropped() {
+    let (mut core, _, _) = after_losing_6001(&[6000, 6003, 6004]);
+    let mut rounds = 1;
+    let retry = core.agreement_retry();
+    // Not yet due: nothing happens.
+    core.handle_timer(PeerTimer::AgreementRetry, now());
+    assert!(queries(&drain(&mut core)).is_empty());
+    loop {
+        core.handle_timer(PeerTimer::AgreementRetry, now() + retry * rounds);
+        let out = drain(&mut core);
+        if queries(&out).is_empty() {
+            assert!(events(&out).iter().any(
+                |e| matches!(e, Event::SuspicionAbandoned { peer, .. } if *peer == addr(6001))
+            ));
+            break;
+        }
+        rounds += 1;
+        assert!(rounds <= MAX_AGREEMENT_ROUNDS, "never gave up");
+    }
+    assert_eq!(rounds, MAX_AGREEMENT_ROUNDS);
+}
+
+#[test]
+fn a_lonely_peer_missing_from_every_peer_list_registers_again() {
+    let mut core = linked_peer(&[6001]);
+    let old = core.incarnation();
+    core.handle_link_down(addr(6001), now());
+    drain(&mut core);
+    core.handle_timer(PeerTimer::Lonely, now() + Duration::from_secs(2));
+    let asked = sends_of(&drain(&mut core), "PEER_LIST_REQUEST");
+    // Listed: it stays as it is.
+    for seed in &asked {
+        let peers = vec![entry(6000, 0), entry(6002, 1)];
+        core.handle_message(*seed, Message::PeerList { peers }, now());
+    }
+    assert_eq!(core.incarnation(), old);
+    core.handle_link_down(addr(6002), now());
+    core.handle_timer(PeerTimer::Lonely, now() + Duration::from_secs(4));
+    let asked = sends_of(&drain(&mut core), "PEER_LIST_REQUEST");
+    for seed in &asked {
+        let peers = vec![entry(6002, 1)];
+        core.handle_message(*seed, Message::PeerList { peers }, now());
+    }
+    let out = drain(&mut core);
+    assert!(core.incarnation() > old);
+    assert!(events(&out)
+        .iter()
+        .any(|e| matches!(e, Event::Rejoining { .. })));
+    assert_eq!(sends_of(&out, "REGISTER_REQUEST").len(), 2);
+}
+
+#[test]
+fn with_icmp_each_round_echoes_every_neighbour_host_and_silent_hosts_become_suspects() {
+    let settings = PeerSettings {
+        icmp: true,
+        ..PeerSettings::default()
+    };
+    let mut core = PeerCore::new(
+        addr(6000),
+        seeds(3),
+        settings,
+        42,
+        ChaCha8Rng::seed_from_u64(3),
+    );
+    join_with(&mut core, &[]);
+    let far: SocketAddr = "10.0.0.9:7000".parse().unwrap();
+    for n in [addr(6001), addr(6002), far] {
+        core.handle_link_up(n, Role::Peer, now());
+    }
+    pong(&mut core, 6001, 9, &[6000, 6003]);
+    drain(&mut core);
+    let interval = PeerSettings::default().ping_interval;
+    core.handle_timer(PeerTimer::Ping, now() + interval);
+    let hosts: Vec<IpAddr> = drain(&mut core)
+        .iter()
+        .filter_map(|o| match o {
+            Output::IcmpEcho { host, .. } => Some(*host),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hosts, vec![far.ip(), addr(0).ip()], "one echo per host");
+    let loopback = addr(0).ip();
+    // An answer in between restarts the count.
+    core.handle_icmp_result(loopback, Err("timeout".into()), now());
+    core.handle_icmp_result(loopback, Ok(()), now());
+    for _ in 0..2 {
+        core.handle_icmp_result(loopback, Err("timeout".into()), now());
+    }
+    assert!(queries(&drain(&mut core)).is_empty(), "2 misses are not 3");
+    core.handle_icmp_result(loopback, Err("timeout".into()), now());
+    let out = drain(&mut core);
+    let suspected: Vec<SocketAddr> = events(&out)
+        .iter()
+        .filter_map(|e| match e {
+            Event::SuspicionStarted { peer, reason } if reason.contains("ICMP") => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        suspected,
+        vec![addr(6001), addr(6002)],
+        "not the other host's peer"
+    );
+    assert_eq!(queries(&out).len(), 1, "6001's other neighbour is asked");
+}
+
+#[test]
+fn without_icmp_no_echo_is_sent() {
+    let mut core = linked_peer(&[6001]);
+    core.handle_timer(PeerTimer::Ping, now() + Duration::from_secs(13));
+    assert!(!drain(&mut core)
+        .iter()
+        .any(|o| matches!(o, Output::IcmpEcho { .. })));
+}
+
+#[test]
+fn two_neighbours_lost_at_once_are_judged_and_reported_separately() {
+    let mut core = linked_peer(&[6001, 6002, 6003]);
+    pong(&mut core, 6001, 9, &[6000, 6002]);
+    pong(&mut core, 6002, 8, &[6000, 6001, 6004]);
+    drain(&mut core);
+    core.handle_link_down(addr(6001), now());
+    core.handle_link_down(addr(6002), now());
+    let out = drain(&mut core);
+    // Each is the other's neighbour, and dead: neither can be asked.
+    let asked = queries(&out);
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    let mut reported = BTreeSet::new();
+    for question in asked {
+        let to = question.0;
+        let verdict = if to == addr(6004) {
+            Ok(Verdict::Unresponsive)
+        } else {
+            Err("connection refused")
+        };
+        for (_, msg) in reports(&answer(&mut core, question, verdict)) {
+            if let Message::DeadReport {
+                peer, unreachable, ..
+            } = msg
+            {
+                reported.insert((peer, unreachable));
+            }
+        }
+    }
+    assert_eq!(
+        reported,
+        BTreeSet::from([(addr(6001), vec![addr(6002)]), (addr(6002), vec![]),])
     );
 }

@@ -19,9 +19,11 @@ use std::{
     net::SocketAddr,
 };
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::proto::message::PeerEntry;
+use crate::proto::{message::PeerEntry, topology};
 
 /// Distinguishes the lives of a peer at one address; higher is newer.
 pub type Incarnation = u64;
@@ -149,6 +151,12 @@ impl Directory {
         self.peers.get(peer).copied()
     }
 
+    /// Whether the life `incarnation` of `peer` (or a later one) has been
+    /// removed.
+    pub fn was_removed(&self, peer: &SocketAddr, incarnation: Incarnation) -> bool {
+        self.removed.get(peer).is_some_and(|r| *r >= incarnation)
+    }
+
     pub fn contains(&self, peer: &SocketAddr) -> bool {
         self.peers.contains_key(peer)
     }
@@ -268,42 +276,103 @@ impl Directory {
             .collect()
     }
 
+    /// Each registered peer's neighbours in the recorded topology; peers
+    /// without links are present with an empty set.
+    pub fn adjacency(&self) -> BTreeMap<SocketAddr, BTreeSet<SocketAddr>> {
+        let mut adjacency: BTreeMap<SocketAddr, BTreeSet<SocketAddr>> =
+            self.peers.keys().map(|p| (*p, BTreeSet::new())).collect();
+        for (a, b) in self.edges() {
+            adjacency.entry(a).or_default().insert(b);
+            adjacency.entry(b).or_default().insert(a);
+        }
+        adjacency
+    }
+
     /// `peer`'s neighbours in the recorded topology.
     pub fn neighbors_of(&self, peer: &SocketAddr) -> BTreeSet<SocketAddr> {
-        self.edges()
-            .into_iter()
-            .filter_map(|(a, b)| {
-                if a == *peer {
-                    Some(b)
-                } else if b == *peer {
-                    Some(a)
-                } else {
-                    None
-                }
-            })
-            .collect()
+        self.adjacency().remove(peer).unwrap_or_default()
     }
 
     /// The PL with each peer's degree in the recorded topology (R4).
     pub fn peer_list(&self) -> Vec<PeerEntry> {
-        let mut degree: BTreeMap<SocketAddr, u32> = BTreeMap::new();
-        for (a, b) in self.edges() {
-            *degree.entry(a).or_default() += 1;
-            *degree.entry(b).or_default() += 1;
-        }
-        self.peers
-            .keys()
-            .map(|addr| PeerEntry {
-                addr: *addr,
-                degree: degree.get(addr).copied().unwrap_or(0),
+        self.adjacency()
+            .into_iter()
+            .map(|(addr, links)| PeerEntry {
+                addr,
+                degree: links.len() as u32,
             })
             .collect()
+    }
+
+    /// After a removal, one replacement link for each `former` neighbour of
+    /// the removed peer (R7), picked by preferential attachment. A former
+    /// neighbour whose piece of the overlay is no longer joined to the
+    /// largest piece picks inside the largest piece, so every piece the
+    /// removal cut off is joined again. `salt` seeds the choice, so every
+    /// seed computes the same plan.
+    pub fn repair_links(
+        &self,
+        former: &BTreeSet<SocketAddr>,
+        salt: u64,
+    ) -> BTreeMap<SocketAddr, SocketAddr> {
+        let adjacency = self.adjacency();
+        let (piece_of, largest) = pieces(&adjacency);
+        let mut rng = ChaCha8Rng::seed_from_u64(salt);
+        let mut plan = BTreeMap::new();
+        for f in former.iter().filter(|f| adjacency.contains_key(f)) {
+            let own = piece_of[f];
+            let candidates: Vec<PeerEntry> = adjacency
+                .iter()
+                .filter(|(p, _)| *p != f && !adjacency[f].contains(p))
+                .filter(|(p, _)| own == largest || piece_of[*p] == largest)
+                .map(|(addr, links)| PeerEntry {
+                    addr: *addr,
+                    degree: links.len() as u32,
+                })
+                .collect();
+            if let Some(pick) = topology::choose_neighbors(&candidates, 1, &mut rng).first() {
+                plan.insert(*f, *pick);
+            }
+        }
+        plan
     }
 
     /// Registered peers with their incarnations.
     pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Incarnation)> + '_ {
         self.peers.iter().map(|(a, i)| (*a, *i))
     }
+}
+
+/// Numbers the connected pieces of a graph; returns each node's piece and
+/// the largest piece (the first of equal ones).
+fn pieces(
+    adjacency: &BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
+) -> (BTreeMap<SocketAddr, usize>, usize) {
+    let mut piece_of = BTreeMap::new();
+    let mut sizes: Vec<usize> = Vec::new();
+    for start in adjacency.keys() {
+        if piece_of.contains_key(start) {
+            continue;
+        }
+        let piece = sizes.len();
+        let mut stack = vec![*start];
+        piece_of.insert(*start, piece);
+        let mut size = 0;
+        while let Some(node) = stack.pop() {
+            size += 1;
+            for next in &adjacency[&node] {
+                if !piece_of.contains_key(next) {
+                    piece_of.insert(*next, piece);
+                    stack.push(*next);
+                }
+            }
+        }
+        sizes.push(size);
+    }
+    let largest = (0..sizes.len())
+        .max_by_key(|i| (sizes[*i], std::cmp::Reverse(*i)))
+        .unwrap_or(0);
+    (piece_of, largest)
 }
 
 /// JSON map keys must be strings, so a map keyed by a struct is written as

@@ -20,13 +20,14 @@ pub mod directory;
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     net::SocketAddr,
+    time::Duration,
 };
 
 use directory::{Change, ChangeKind, Command, Directory, Incarnation, Outcome};
 
 use super::{
     event::CommitBasis,
-    message::{Message, Role},
+    message::{Message, Role, PROTOCOL_VERSION},
     Core, Event, Output, Timestamp,
 };
 
@@ -40,7 +41,48 @@ pub enum SeedTimer {
 }
 
 /// 1 s: a lost `Init` only delays the first registrations.
-const INIT_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+const INIT_RETRY: Duration = Duration::from_secs(1);
+/// 5 s to answer a registration's dial-back PROBE: a joining peer may be on
+/// a slow link, and waiting costs only its own join.
+pub const REGISTER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// 500 ms to answer the PROBE that checks a reported-dead peer. Its
+/// neighbours have already waited several ping timeouts; a frozen process
+/// still accepts the connection (the kernel does), so this wait is part of
+/// every removal of a frozen peer.
+pub const DEAD_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a seed probes a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbePurpose {
+    /// The peer asked to register.
+    Register,
+    /// The peer is reported dead.
+    DeadCheck,
+    /// The peer is named as unreachable in a report about `suspect`.
+    Unreachable { suspect: SocketAddr },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingProbe {
+    purpose: ProbePurpose,
+    target: SocketAddr,
+    incarnation: Incarnation,
+}
+
+/// A dead report under this seed's own check.
+#[derive(Debug)]
+struct DeadCheck {
+    incarnation: Incarnation,
+    confirmers: usize,
+    /// The suspect's neighbours in the committed topology.
+    neighbors: usize,
+    /// Named-unreachable neighbours still being probed.
+    probing: BTreeSet<SocketAddr>,
+    /// Named-unreachable neighbours this seed could not reach either.
+    unreachable: usize,
+    /// Whether the suspect failed this seed's probe, once known.
+    suspect_down: Option<bool>,
+}
 
 pub struct SeedCore {
     addr: SocketAddr,
@@ -51,10 +93,17 @@ pub struct SeedCore {
     /// Peers that asked this seed to register them, and the incarnation
     /// they asked for: they get REGISTER_ACK when that Add is applied.
     awaiting_ack: BTreeMap<SocketAddr, Incarnation>,
-    /// Dial-back checks of registering peers under way.
-    probing: BTreeSet<(SocketAddr, Incarnation)>,
+    /// Probes under way, by nonce.
+    probes: BTreeMap<u64, PendingProbe>,
+    next_nonce: u64,
     /// This seed's own checks of reported-dead peers under way.
-    checking_dead: BTreeSet<(SocketAddr, Incarnation)>,
+    dead_checks: BTreeMap<SocketAddr, DeadCheck>,
+    /// Who reported each suspect to this seed: they are told of the
+    /// removal even if their link to it left the committed topology first.
+    reporters: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
+    /// Nodes with an open connection to this seed, so that a removed peer
+    /// that is still connected hears of its removal.
+    connected: BTreeSet<SocketAddr>,
     /// An InitRetry timer is pending.
     init_retry_armed: bool,
     outputs: VecDeque<Output<SeedTimer>>,
@@ -68,8 +117,11 @@ impl SeedCore {
             directory: Directory::default(),
             leader: None,
             awaiting_ack: BTreeMap::new(),
-            probing: BTreeSet::new(),
-            checking_dead: BTreeSet::new(),
+            probes: BTreeMap::new(),
+            next_nonce: 0,
+            dead_checks: BTreeMap::new(),
+            reporters: BTreeMap::new(),
+            connected: BTreeSet::new(),
             init_retry_armed: false,
             outputs: VecDeque::new(),
         }
@@ -119,12 +171,39 @@ impl SeedCore {
             _ => {}
         }
         self.awaiting_ack.insert(peer, incarnation);
-        if self.probing.insert((peer, incarnation)) {
-            self.outputs.push_back(Output::Probe {
-                target: peer,
-                incarnation,
-            });
+        let already = self.probes.values().any(|p| {
+            p.purpose == ProbePurpose::Register && (p.target, p.incarnation) == (peer, incarnation)
+        });
+        if !already {
+            self.probe(ProbePurpose::Register, peer, incarnation);
         }
+    }
+
+    /// Dials `target` afresh to check that a peer of `incarnation` listens
+    /// there; the answer comes to `on_probe_result`.
+    fn probe(&mut self, purpose: ProbePurpose, target: SocketAddr, incarnation: Incarnation) {
+        self.next_nonce += 1;
+        let nonce = self.next_nonce;
+        self.probes.insert(
+            nonce,
+            PendingProbe {
+                purpose,
+                target,
+                incarnation,
+            },
+        );
+        let timeout = match purpose {
+            ProbePurpose::Register => REGISTER_PROBE_TIMEOUT,
+            ProbePurpose::DeadCheck | ProbePurpose::Unreachable { .. } => DEAD_PROBE_TIMEOUT,
+        };
+        self.outputs.push_back(Output::Query {
+            to: target,
+            query: Message::Probe {
+                version: PROTOCOL_VERSION,
+                nonce,
+            },
+            timeout,
+        });
     }
 
     fn propose_vote(&mut self, kind: ChangeKind, peer: SocketAddr, incarnation: Incarnation) {
@@ -150,39 +229,64 @@ impl SeedCore {
     }
 
     /// Checks a dead report's evidence (R15): the reporter is among the
-    /// confirmers, every confirmer is a neighbour of the suspect in the
-    /// committed topology, and they are a majority of its neighbours. Then
-    /// this seed probes the suspect itself; only a failed probe earns its
-    /// Remove vote. So a minority of the suspect's neighbours cannot get it
+    /// confirmers, and every confirmer and every peer named unreachable is
+    /// a neighbour of the suspect in the committed topology. The confirmers
+    /// must be a majority of its neighbours, leaving out only those named
+    /// unreachable that this seed cannot reach either. Then this seed
+    /// probes the suspect itself; only a failed probe earns its Remove
+    /// vote. So a minority of the suspect's neighbours cannot get it
     /// removed, and neither can any number of them while it answers.
-    fn on_dead_report(
-        &mut self,
-        from: SocketAddr,
-        report: String,
-        suspect: SocketAddr,
-        incarnation: Incarnation,
-        confirmers: Vec<SocketAddr>,
-    ) {
+    fn on_dead_report(&mut self, from: SocketAddr, report: DeadReport) {
+        let DeadReport {
+            report,
+            peer: suspect,
+            incarnation,
+            confirmers,
+            unreachable,
+        } = report;
         self.emit(Event::DeadReportReceived {
             peer: suspect,
             from,
             report,
             confirmers: confirmers.clone(),
         });
+        if self.directory.was_removed(&suspect, incarnation) {
+            // A late report: the removal is already committed.
+            let plan = self
+                .directory
+                .repair_links(&BTreeSet::from([from]), incarnation);
+            return self.send(
+                from,
+                Message::DeadConfirmed {
+                    peer: suspect,
+                    incarnation,
+                    replacement: plan.get(&from).copied(),
+                },
+            );
+        }
+        self.reporters.entry(suspect).or_default().insert(from);
         let confirmers: BTreeSet<SocketAddr> = confirmers.into_iter().collect();
+        let unreachable: BTreeSet<SocketAddr> = unreachable
+            .into_iter()
+            .filter(|u| !confirmers.contains(u))
+            .collect();
         let neighbors = self.directory.neighbors_of(&suspect);
         let needed = directory::majority(neighbors.len());
+        let stranger = confirmers
+            .iter()
+            .chain(&unreachable)
+            .find(|c| !neighbors.contains(c));
         let refusal = if self.directory.incarnation_of(&suspect) != Some(incarnation) {
             Some(format!(
                 "{suspect} is not registered at incarnation {incarnation}"
             ))
         } else if !confirmers.contains(&from) {
             Some("the reporter is not among the confirmers".to_string())
-        } else if let Some(stranger) = confirmers.iter().find(|c| !neighbors.contains(c)) {
+        } else if let Some(stranger) = stranger {
             Some(format!(
                 "{stranger} is not a neighbour of {suspect} in the committed topology"
             ))
-        } else if confirmers.len() < needed {
+        } else if confirmers.len() + unreachable.len() < needed {
             Some(format!(
                 "{} of its {} neighbours confirm; a majority needs {needed}",
                 confirmers.len(),
@@ -198,11 +302,101 @@ impl SeedCore {
                 reason,
             });
         }
-        if self.checking_dead.insert((suspect, incarnation)) {
-            self.outputs.push_back(Output::Probe {
-                target: suspect,
+        if self.dead_checks.contains_key(&suspect) {
+            return;
+        }
+        // Enough confirmers alone: the unreachable ones need no probe.
+        let to_probe: Vec<(SocketAddr, Incarnation)> = if confirmers.len() >= needed {
+            Vec::new()
+        } else {
+            unreachable
+                .iter()
+                .filter_map(|u| Some((*u, self.directory.incarnation_of(u)?)))
+                .collect()
+        };
+        self.dead_checks.insert(
+            suspect,
+            DeadCheck {
                 incarnation,
-            });
+                confirmers: confirmers.len(),
+                neighbors: neighbors.len(),
+                probing: to_probe.iter().map(|(u, _)| *u).collect(),
+                unreachable: 0,
+                suspect_down: None,
+            },
+        );
+        self.probe(ProbePurpose::DeadCheck, suspect, incarnation);
+        for (u, inc) in to_probe {
+            self.probe(ProbePurpose::Unreachable { suspect }, u, inc);
+        }
+    }
+
+    /// Votes once every probe of a dead check has answered.
+    fn finish_dead_check(&mut self, suspect: SocketAddr) {
+        let Some(check) = self.dead_checks.get(&suspect) else {
+            return;
+        };
+        let Some(suspect_down) = check.suspect_down else {
+            return;
+        };
+        if !check.probing.is_empty() {
+            return;
+        }
+        let check = self.dead_checks.remove(&suspect).expect("checked above");
+        let live = check.neighbors - check.unreachable;
+        let needed = directory::majority(live);
+        let reason = if !suspect_down {
+            self.reporters.remove(&suspect);
+            "it answered this seed's own probe".to_string()
+        } else if check.confirmers < needed {
+            format!(
+                "{} of its {live} reachable neighbours confirm; a majority needs {needed}",
+                check.confirmers
+            )
+        } else {
+            return self.propose_vote(ChangeKind::Remove, suspect, check.incarnation);
+        };
+        self.emit(Event::DeadReportRefused {
+            peer: suspect,
+            from: self.addr,
+            reason,
+        });
+    }
+
+    fn on_probe_result(&mut self, probe: PendingProbe, result: Result<(), String>) {
+        let PendingProbe {
+            purpose,
+            target,
+            incarnation,
+        } = probe;
+        match purpose {
+            ProbePurpose::DeadCheck => {
+                if let Some(check) = self.dead_checks.get_mut(&target) {
+                    check.suspect_down = Some(result.is_err());
+                }
+                self.finish_dead_check(target);
+            }
+            ProbePurpose::Unreachable { suspect } => {
+                if let Some(check) = self.dead_checks.get_mut(&suspect) {
+                    if check.probing.remove(&target) && result.is_err() {
+                        check.unreachable += 1;
+                    }
+                }
+                self.finish_dead_check(suspect);
+            }
+            ProbePurpose::Register => match result {
+                Ok(()) => self.propose_vote(ChangeKind::Add, target, incarnation),
+                Err(reason) => {
+                    // Only the life that was probed stops waiting.
+                    if self.awaiting_ack.get(&target) == Some(&incarnation) {
+                        self.awaiting_ack.remove(&target);
+                    }
+                    self.emit(Event::ProbeFailed {
+                        peer: target,
+                        reason,
+                    });
+                }
+            },
         }
     }
 
@@ -217,6 +411,37 @@ impl SeedCore {
         for peer in committed {
             self.awaiting_ack.remove(&peer);
             self.send(peer, Message::RegisterAck {});
+        }
+    }
+
+    /// Tells the removed peer's former neighbours and those that reported
+    /// it, each with the replacement link the committed topology calls
+    /// for, and the peer itself if it is still connected, so that it can
+    /// rejoin (R16).
+    fn announce_removal(
+        &mut self,
+        peer: SocketAddr,
+        incarnation: Incarnation,
+        former: &BTreeSet<SocketAddr>,
+    ) {
+        let mut told = former.clone();
+        told.extend(self.reporters.remove(&peer).unwrap_or_default());
+        let plan = self.directory.repair_links(&told, incarnation);
+        for neighbor in &told {
+            let confirmed = Message::DeadConfirmed {
+                peer,
+                incarnation,
+                replacement: plan.get(neighbor).copied(),
+            };
+            self.send(*neighbor, confirmed);
+        }
+        if self.connected.contains(&peer) {
+            let confirmed = Message::DeadConfirmed {
+                peer,
+                incarnation,
+                replacement: None,
+            };
+            self.send(peer, confirmed);
         }
     }
 
@@ -261,7 +486,17 @@ impl Core for SeedCore {
                 peer,
                 incarnation,
                 confirmers,
-            } => self.on_dead_report(from, report, peer, incarnation, confirmers),
+                unreachable,
+            } => self.on_dead_report(
+                from,
+                DeadReport {
+                    report,
+                    peer,
+                    incarnation,
+                    confirmers,
+                    unreachable,
+                },
+            ),
             Message::PeerListRequest {} => {
                 let peers = self.directory.peer_list();
                 self.emit(Event::PeerListServed {
@@ -283,9 +518,13 @@ impl Core for SeedCore {
         }
     }
 
-    fn handle_link_up(&mut self, _remote: SocketAddr, _role: Role, _now: Timestamp) {}
+    fn handle_link_up(&mut self, remote: SocketAddr, _role: Role, _now: Timestamp) {
+        self.connected.insert(remote);
+    }
 
-    fn handle_link_down(&mut self, _remote: SocketAddr, _now: Timestamp) {}
+    fn handle_link_down(&mut self, remote: SocketAddr, _now: Timestamp) {
+        self.connected.remove(&remote);
+    }
 
     fn handle_timer(&mut self, timer: SeedTimer, now: Timestamp) {
         match timer {
@@ -296,37 +535,22 @@ impl Core for SeedCore {
         }
     }
 
-    fn handle_probe_result(
+    fn handle_query_result(
         &mut self,
-        target: SocketAddr,
-        incarnation: u64,
-        result: Result<(), String>,
+        to: SocketAddr,
+        query: Message,
+        result: Result<Message, String>,
         _now: Timestamp,
     ) {
-        if self.checking_dead.remove(&(target, incarnation)) {
-            return match result {
-                Err(_) => self.propose_vote(ChangeKind::Remove, target, incarnation),
-                Ok(()) => self.emit(Event::DeadReportRefused {
-                    peer: target,
-                    from: self.addr,
-                    reason: "it answered this seed's own probe".into(),
-                }),
-            };
-        }
-        self.probing.remove(&(target, incarnation));
-        match result {
-            Ok(()) => self.propose_vote(ChangeKind::Add, target, incarnation),
-            Err(reason) => {
-                // Only the life that was probed stops waiting.
-                if self.awaiting_ack.get(&target) == Some(&incarnation) {
-                    self.awaiting_ack.remove(&target);
-                }
-                self.emit(Event::ProbeFailed {
-                    peer: target,
-                    reason,
-                });
-            }
-        }
+        let Message::Probe { nonce, .. } = query else {
+            return;
+        };
+        let Some(probe) = self.probes.remove(&nonce) else {
+            return;
+        };
+        debug_assert_eq!(probe.target, to);
+        let result = result.and_then(|reply| probe_verdict(&probe, nonce, reply));
+        self.on_probe_result(probe, result);
     }
 
     fn handle_applied(&mut self, command: &Command, outcome: &Outcome, _now: Timestamp) {
@@ -375,13 +599,7 @@ impl Core for SeedCore {
                         },
                     });
                     if change.kind == ChangeKind::Remove {
-                        let confirmed = Message::DeadConfirmed {
-                            peer,
-                            incarnation: change.incarnation,
-                        };
-                        for neighbor in neighbors_before {
-                            self.send(neighbor, confirmed.clone());
-                        }
+                        self.announce_removal(peer, change.incarnation, &neighbors_before);
                     }
                     self.ack_committed();
                 }
@@ -418,6 +636,42 @@ impl Core for SeedCore {
 
     fn poll_output(&mut self) -> Option<Output<SeedTimer>> {
         self.outputs.pop_front()
+    }
+}
+
+/// The fields of a DEAD_REPORT.
+struct DeadReport {
+    report: String,
+    peer: SocketAddr,
+    incarnation: Incarnation,
+    confirmers: Vec<SocketAddr>,
+    unreachable: Vec<SocketAddr>,
+}
+
+/// Whether a PROBE_REPLY shows the probed peer alive at its incarnation.
+fn probe_verdict(probe: &PendingProbe, nonce: u64, reply: Message) -> Result<(), String> {
+    let Message::ProbeReply {
+        nonce: n,
+        role,
+        listen,
+        incarnation,
+    } = reply
+    else {
+        return Err(format!("answered {} instead of PROBE_REPLY", reply.kind()));
+    };
+    if n != nonce {
+        Err("the reply carries another nonce".to_string())
+    } else if role != Role::Peer {
+        Err(format!("a {role} listens there, not a peer"))
+    } else if listen != probe.target {
+        Err(format!("the node there is {listen}"))
+    } else if incarnation != probe.incarnation {
+        Err(format!(
+            "the peer there is incarnation {incarnation}, not {}",
+            probe.incarnation
+        ))
+    } else {
+        Ok(())
     }
 }
 

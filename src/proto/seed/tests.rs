@@ -20,8 +20,8 @@ struct Cluster {
     /// Frames the cores sent, with the sender's index.
     sent: Vec<(usize, SocketAddr, Message)>,
     events: Vec<(usize, Event)>,
-    /// Probes asked for and not yet answered.
-    probes: Vec<(usize, SocketAddr, u64)>,
+    /// Probes asked for and not yet answered: seed, target, the query.
+    probes: Vec<(usize, SocketAddr, Message)>,
     /// Proposals from these cores are lost, as when cut off from the leader.
     cut_off: Vec<usize>,
 }
@@ -58,10 +58,7 @@ impl Cluster {
                         Output::Propose(_) => {}
                         Output::Send { to, msg } => self.sent.push((i, to, msg)),
                         Output::Event(e) => self.events.push((i, e)),
-                        Output::Probe {
-                            target,
-                            incarnation,
-                        } => self.probes.push((i, target, incarnation)),
+                        Output::Query { to, query, .. } => self.probes.push((i, to, query)),
                         _ => {}
                     }
                 }
@@ -88,9 +85,29 @@ impl Cluster {
         outcome
     }
 
+    /// Answers every probe: `Ok` as a peer of incarnation 1 (the one every
+    /// test registers), `Err` as a failed connection.
     fn answer_probes(&mut self, result: Result<(), String>) {
-        for (i, target, inc) in std::mem::take(&mut self.probes) {
-            self.cores[i].handle_probe_result(target, inc, result.clone(), now());
+        let probes = std::mem::take(&mut self.probes);
+        self.answer(probes, |_| result.clone());
+    }
+
+    fn answer(
+        &mut self,
+        probes: Vec<(usize, SocketAddr, Message)>,
+        result: impl Fn(SocketAddr) -> Result<(), String>,
+    ) {
+        for (i, target, query) in probes {
+            let Message::Probe { nonce, .. } = query else {
+                panic!("a seed queried {query:?}");
+            };
+            let reply = result(target).map(|()| Message::ProbeReply {
+                nonce,
+                role: Role::Peer,
+                listen: target,
+                incarnation: 1,
+            });
+            self.cores[i].handle_query_result(target, query, reply, now());
         }
         self.settle();
     }
@@ -322,6 +339,10 @@ fn cluster_with_a_hub() -> Cluster {
 }
 
 fn report(c: &mut Cluster, seed: usize, from: u16, confirmers: &[u16]) {
+    report_with(c, seed, from, confirmers, &[]);
+}
+
+fn report_with(c: &mut Cluster, seed: usize, from: u16, confirmers: &[u16], unreachable: &[u16]) {
     let incarnation = c.cores[seed]
         .directory()
         .incarnation_of(&addr(6001))
@@ -333,6 +354,7 @@ fn report(c: &mut Cluster, seed: usize, from: u16, confirmers: &[u16]) {
             peer: addr(6001),
             incarnation,
             confirmers: confirmers.iter().map(|p| addr(*p)).collect(),
+            unreachable: unreachable.iter().map(|p| addr(*p)).collect(),
         },
         now(),
     );
@@ -415,5 +437,136 @@ fn a_suspect_that_answers_the_seeds_own_probe_is_not_removed() {
             .filter(|r| r.contains("answered this seed's own probe"))
             .count(),
         3
+    );
+}
+
+#[test]
+fn a_neighbour_named_unreachable_counts_out_only_if_the_seed_cannot_reach_it_either() {
+    // 6001's neighbours are 6002, 6003 and 6004; 6003 and 6004 are named
+    // unreachable. Only 6002 confirms: one of three is no majority unless
+    // the seed, too, finds the other two gone.
+    for reachable in [true, false] {
+        let mut c = cluster_with_a_hub();
+        report_with(&mut c, 0, 6002, &[6002], &[6003, 6004]);
+        report_with(&mut c, 1, 6002, &[6002], &[6003, 6004]);
+        assert_eq!(c.probes.len(), 6, "suspect and both named neighbours");
+        let probes = std::mem::take(&mut c.probes);
+        c.answer(probes, |target| {
+            if target == addr(6003) && reachable {
+                Ok(())
+            } else {
+                Err("connection refused".into())
+            }
+        });
+        let removed = c.cores.iter().all(|s| !s.directory().contains(&addr(6001)));
+        assert_eq!(removed, !reachable, "6003 reachable: {reachable}");
+        if reachable {
+            assert!(refusals(&c)
+                .iter()
+                .any(|r| r.contains("1 of its 2 reachable neighbours confirm")));
+        }
+    }
+}
+
+#[test]
+fn a_report_naming_a_stranger_as_unreachable_is_refused_without_probes() {
+    let mut c = cluster_with_a_hub();
+    c.register(addr(6005), &[0, 1]);
+    c.answer_probes(Ok(()));
+    report_with(&mut c, 0, 6002, &[6002], &[6005]);
+    assert!(c.probes.is_empty());
+    assert!(refusals(&c)[0].contains("127.0.0.1:6005 is not a neighbour"));
+}
+
+#[test]
+fn a_removal_names_replacements_that_join_the_pieces_it_cut_apart() {
+    // Removing the hub of a star leaves three lone peers.
+    let mut c = cluster_with_a_hub();
+    for seed in [0, 1] {
+        report(&mut c, seed, 6002, &[6002, 6003]);
+    }
+    c.answer_probes(Err("connection refused".into()));
+    let mut plan: BTreeMap<SocketAddr, Option<SocketAddr>> = BTreeMap::new();
+    for (_, to, m) in &c.sent {
+        if let Message::DeadConfirmed { replacement, .. } = m {
+            let earlier = plan.insert(*to, *replacement);
+            assert!(
+                earlier.is_none_or(|e| e == *replacement),
+                "seeds disagree on the replacement for {to}"
+            );
+        }
+    }
+    let former = [addr(6002), addr(6003), addr(6004)];
+    assert_eq!(plan.keys().copied().collect::<Vec<_>>(), former);
+    // The replacement links alone must connect the three.
+    let mut reached = BTreeSet::from([addr(6002)]);
+    for _ in 0..3 {
+        for (from, to) in &plan {
+            let to = to.expect("every lone peer gets a replacement");
+            assert!(former.contains(&to) && to != *from);
+            if reached.contains(from) || reached.contains(&to) {
+                reached.insert(*from);
+                reached.insert(to);
+            }
+        }
+    }
+    assert_eq!(reached.len(), 3, "{plan:?}");
+}
+
+fn confirmations_to(c: &Cluster, port: u16) -> usize {
+    c.sent
+        .iter()
+        .filter(|(_, to, m)| *to == addr(port) && matches!(m, Message::DeadConfirmed { .. }))
+        .count()
+}
+
+#[test]
+fn a_report_after_the_removal_is_answered_with_the_confirmation() {
+    let mut c = cluster_with_a_hub();
+    let incarnation = c.cores[0].directory().incarnation_of(&addr(6001)).unwrap();
+    for seed in [0, 1] {
+        report(&mut c, seed, 6002, &[6002, 6003]);
+    }
+    c.answer_probes(Err("connection refused".into()));
+    let before = confirmations_to(&c, 6004);
+    c.cores[2].handle_message(
+        addr(6004),
+        Message::DeadReport {
+            report: "Dead Node:127.0.0.1:6001:2.5:127.0.0.1".into(),
+            peer: addr(6001),
+            incarnation,
+            confirmers: vec![addr(6004)],
+            unreachable: vec![],
+        },
+        now(),
+    );
+    c.settle();
+    assert_eq!(confirmations_to(&c, 6004), before + 1);
+    assert!(c.probes.is_empty(), "nothing left to check");
+}
+
+#[test]
+fn a_reporter_whose_link_left_the_topology_first_is_still_told() {
+    let mut c = cluster_with_a_hub();
+    // 6004 dropped the dead hub from its links before the removal, and
+    // 6001 never reported its own: the edge is gone from the topology.
+    c.cores[0].handle_message(
+        addr(6001),
+        Message::LinkReport {
+            neighbors: vec![addr(6002), addr(6003)],
+        },
+        now(),
+    );
+    c.settle();
+    for seed in [0, 1] {
+        report(&mut c, seed, 6002, &[6002, 6003]);
+        report(&mut c, seed, 6004, &[6004]);
+    }
+    c.answer_probes(Err("connection refused".into()));
+    assert!(c.cores.iter().all(|s| !s.directory().contains(&addr(6001))));
+    assert_eq!(
+        confirmations_to(&c, 6004),
+        2,
+        "from each seed it reported to"
     );
 }
