@@ -828,16 +828,17 @@ fn reports(outputs: &[Output<PeerTimer>]) -> Vec<(SocketAddr, Message)> {
         .collect()
 }
 
-/// A peer linked to 6001 and 6002 that loses its link to 6001, which last
-/// named `its_neighbors`; returns it with the questions it asked, and the
-/// outputs of the loss.
-fn after_losing_6001(
-    its_neighbors: &[u16],
-) -> (
+/// A peer, the questions it asked, and all its outputs.
+type AfterLoss = (
     PeerCore<ChaCha8Rng>,
     Vec<(SocketAddr, Message)>,
     Vec<Output<PeerTimer>>,
-) {
+);
+
+/// A peer linked to 6001 and 6002 that loses its link to 6001, which last
+/// named `its_neighbors`; returns it with the questions it asked, and the
+/// outputs of the loss.
+fn after_losing_6001(its_neighbors: &[u16]) -> AfterLoss {
     let mut core = linked_peer(&[6001, 6002]);
     pong(&mut core, 6001, 9, its_neighbors);
     drain(&mut core);
