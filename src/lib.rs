@@ -11,4 +11,5 @@ pub mod net;
 pub mod node;
 pub mod output;
 pub mod proto;
+pub mod sim;
 pub mod status;

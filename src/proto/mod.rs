@@ -60,6 +60,26 @@ pub enum Output<T> {
     IcmpEcho { host: IpAddr, timeout: Duration },
 }
 
+impl<T> Output<T> {
+    /// The same output, with its timer (if it is one) mapped by `f`.
+    pub fn map_timer<U>(self, f: impl FnOnce(T) -> U) -> Output<U> {
+        match self {
+            Output::Send { to, msg } => Output::Send { to, msg },
+            Output::Connect(to) => Output::Connect(to),
+            Output::Close(to) => Output::Close(to),
+            Output::Timer { timer, at } => Output::Timer {
+                timer: f(timer),
+                at,
+            },
+            Output::Event(event) => Output::Event(event),
+            Output::Propose(command) => Output::Propose(command),
+            Output::Query { to, query, timeout } => Output::Query { to, query, timeout },
+            Output::Reply { token, msg } => Output::Reply { token, msg },
+            Output::IcmpEcho { host, timeout } => Output::IcmpEcho { host, timeout },
+        }
+    }
+}
+
 /// The interface every driver uses to run a core.
 pub trait Core {
     type Timer: Clone + std::fmt::Debug + Send + 'static;

@@ -130,6 +130,9 @@ const MAX_REGISTER_RETRY: Duration = Duration::from_secs(8);
 /// Time for a SUSPECT_REQUEST's connection and answer, on top of the check
 /// the asked peer makes (one ping timeout).
 const QUERY_MARGIN: Duration = Duration::from_secs(1);
+/// Own messages kept while the peer has no neighbour; beyond this, the
+/// oldest go.
+const MAX_UNSENT: usize = 64;
 /// Rounds of questions about one suspect before this peer gives up on it:
 /// enough to ride out a lost report or a seed's refusal on stale topology.
 const MAX_AGREEMENT_ROUNDS: u32 = 5;
@@ -193,6 +196,8 @@ pub struct PeerCore<R> {
     replacing: BTreeMap<SocketAddr, SocketAddr>,
     /// ICMP echoes unanswered in a row, by neighbours' host.
     icmp_misses: BTreeMap<IpAddr, u32>,
+    /// Own messages created while the peer had no neighbour.
+    unsent: VecDeque<String>,
     /// Seeds with a working connection, for the waiting message.
     reachable_seeds: BTreeSet<SocketAddr>,
     /// The wait before the next registration attempt; doubles while the
@@ -239,6 +244,7 @@ impl<R: Rng> PeerCore<R> {
             checks: Vec::new(),
             replacing: BTreeMap::new(),
             icmp_misses: BTreeMap::new(),
+            unsent: VecDeque::new(),
             reachable_seeds: BTreeSet::new(),
             register_retry: settings_retry,
             stats: PeerStats::default(),
@@ -493,6 +499,15 @@ impl<R: Rng> PeerCore<R> {
     fn create_gossip(&mut self, text: String, now: Timestamp) {
         self.ml.record_first(self.addr, &text, None, now);
         self.emit(Event::GossipCreated { msg: text.clone() });
+        if self.neighbors.is_empty() {
+            // Alone for the moment (a neighbour just died, say): the
+            // message waits for the next link instead of being lost.
+            if self.unsent.len() == MAX_UNSENT {
+                self.unsent.pop_front();
+            }
+            self.unsent.push_back(text);
+            return;
+        }
         let neighbors: Vec<_> = self.neighbors.iter().copied().collect();
         for peer in neighbors {
             self.send(
@@ -968,6 +983,17 @@ impl<R: Rng> Core for PeerCore<R> {
             }
             // A suspect that links again is alive.
             self.clear_suspicion(remote);
+            for msg in std::mem::take(&mut self.unsent) {
+                let origin = self.addr;
+                self.send(
+                    remote,
+                    Message::Gossip {
+                        origin,
+                        msg,
+                        hops: 0,
+                    },
+                );
+            }
             self.report_links();
             let nonce = self.liveness.add(remote, now);
             self.send(remote, Message::Ping { nonce });

@@ -1235,3 +1235,20 @@ fn two_neighbours_lost_at_once_are_judged_and_reported_separately() {
         BTreeSet::from([(addr(6001), vec![addr(6002)]), (addr(6002), vec![]),])
     );
 }
+
+#[test]
+fn a_line_typed_while_alone_goes_to_the_next_neighbour() {
+    let mut core = linked_peer(&[6001]);
+    core.handle_link_down(addr(6001), now());
+    drain(&mut core);
+    core.handle_user_line("hello", now());
+    assert!(gossip_sends(&drain(&mut core)).is_empty());
+    core.handle_link_up(addr(6002), Role::Peer, now());
+    let sent = gossip_sends(&drain(&mut core));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, addr(6002));
+    assert!(sent[0].1.ends_with(":hello"));
+    // Sent once only.
+    core.handle_link_up(addr(6003), Role::Peer, now());
+    assert!(gossip_sends(&drain(&mut core)).is_empty());
+}

@@ -229,8 +229,9 @@ impl SeedCore {
     }
 
     /// Checks a dead report's evidence (R15): the reporter is among the
-    /// confirmers, and every confirmer and every peer named unreachable is
-    /// a neighbour of the suspect in the committed topology. The confirmers
+    /// confirmers, and every confirmer is a neighbour of the suspect in the
+    /// committed topology (peers named unreachable that are not are
+    /// ignored). The confirmers
     /// must be a majority of its neighbours, leaving out only those named
     /// unreachable that this seed cannot reach either. Then this seed
     /// probes the suspect itself; only a failed probe earns its Remove
@@ -266,16 +267,15 @@ impl SeedCore {
         }
         self.reporters.entry(suspect).or_default().insert(from);
         let confirmers: BTreeSet<SocketAddr> = confirmers.into_iter().collect();
+        let neighbors = self.directory.neighbors_of(&suspect);
+        // An unreachable peer that is no neighbour (any more: it may have
+        // been removed meanwhile) cannot shrink the count; it is ignored.
         let unreachable: BTreeSet<SocketAddr> = unreachable
             .into_iter()
-            .filter(|u| !confirmers.contains(u))
+            .filter(|u| !confirmers.contains(u) && neighbors.contains(u))
             .collect();
-        let neighbors = self.directory.neighbors_of(&suspect);
         let needed = directory::majority(neighbors.len());
-        let stranger = confirmers
-            .iter()
-            .chain(&unreachable)
-            .find(|c| !neighbors.contains(c));
+        let stranger = confirmers.iter().find(|c| !neighbors.contains(c));
         let refusal = if self.directory.incarnation_of(&suspect) != Some(incarnation) {
             Some(format!(
                 "{suspect} is not registered at incarnation {incarnation}"
@@ -344,7 +344,12 @@ impl SeedCore {
         }
         let check = self.dead_checks.remove(&suspect).expect("checked above");
         let live = check.neighbors - check.unreachable;
-        let needed = directory::majority(live);
+        // With no neighbour left to ask, this seed's own probe decides.
+        let needed = if live == 0 {
+            0
+        } else {
+            directory::majority(live)
+        };
         let reason = if !suspect_down {
             self.reporters.remove(&suspect);
             "it answered this seed's own probe".to_string()
@@ -443,6 +448,35 @@ impl SeedCore {
             };
             self.send(peer, confirmed);
         }
+        for neighbor in former {
+            self.check_if_orphan(*neighbor);
+        }
+    }
+
+    /// A registered peer with no neighbour in the committed topology has
+    /// nobody to report it if it dies, so the seeds check it themselves:
+    /// when their connection to it drops, and when a removal takes its
+    /// last neighbour. Each seed probes it, and votes Remove only if the
+    /// probe fails; a majority of such votes removes it.
+    fn check_if_orphan(&mut self, peer: SocketAddr) {
+        let Some(incarnation) = self.directory.incarnation_of(&peer) else {
+            return;
+        };
+        if self.dead_checks.contains_key(&peer) || !self.directory.neighbors_of(&peer).is_empty() {
+            return;
+        }
+        self.dead_checks.insert(
+            peer,
+            DeadCheck {
+                incarnation,
+                confirmers: 0,
+                neighbors: 0,
+                probing: BTreeSet::new(),
+                unreachable: 0,
+                suspect_down: None,
+            },
+        );
+        self.probe(ProbePurpose::DeadCheck, peer, incarnation);
     }
 
     fn propose_init_if_leading(&mut self, now: Timestamp) {
@@ -524,6 +558,7 @@ impl Core for SeedCore {
 
     fn handle_link_down(&mut self, remote: SocketAddr, _now: Timestamp) {
         self.connected.remove(&remote);
+        self.check_if_orphan(remote);
     }
 
     fn handle_timer(&mut self, timer: SeedTimer, now: Timestamp) {

@@ -469,13 +469,14 @@ fn a_neighbour_named_unreachable_counts_out_only_if_the_seed_cannot_reach_it_eit
 }
 
 #[test]
-fn a_report_naming_a_stranger_as_unreachable_is_refused_without_probes() {
+fn a_stranger_named_unreachable_does_not_count() {
+    // 6005 is no neighbour of 6001: naming it leaves 1 confirmer of 3.
     let mut c = cluster_with_a_hub();
     c.register(addr(6005), &[0, 1]);
     c.answer_probes(Ok(()));
     report_with(&mut c, 0, 6002, &[6002], &[6005]);
     assert!(c.probes.is_empty());
-    assert!(refusals(&c)[0].contains("127.0.0.1:6005 is not a neighbour"));
+    assert!(refusals(&c)[0].contains("1 of its 3 neighbours confirm"));
 }
 
 #[test]
@@ -542,7 +543,10 @@ fn a_report_after_the_removal_is_answered_with_the_confirmation() {
     );
     c.settle();
     assert_eq!(confirmations_to(&c, 6004), before + 1);
-    assert!(c.probes.is_empty(), "nothing left to check");
+    assert!(
+        c.probes.iter().all(|(_, to, _)| *to != addr(6001)),
+        "the dead peer is not checked again"
+    );
 }
 
 #[test]
@@ -569,4 +573,49 @@ fn a_reporter_whose_link_left_the_topology_first_is_still_told() {
         2,
         "from each seed it reported to"
     );
+}
+
+#[test]
+fn a_peer_left_without_neighbours_is_checked_by_the_seeds_themselves() {
+    // The hub's removal leaves 6002, 6003 and 6004 with no neighbour to
+    // report them; each seed probes them on its own.
+    let mut c = cluster_with_a_hub();
+    for seed in [0, 1] {
+        report(&mut c, seed, 6002, &[6002, 6003]);
+    }
+    c.answer_probes(Err("connection refused".into()));
+    let orphans: BTreeSet<SocketAddr> = c.probes.iter().map(|(_, to, _)| *to).collect();
+    assert_eq!(
+        orphans,
+        BTreeSet::from([addr(6002), addr(6003), addr(6004)])
+    );
+    assert_eq!(c.probes.len(), 9, "every seed checks every orphan");
+    // 6003 is dead; the others answer.
+    let probes = std::mem::take(&mut c.probes);
+    c.answer(probes, |target| {
+        if target == addr(6003) {
+            Err("connection refused".into())
+        } else {
+            Ok(())
+        }
+    });
+    let registered: Vec<bool> = [6002, 6003, 6004]
+        .iter()
+        .map(|p| c.cores[0].directory().contains(&addr(*p)))
+        .collect();
+    assert_eq!(registered, vec![true, false, true]);
+}
+
+#[test]
+fn a_dropped_connection_to_a_peer_with_neighbours_checks_nothing() {
+    let mut c = cluster_with_a_hub();
+    c.cores[0].handle_link_down(addr(6001), now());
+    c.settle();
+    assert!(c.probes.is_empty(), "its neighbours will report it");
+    // A peer with no links at all is checked at once.
+    c.register(addr(6005), &[0, 1]);
+    c.answer_probes(Ok(()));
+    c.cores[0].handle_link_down(addr(6005), now());
+    c.settle();
+    assert_eq!(c.probes.len(), 1);
 }

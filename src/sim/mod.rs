@@ -1,0 +1,803 @@
+//! A deterministic discrete-event simulator that runs the real cores.
+//!
+//! The very `PeerCore` and `SeedCore` that run on sockets run here, driven
+//! by a virtual clock and one time-ordered queue of actions. Everything
+//! random comes from one ChaCha8 generator seeded by the caller, and every
+//! structure is ordered (`BTreeMap`), so a seed gives the same run, event
+//! for event.
+//!
+//! What the simulator stands in for:
+//! - **The seeds' Raft log**: proposals are appended to one in-process log
+//!   after a round trip to the leader, and every seed applies every entry in
+//!   log order, which is what Raft guarantees them. The seed cores themselves
+//!   are real: registration probes, evidence checks, votes.
+//! - **TCP, as the driver sees it**: a dial opens a link that both ends learn
+//!   of (`handle_link_up`); frames on a link arrive in order after the link
+//!   latency; a lost segment costs a retransmission timeout rather than the
+//!   frame; a crashed node's links go down at the other ends one latency
+//!   later, as a kernel's FIN or RST would; a frozen node's kernel still
+//!   accepts connections, but nothing it should answer is answered until it
+//!   resumes. One-shot queries (PROBE, SUSPECT_REQUEST) fail fast against a
+//!   crashed node and at their time limit against a frozen one.
+//!
+//! Not modelled yet: partitions, seed faults, bandwidth.
+
+pub mod scenario;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::proto::{
+    message::{Message, Role},
+    peer::{PeerCore, PeerSettings, PeerTimer},
+    seed::{SeedCore, SeedTimer},
+    Command, Core, Directory, Event, Output, Timestamp,
+};
+
+/// How the simulated network treats frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkModel {
+    /// One-way latency of each frame, drawn uniformly from this range.
+    pub latency: (Duration, Duration),
+    /// Chance that a frame's first transmission is lost; TCP then resends it
+    /// after [`RETRANSMIT`].
+    pub loss: f64,
+}
+
+impl Default for NetworkModel {
+    /// 1 to 5 ms, no loss: a local network.
+    fn default() -> Self {
+        NetworkModel {
+            latency: (Duration::from_millis(1), Duration::from_millis(5)),
+            loss: 0.0,
+        }
+    }
+}
+
+/// What a lost segment costs TCP: Linux's minimum retransmission timeout.
+pub const RETRANSMIT: Duration = Duration::from_millis(200);
+/// A dial to a frozen node fails when its HELLO never comes: the driver's
+/// HELLO timeout.
+pub const HELLO_TIMEOUT: Duration = crate::net::conn::HELLO_TIMEOUT;
+
+/// A node's state as the simulator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    /// SIGSTOP: its sockets stay open, it handles nothing until resumed.
+    Frozen,
+    /// SIGKILL: gone for good.
+    Crashed,
+}
+
+enum NodeCore {
+    Peer(Box<PeerCore<ChaCha8Rng>>),
+    Seed(Box<SeedCore>),
+}
+
+#[derive(Debug, Clone)]
+enum NodeTimer {
+    Peer(PeerTimer),
+    Seed(SeedTimer),
+}
+
+/// Calls `$body` with `$core` bound to whichever core the node runs.
+macro_rules! each_core {
+    ($node:expr, $core:ident => $body:expr) => {
+        match $node {
+            NodeCore::Peer($core) => $body,
+            NodeCore::Seed($core) => $body,
+        }
+    };
+}
+
+impl NodeCore {
+    fn role(&self) -> Role {
+        each_core!(self, c => c.role())
+    }
+
+    fn drain(&mut self) -> Vec<Output<NodeTimer>> {
+        match self {
+            NodeCore::Peer(c) => std::iter::from_fn(|| c.poll_output())
+                .map(|o| o.map_timer(NodeTimer::Peer))
+                .collect(),
+            NodeCore::Seed(c) => std::iter::from_fn(|| c.poll_output())
+                .map(|o| o.map_timer(NodeTimer::Seed))
+                .collect(),
+        }
+    }
+}
+
+struct Node {
+    core: NodeCore,
+    health: Health,
+    /// Actions that arrived while frozen, handled on resume.
+    held: Vec<Action>,
+}
+
+/// Something that happens at one node at one instant.
+#[derive(Debug, Clone)]
+enum Action {
+    Deliver {
+        to: SocketAddr,
+        from: SocketAddr,
+        msg: Message,
+    },
+    /// A dial from `from` reaches `to`.
+    DialArrive {
+        from: SocketAddr,
+        to: SocketAddr,
+    },
+    /// `from`'s dial to `to` is still unanswered at the HELLO timeout.
+    DialTimeout {
+        from: SocketAddr,
+        to: SocketAddr,
+    },
+    LinkUp {
+        at: SocketAddr,
+        remote: SocketAddr,
+    },
+    LinkDown {
+        at: SocketAddr,
+        remote: SocketAddr,
+    },
+    Timer {
+        at: SocketAddr,
+        timer: NodeTimer,
+    },
+    QueryArrive {
+        token: u64,
+        to: SocketAddr,
+        query: Message,
+    },
+    QueryDone {
+        token: u64,
+        result: Result<Message, String>,
+    },
+    /// An entry of the seeds' log is applied on every seed.
+    Commit {
+        command: Command,
+    },
+    UserLine {
+        at: SocketAddr,
+        text: String,
+    },
+    IcmpDone {
+        at: SocketAddr,
+        host: IpAddr,
+        result: Result<(), String>,
+    },
+}
+
+impl Action {
+    /// The node whose core handles it, if any.
+    fn node(&self, sim: &Sim) -> Option<SocketAddr> {
+        match self {
+            Action::Deliver { to, .. } | Action::DialArrive { to, .. } => Some(*to),
+            Action::DialTimeout { from, .. } => Some(*from),
+            Action::LinkUp { at, .. }
+            | Action::LinkDown { at, .. }
+            | Action::Timer { at, .. }
+            | Action::UserLine { at, .. }
+            | Action::IcmpDone { at, .. } => Some(*at),
+            Action::QueryArrive { to, .. } => Some(*to),
+            Action::QueryDone { token, .. } => sim.queries.get(token).map(|q| q.asker),
+            Action::Commit { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PendingQuery {
+    asker: SocketAddr,
+    to: SocketAddr,
+    query: Message,
+}
+
+/// One logged event, with when and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub at: Timestamp,
+    pub node: SocketAddr,
+    pub event: Event,
+}
+
+/// The simulation: nodes, links, the clock and the queue.
+pub struct Sim {
+    now: Timestamp,
+    queue: BTreeMap<(Timestamp, u64), Action>,
+    next_seq: u64,
+    rng: ChaCha8Rng,
+    network: NetworkModel,
+    nodes: BTreeMap<SocketAddr, Node>,
+    seeds: Vec<SocketAddr>,
+    peers: Vec<SocketAddr>,
+    /// Open links, smaller address first.
+    links: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Dials under way, with the frames queued for them.
+    dialing: BTreeMap<(SocketAddr, SocketAddr), Vec<Message>>,
+    /// When the last frame from the first node to the second arrives: TCP
+    /// keeps each direction in order, so no frame may arrive before it.
+    last_arrival: BTreeMap<(SocketAddr, SocketAddr), Timestamp>,
+    queries: BTreeMap<u64, PendingQuery>,
+    /// The seeds' log, applied: it decides each entry's outcome.
+    log: Directory,
+    settings: PeerSettings,
+    events: Vec<Logged>,
+    /// Actions handled so far.
+    handled: u64,
+}
+
+/// The simulated start of time: 2025-01-01, so that timestamps look real.
+const EPOCH: Timestamp = Timestamp(1_735_689_600_000_000);
+
+fn pair(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    (a.min(b), a.max(b))
+}
+
+impl Sim {
+    /// A network of `seeds` seeds whose log is formed; peers are added with
+    /// [`Sim::add_peer`].
+    pub fn new(seed: u64, seeds: usize, settings: PeerSettings, network: NetworkModel) -> Sim {
+        let seed_addrs: Vec<SocketAddr> = (0..seeds)
+            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, i as u8 + 1)), 5000))
+            .collect();
+        let mut sim = Sim {
+            now: EPOCH,
+            queue: BTreeMap::new(),
+            next_seq: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            network,
+            nodes: BTreeMap::new(),
+            seeds: seed_addrs.clone(),
+            peers: Vec::new(),
+            links: BTreeSet::new(),
+            dialing: BTreeMap::new(),
+            last_arrival: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            log: Directory::default(),
+            settings,
+            events: Vec::new(),
+            handled: 0,
+        };
+        for addr in &seed_addrs {
+            let core = SeedCore::new(*addr, seed_addrs.clone());
+            sim.nodes.insert(
+                *addr,
+                Node {
+                    core: NodeCore::Seed(Box::new(core)),
+                    health: Health::Up,
+                    held: Vec::new(),
+                },
+            );
+        }
+        // The first seed leads; it proposes the log's Init entry.
+        let leader = seed_addrs.first().copied();
+        for addr in &seed_addrs {
+            sim.call(*addr, |core, now| {
+                if let NodeCore::Seed(c) = core {
+                    c.handle_leader(leader, now);
+                }
+            });
+        }
+        sim
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    pub fn events(&self) -> &[Logged] {
+        &self.events
+    }
+
+    pub fn peers(&self) -> &[SocketAddr] {
+        &self.peers
+    }
+
+    pub fn seeds(&self) -> &[SocketAddr] {
+        &self.seeds
+    }
+
+    /// Actions handled so far: the simulator's unit of work.
+    pub fn handled(&self) -> u64 {
+        self.handled
+    }
+
+    pub fn health(&self, node: SocketAddr) -> Option<Health> {
+        self.nodes.get(&node).map(|n| n.health)
+    }
+
+    /// The simulation's own generator, for scenarios that pick nodes.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// The committed directory, as every seed has it once caught up.
+    pub fn directory(&self) -> &Directory {
+        &self.log
+    }
+
+    /// A peer's current neighbours, by its own account.
+    pub fn neighbors_of(&self, peer: SocketAddr) -> BTreeSet<SocketAddr> {
+        match self.nodes.get(&peer).map(|n| &n.core) {
+            Some(NodeCore::Peer(c)) => c.neighbors().collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// Starts a new peer; returns its address.
+    pub fn add_peer(&mut self) -> SocketAddr {
+        let i = self.peers.len() as u32 + 1;
+        let [_, b, c, d] = i.to_be_bytes();
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, b, c, d)), 7000);
+        let rng = ChaCha8Rng::seed_from_u64(self.rng.random());
+        let incarnation = self.now.as_micros();
+        let core = PeerCore::new(
+            addr,
+            self.seeds.clone(),
+            self.settings.clone(),
+            incarnation,
+            rng,
+        );
+        self.nodes.insert(
+            addr,
+            Node {
+                core: NodeCore::Peer(Box::new(core)),
+                health: Health::Up,
+                held: Vec::new(),
+            },
+        );
+        self.peers.push(addr);
+        self.call(addr, |core, now| each_core!(core, c => c.start(now)));
+        addr
+    }
+
+    /// A typed line at `peer`, gossiped like one from the keyboard.
+    pub fn type_line(&mut self, peer: SocketAddr, text: &str) {
+        let text = text.to_string();
+        self.schedule(self.now, Action::UserLine { at: peer, text });
+    }
+
+    /// SIGKILL: the node stops, and its links go down at the other ends.
+    pub fn crash(&mut self, node: SocketAddr) {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        n.health = Health::Crashed;
+        n.held.clear();
+        let lost: Vec<(SocketAddr, SocketAddr)> = self
+            .links
+            .iter()
+            .filter(|(a, b)| *a == node || *b == node)
+            .copied()
+            .collect();
+        for link in lost {
+            self.links.remove(&link);
+            let other = if link.0 == node { link.1 } else { link.0 };
+            let at = self.arrival(node, other);
+            self.schedule(
+                at,
+                Action::LinkDown {
+                    at: other,
+                    remote: node,
+                },
+            );
+        }
+        self.dialing.retain(|(from, _), _| *from != node);
+    }
+
+    /// SIGSTOP: the node handles nothing until [`Sim::resume`].
+    pub fn freeze(&mut self, node: SocketAddr) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            if n.health == Health::Up {
+                n.health = Health::Frozen;
+            }
+        }
+    }
+
+    /// SIGCONT: the node handles, in order, what arrived meanwhile.
+    pub fn resume(&mut self, node: SocketAddr) {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if n.health != Health::Frozen {
+            return;
+        }
+        n.health = Health::Up;
+        for action in std::mem::take(&mut n.held) {
+            self.schedule(self.now, action);
+        }
+    }
+
+    /// Runs every action due up to `until`; the clock ends there.
+    pub fn run_until(&mut self, until: Timestamp) {
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ((at, _), action) = entry.remove_entry();
+            self.now = at;
+            self.handle(action);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs for `span` of virtual time.
+    pub fn run_for(&mut self, span: Duration) {
+        self.run_until(self.now + span);
+    }
+
+    /// Runs until `done` holds, checking after each action, or until
+    /// `limit` of virtual time has passed; returns whether it held.
+    pub fn run_until_true(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let until = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            let Some(entry) = self.queue.first_entry() else {
+                self.now = until;
+                return done(self);
+            };
+            if entry.key().0 > until {
+                self.now = until;
+                return done(self);
+            }
+            let ((at, _), action) = entry.remove_entry();
+            self.now = at;
+            self.handle(action);
+        }
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (low, high) = self.network.latency;
+        let mut delay = if high > low {
+            self.rng.random_range(low..=high)
+        } else {
+            low
+        };
+        if self.network.loss > 0.0 && self.rng.random_bool(self.network.loss.min(1.0)) {
+            delay += RETRANSMIT;
+        }
+        delay
+    }
+
+    /// When a frame sent now from `from` arrives at `to`, in order behind
+    /// the frames sent before it.
+    fn arrival(&mut self, from: SocketAddr, to: SocketAddr) -> Timestamp {
+        let at = self.now + self.latency();
+        let last = self.last_arrival.entry((from, to)).or_insert(at);
+        *last = (*last).max(at);
+        *last
+    }
+
+    fn schedule(&mut self, at: Timestamp, action: Action) {
+        self.queue.insert((at, self.next_seq), action);
+        self.next_seq += 1;
+    }
+
+    fn role_of(&self, node: SocketAddr) -> Role {
+        self.nodes.get(&node).map_or(Role::Peer, |n| n.core.role())
+    }
+
+    /// Calls `f` on `node`'s core, then carries out what it asked for.
+    fn call(&mut self, node: SocketAddr, f: impl FnOnce(&mut NodeCore, Timestamp)) {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        f(&mut n.core, now);
+        let outputs = n.core.drain();
+        for output in outputs {
+            self.carry_out(node, output);
+        }
+    }
+
+    fn handle(&mut self, action: Action) {
+        if let Some(node) = action.node(self) {
+            match self.nodes.get_mut(&node).map(|n| n.health) {
+                Some(Health::Up) => {}
+                Some(Health::Frozen) => {
+                    return self.nodes.get_mut(&node).unwrap().held.push(action);
+                }
+                Some(Health::Crashed) | None => return self.lost_on_the_way(action),
+            }
+        }
+        self.handled += 1;
+        match action {
+            Action::Deliver { to, from, msg } => {
+                if self.links.contains(&pair(from, to)) {
+                    self.call(
+                        to,
+                        |core, now| each_core!(core, c => c.handle_message(from, msg, now)),
+                    );
+                }
+            }
+            Action::DialArrive { from, to } => self.dial_arrives(from, to),
+            Action::DialTimeout { from, to } => {
+                if self.dialing.remove(&(from, to)).is_some() {
+                    self.call(
+                        from,
+                        |core, now| each_core!(core, c => c.handle_link_down(to, now)),
+                    );
+                }
+            }
+            Action::LinkUp { at, remote } => {
+                if self.links.contains(&pair(at, remote)) {
+                    let role = self.role_of(remote);
+                    self.call(
+                        at,
+                        |core, now| each_core!(core, c => c.handle_link_up(remote, role, now)),
+                    );
+                }
+            }
+            Action::LinkDown { at, remote } => {
+                self.call(
+                    at,
+                    |core, now| each_core!(core, c => c.handle_link_down(remote, now)),
+                );
+            }
+            Action::Timer { at, timer } => self.call(at, |core, now| match (core, timer) {
+                (NodeCore::Peer(c), NodeTimer::Peer(t)) => c.handle_timer(t, now),
+                (NodeCore::Seed(c), NodeTimer::Seed(t)) => c.handle_timer(t, now),
+                _ => {}
+            }),
+            Action::QueryArrive { token, to, query } => {
+                self.call(
+                    to,
+                    |core, now| each_core!(core, c => c.handle_query(token, query, now)),
+                );
+            }
+            Action::QueryDone { token, result } => {
+                if let Some(q) = self.queries.remove(&token) {
+                    self.call(q.asker, |core, now| {
+                        each_core!(core, c => c.handle_query_result(q.to, q.query, result, now))
+                    });
+                }
+            }
+            Action::Commit { command } => {
+                let outcome = self.log.apply(&command);
+                for seed in self.seeds.clone() {
+                    self.call(seed, |core, now| {
+                        each_core!(core, c => c.handle_applied(&command, &outcome, now))
+                    });
+                }
+            }
+            Action::IcmpDone { at, host, result } => {
+                self.call(
+                    at,
+                    |core, now| each_core!(core, c => c.handle_icmp_result(host, result, now)),
+                );
+            }
+            Action::UserLine { at, text } => {
+                self.call(
+                    at,
+                    |core, now| each_core!(core, c => c.handle_user_line(&text, now)),
+                );
+            }
+        }
+    }
+
+    /// An action for a crashed node: a dial to it is refused.
+    fn lost_on_the_way(&mut self, action: Action) {
+        if let Action::DialArrive { from, to } = action {
+            if self.dialing.remove(&(from, to)).is_some() {
+                let at = self.now + self.latency();
+                self.schedule(
+                    at,
+                    Action::LinkDown {
+                        at: from,
+                        remote: to,
+                    },
+                );
+            }
+        }
+    }
+
+    fn dial_arrives(&mut self, from: SocketAddr, to: SocketAddr) {
+        let Some(queued) = self.dialing.remove(&(from, to)) else {
+            return;
+        };
+        let link = pair(from, to);
+        let fresh = self.links.insert(link);
+        if fresh {
+            self.schedule(
+                self.now,
+                Action::LinkUp {
+                    at: to,
+                    remote: from,
+                },
+            );
+        }
+        // `to`'s HELLO is the first frame back: nothing it sends can
+        // overtake it.
+        let back = self.arrival(to, from);
+        self.schedule(
+            back,
+            Action::LinkUp {
+                at: from,
+                remote: to,
+            },
+        );
+        let here = self.last_arrival.entry((from, to)).or_insert(self.now);
+        *here = (*here).max(self.now);
+        for msg in queued {
+            self.schedule(self.now, Action::Deliver { to, from, msg });
+        }
+    }
+
+    fn start_dial(&mut self, from: SocketAddr, to: SocketAddr, first: Option<Message>) {
+        if let Some(queue) = self.dialing.get_mut(&(from, to)) {
+            queue.extend(first);
+            return;
+        }
+        self.dialing.insert((from, to), first.into_iter().collect());
+        let at = self.now + self.latency();
+        self.schedule(at, Action::DialArrive { from, to });
+        self.schedule(at + HELLO_TIMEOUT, Action::DialTimeout { from, to });
+    }
+
+    fn carry_out(&mut self, node: SocketAddr, output: Output<NodeTimer>) {
+        match output {
+            Output::Send { to, msg } => {
+                if self.links.contains(&pair(node, to)) {
+                    let at = self.arrival(node, to);
+                    self.schedule(
+                        at,
+                        Action::Deliver {
+                            to,
+                            from: node,
+                            msg,
+                        },
+                    );
+                } else {
+                    self.start_dial(node, to, Some(msg));
+                }
+            }
+            Output::Connect(to) => {
+                if self.links.contains(&pair(node, to)) {
+                    self.schedule(
+                        self.now,
+                        Action::LinkUp {
+                            at: node,
+                            remote: to,
+                        },
+                    );
+                } else {
+                    self.start_dial(node, to, None);
+                }
+            }
+            Output::Close(to) => {
+                self.dialing.remove(&(node, to));
+                if self.links.remove(&pair(node, to)) {
+                    self.schedule(
+                        self.now,
+                        Action::LinkDown {
+                            at: node,
+                            remote: to,
+                        },
+                    );
+                    let at = self.arrival(node, to);
+                    self.schedule(
+                        at,
+                        Action::LinkDown {
+                            at: to,
+                            remote: node,
+                        },
+                    );
+                }
+            }
+            Output::Timer { timer, at } => self.schedule(at, Action::Timer { at: node, timer }),
+            Output::Event(event) => self.events.push(Logged {
+                at: self.now,
+                node,
+                event,
+            }),
+            Output::Propose(command) => {
+                // To the leader and back, committed by a majority.
+                let at = self.now + self.latency() + self.latency();
+                self.schedule(at, Action::Commit { command });
+            }
+            Output::Query { to, query, timeout } => self.start_query(node, to, query, timeout),
+            Output::Reply { token, msg } => {
+                let at = self.now + self.latency();
+                self.schedule(
+                    at,
+                    Action::QueryDone {
+                        token,
+                        result: Ok(msg),
+                    },
+                );
+            }
+            Output::IcmpEcho { host, timeout } => {
+                let up = self
+                    .nodes
+                    .iter()
+                    .any(|(a, n)| a.ip() == host && n.health != Health::Crashed);
+                let (at, result) = if up {
+                    (self.now + self.latency() + self.latency(), Ok(()))
+                } else {
+                    (self.now + timeout, Err("no echo reply".to_string()))
+                };
+                self.schedule(
+                    at,
+                    Action::IcmpDone {
+                        at: node,
+                        host,
+                        result,
+                    },
+                );
+            }
+        }
+    }
+
+    fn start_query(
+        &mut self,
+        asker: SocketAddr,
+        to: SocketAddr,
+        query: Message,
+        timeout: Duration,
+    ) {
+        let token = self.next_seq;
+        self.next_seq += 1;
+        self.queries.insert(
+            token,
+            PendingQuery {
+                asker,
+                to,
+                query: query.clone(),
+            },
+        );
+        self.schedule(
+            self.now + timeout,
+            Action::QueryDone {
+                token,
+                result: Err(format!("no answer within {timeout:?}")),
+            },
+        );
+        let health = self.nodes.get(&to).map(|n| n.health);
+        let there = self.now + self.latency();
+        match health {
+            Some(Health::Up) | Some(Health::Frozen) => {
+                if let Message::Probe { nonce, .. } = query {
+                    // The driver answers PROBE itself, from the node's state:
+                    // a frozen one never does.
+                    if health == Some(Health::Up) {
+                        let node = &self.nodes[&to];
+                        let reply = Message::ProbeReply {
+                            nonce,
+                            role: node.core.role(),
+                            listen: to,
+                            incarnation: each_core!(&node.core, c => c.incarnation()),
+                        };
+                        let back = there + self.latency();
+                        self.schedule(
+                            back,
+                            Action::QueryDone {
+                                token,
+                                result: Ok(reply),
+                            },
+                        );
+                    }
+                } else {
+                    self.schedule(there, Action::QueryArrive { token, to, query });
+                }
+            }
+            Some(Health::Crashed) | None => {
+                let back = there + self.latency();
+                let result = Err("connection refused".to_string());
+                self.schedule(back, Action::QueryDone { token, result });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+//! Scenario tests as lists of steps, as in chitchat's cluster tests: start
+//! peers, break some, then expect a property within a deadline of virtual
+//! time. A run records what each step did, so that a failure says which
+//! step failed, on which seed, and what was seen.
+//!
+//! One invariant is checked after every step, whatever the scenario: no
+//! peer that was never crashed or frozen is removed.
+
+use std::{collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
+
+use rand::seq::IteratorRandom;
+
+use super::{Health, NetworkModel, Sim};
+use crate::proto::{peer::PeerSettings, Event};
+
+/// One step of a scenario.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Start this many peers, one after another, each joined before the next.
+    Join(usize),
+    /// Let virtual time pass.
+    Wait(Duration),
+    /// SIGKILL this many live peers, picked at random.
+    Crash(usize),
+    /// SIGSTOP this many live peers, picked at random.
+    Freeze(usize),
+    /// SIGCONT every frozen peer.
+    ResumeAll,
+    /// A live peer, picked at random, types a line.
+    Gossip,
+    /// Run until the check holds, for at most this long.
+    Expect(Check, Duration),
+}
+
+/// A property a scenario waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Every live peer has every typed line.
+    GossipEverywhere,
+    /// Every crashed or still-frozen peer is out of the committed Peer List.
+    FaultyRemoved,
+    /// The live peers' own neighbour sets make one connected overlay.
+    LiveOverlayConnected,
+}
+
+/// Why a scenario failed, with everything needed to replay it.
+#[derive(Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: usize,
+    pub what: String,
+    /// What each step did, up to the failure.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: step {} failed: {}",
+            self.seed, self.step, self.what
+        )?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A scenario run: the simulation and what the steps did to it.
+pub struct Run {
+    pub sim: Sim,
+    /// Peers ever crashed or frozen: the only ones that may be removed.
+    pub faulty: BTreeSet<SocketAddr>,
+    lines: Vec<String>,
+    trace: Vec<String>,
+}
+
+/// Runs `steps` on a fresh simulation of 3 seeds.
+pub fn run(
+    seed: u64,
+    steps: &[Step],
+    settings: PeerSettings,
+    network: NetworkModel,
+) -> Result<Run, Failure> {
+    let mut run = Run {
+        sim: Sim::new(seed, 3, settings, network),
+        faulty: BTreeSet::new(),
+        lines: Vec::new(),
+        trace: Vec::new(),
+    };
+    for (i, step) in steps.iter().enumerate() {
+        let done = run.step(step).and_then(|()| run.no_live_peer_removed());
+        let at = run.sim.now().as_secs_f64() - super::EPOCH.as_secs_f64();
+        match done {
+            Ok(()) => run.trace.push(format!("{i}: {step:?} done at t={at:.3}s")),
+            Err(what) => {
+                run.trace
+                    .push(format!("{i}: {step:?} FAILED at t={at:.3}s"));
+                return Err(Failure {
+                    seed,
+                    step: i,
+                    what,
+                    trace: run.trace,
+                });
+            }
+        }
+    }
+    Ok(run)
+}
+
+impl Run {
+    fn live(&self) -> Vec<SocketAddr> {
+        self.sim
+            .peers()
+            .iter()
+            .copied()
+            .filter(|p| self.sim.health(*p) == Some(Health::Up))
+            .collect()
+    }
+
+    fn pick_live(&mut self, n: usize) -> Vec<SocketAddr> {
+        let live = self.live();
+        live.into_iter().choose_multiple(self.sim.rng(), n)
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), String> {
+        match step {
+            Step::Join(n) => {
+                for _ in 0..*n {
+                    let peer = self.sim.add_peer();
+                    let joined = self.sim.run_until_true(Duration::from_secs(30), |sim| {
+                        sim.events()
+                            .iter()
+                            .any(|e| e.node == peer && matches!(e.event, Event::Joined { .. }))
+                    });
+                    if !joined {
+                        return Err(format!("{peer} did not join within 30 s"));
+                    }
+                }
+            }
+            Step::Wait(span) => self.sim.run_for(*span),
+            Step::Crash(n) => {
+                for peer in self.pick_live(*n) {
+                    self.faulty.insert(peer);
+                    self.sim.crash(peer);
+                }
+            }
+            Step::Freeze(n) => {
+                for peer in self.pick_live(*n) {
+                    self.faulty.insert(peer);
+                    self.sim.freeze(peer);
+                }
+            }
+            Step::ResumeAll => {
+                for peer in self.sim.peers().to_vec() {
+                    self.sim.resume(peer);
+                }
+            }
+            Step::Gossip => {
+                let author = self.pick_live(1);
+                let author = author.first().ok_or("no live peer to type a line")?;
+                let text = format!("line-{}", self.lines.len() + 1);
+                self.sim.type_line(*author, &text);
+                self.lines.push(text);
+            }
+            Step::Expect(check, limit) => {
+                let check = *check;
+                let lines = self.lines.clone();
+                let faulty = self.faulty.clone();
+                let held = self
+                    .sim
+                    .run_until_true(*limit, |sim| holds(sim, check, &lines, &faulty).is_ok());
+                if !held {
+                    return holds(&self.sim, check, &lines, &faulty)
+                        .map_err(|seen| format!("{check:?} not within {limit:?}: {seen}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removals committed so far are all of faulty peers.
+    fn no_live_peer_removed(&self) -> Result<(), String> {
+        let wrong: BTreeSet<SocketAddr> = self
+            .sim
+            .events()
+            .iter()
+            .filter_map(|e| match e.event {
+                Event::RemoveCommitted { peer, .. } if !self.faulty.contains(&peer) => Some(peer),
+                _ => None,
+            })
+            .collect();
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("live peers removed: {wrong:?}"))
+        }
+    }
+}
+
+/// Whether `check` holds; if not, what was seen instead.
+fn holds(
+    sim: &Sim,
+    check: Check,
+    lines: &[String],
+    faulty: &BTreeSet<SocketAddr>,
+) -> Result<(), String> {
+    let live: Vec<SocketAddr> = sim
+        .peers()
+        .iter()
+        .copied()
+        .filter(|p| sim.health(*p) == Some(Health::Up))
+        .collect();
+    match check {
+        Check::GossipEverywhere => {
+            let mut missing = Vec::new();
+            for line in lines {
+                let suffix = format!(":{line}");
+                let has: BTreeSet<SocketAddr> = sim
+                    .events()
+                    .iter()
+                    .filter(|e| match &e.event {
+                        Event::GossipReceived { msg, .. } | Event::GossipCreated { msg } => {
+                            msg.ends_with(&suffix)
+                        }
+                        _ => false,
+                    })
+                    .map(|e| e.node)
+                    .collect();
+                missing.extend(live.iter().filter(|p| !has.contains(p)).map(|p| (line, *p)));
+            }
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} deliveries missing, e.g. {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(5)]
+                ))
+            }
+        }
+        Check::FaultyRemoved => {
+            let still: Vec<SocketAddr> = faulty
+                .iter()
+                .copied()
+                .filter(|p| sim.health(*p) != Some(Health::Up))
+                .filter(|p| sim.directory().contains(p))
+                .collect();
+            if still.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still registered: {still:?}"))
+            }
+        }
+        Check::LiveOverlayConnected => {
+            let Some(start) = live.first() else {
+                return Ok(());
+            };
+            let mut reached = BTreeSet::from([*start]);
+            let mut stack = vec![*start];
+            while let Some(node) = stack.pop() {
+                for next in sim.neighbors_of(node) {
+                    if live.contains(&next) && reached.insert(next) {
+                        stack.push(next);
+                    }
+                }
+            }
+            let cut: Vec<SocketAddr> = live
+                .iter()
+                .copied()
+                .filter(|p| !reached.contains(p))
+                .collect();
+            if cut.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} live peers cut off, e.g. {:?}",
+                    cut.len(),
+                    live.len(),
+                    &cut[..cut.len().min(5)]
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Properties of the whole protocol, each checked over many seeds of the
+//! simulator. CI runs [`CI_SEEDS`] seeds per property; the `--ignored`
+//! twins run 200. A failure prints its seed and the command that replays it.
+
+use std::time::Duration;
+
+use super::{
+    scenario::{run, Check, Step},
+    NetworkModel,
+};
+use crate::proto::peer::{ping_timeout, PeerSettings};
+
+/// Seeds per property in CI; the ignored tests run 200.
+const CI_SEEDS: u64 = 25;
+const ALL_SEEDS: u64 = 200;
+
+fn settings() -> PeerSettings {
+    PeerSettings {
+        gossip_count: 0,
+        ping_interval: Duration::from_secs(1),
+        ..PeerSettings::default()
+    }
+}
+
+/// The longest a dead peer may stay registered, as the settings imply:
+/// `ping_misses` missed PINGs (each judged a ping timeout after it went out,
+/// up to an interval after the fault), the neighbours' checks (one ping
+/// timeout plus the query margin), the seeds' 500 ms probe, and 1 s for
+/// latencies and the log.
+fn detection_bound(settings: &PeerSettings) -> Duration {
+    let interval = settings.ping_interval;
+    interval * settings.ping_misses.get()
+        + ping_timeout(interval) * 2
+        + Duration::from_secs(1)
+        + Duration::from_millis(500)
+        + Duration::from_secs(1)
+}
+
+/// Runs `steps` for every seed in `seeds` (or only the one in
+/// GOSSIPNET_SIM_SEED), and panics with a replay command on a failure.
+fn check_property(test: &str, seeds: u64, network: NetworkModel, steps: &[Step]) {
+    let only: Option<u64> = std::env::var("GOSSIPNET_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    for seed in only.map_or(0..seeds, |s| s..s + 1) {
+        if let Err(failure) = run(seed, steps, settings(), network.clone()) {
+            panic!(
+                "{failure}replay: GOSSIPNET_SIM_SEED={seed} cargo test --lib sim::tests::{test} -- --include-ignored --exact"
+            );
+        }
+    }
+}
+
+fn wan() -> NetworkModel {
+    NetworkModel {
+        latency: (Duration::from_millis(1), Duration::from_millis(20)),
+        loss: 0.01,
+    }
+}
+
+fn gossip_steps() -> Vec<Step> {
+    vec![
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(2)),
+        Step::Gossip,
+        Step::Gossip,
+        Step::Gossip,
+        Step::Expect(Check::GossipEverywhere, Duration::from_secs(5)),
+    ]
+}
+
+fn crash_steps() -> Vec<Step> {
+    vec![
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(3)),
+        Step::Crash(5),
+        Step::Expect(Check::FaultyRemoved, detection_bound(&settings())),
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+        Step::Gossip,
+        Step::Expect(Check::GossipEverywhere, Duration::from_secs(5)),
+        Step::Wait(Duration::from_secs(10)),
+    ]
+}
+
+fn freeze_steps() -> Vec<Step> {
+    vec![
+        Step::Join(15),
+        Step::Wait(Duration::from_secs(3)),
+        Step::Freeze(3),
+        Step::Expect(Check::FaultyRemoved, detection_bound(&settings())),
+        Step::ResumeAll,
+        Step::Wait(Duration::from_secs(10)),
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+        Step::Gossip,
+        Step::Expect(Check::GossipEverywhere, Duration::from_secs(5)),
+    ]
+}
+
+#[test]
+fn every_message_reaches_every_peer() {
+    check_property(
+        "every_message_reaches_every_peer",
+        CI_SEEDS,
+        wan(),
+        &gossip_steps(),
+    );
+}
+
+#[test]
+fn crashed_peers_are_removed_in_bound_and_the_live_overlay_stays_connected() {
+    check_property(
+        "crashed_peers_are_removed_in_bound_and_the_live_overlay_stays_connected",
+        CI_SEEDS,
+        wan(),
+        &crash_steps(),
+    );
+}
+
+#[test]
+fn frozen_peers_are_removed_and_rejoin_when_resumed() {
+    check_property(
+        "frozen_peers_are_removed_and_rejoin_when_resumed",
+        CI_SEEDS,
+        wan(),
+        &freeze_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn every_message_reaches_every_peer_over_200_seeds() {
+    check_property(
+        "every_message_reaches_every_peer_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &gossip_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn crashed_peers_are_removed_in_bound_and_the_live_overlay_stays_connected_over_200_seeds() {
+    check_property(
+        "crashed_peers_are_removed_in_bound_and_the_live_overlay_stays_connected_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &crash_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn frozen_peers_are_removed_and_rejoin_when_resumed_over_200_seeds() {
+    check_property(
+        "frozen_peers_are_removed_and_rejoin_when_resumed_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &freeze_steps(),
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run_event_for_event() {
+    let a = run(7, &crash_steps(), settings(), wan()).unwrap();
+    let b = run(7, &crash_steps(), settings(), wan()).unwrap();
+    assert_eq!(a.sim.events(), b.sim.events());
+    assert_eq!(a.sim.handled(), b.sim.handled());
+    let c = run(8, &crash_steps(), settings(), wan()).unwrap();
+    assert_ne!(a.sim.events(), c.sim.events(), "the seed changes nothing");
+}
