@@ -307,9 +307,13 @@ impl Directory {
     /// After a removal, one replacement link for each `former` neighbour of
     /// the removed peer (R7), picked by preferential attachment. A former
     /// neighbour whose piece of the overlay is no longer joined to the
-    /// largest piece picks inside the largest piece, so every piece the
-    /// removal cut off is joined again. `salt` seeds the choice, so every
-    /// seed computes the same plan.
+    /// largest piece picks inside the largest piece. Any other piece cut
+    /// off from the largest one (when several peers die at once, a removal
+    /// can complete a cut that an earlier one started) gets one link too,
+    /// from its smallest peer that has reported its links; pieces of peers
+    /// still joining are left to their join. So the committed overlay is
+    /// one piece again. `salt` seeds the choice, so every seed computes the
+    /// same plan.
     pub fn repair_links(
         &self,
         former: &BTreeSet<SocketAddr>,
@@ -317,9 +321,24 @@ impl Directory {
     ) -> BTreeMap<SocketAddr, SocketAddr> {
         let adjacency = self.adjacency();
         let (piece_of, largest) = pieces(&adjacency);
+        let mut relinking: BTreeSet<SocketAddr> = former
+            .iter()
+            .filter(|f| adjacency.contains_key(f))
+            .copied()
+            .collect();
+        let mut pieces_served: BTreeSet<usize> = relinking.iter().map(|f| piece_of[f]).collect();
+        pieces_served.insert(largest);
+        for peer in self.links.keys() {
+            let Some(piece) = piece_of.get(peer) else {
+                continue;
+            };
+            if pieces_served.insert(*piece) {
+                relinking.insert(*peer);
+            }
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(salt);
         let mut plan = BTreeMap::new();
-        for f in former.iter().filter(|f| adjacency.contains_key(f)) {
+        for f in &relinking {
             let own = piece_of[f];
             let candidates: Vec<PeerEntry> = adjacency
                 .iter()

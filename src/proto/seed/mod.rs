@@ -82,6 +82,8 @@ struct DeadCheck {
     unreachable: usize,
     /// Whether the suspect failed this seed's probe, once known.
     suspect_down: Option<bool>,
+    /// This seed's own check (see `watch`), not a report's.
+    own: bool,
 }
 
 pub struct SeedCore {
@@ -101,6 +103,8 @@ pub struct SeedCore {
     /// Who reported each suspect to this seed: they are told of the
     /// removal even if their link to it left the committed topology first.
     reporters: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
+    /// Peers whose last probe by this seed failed, at that incarnation.
+    failed_probes: BTreeMap<SocketAddr, Incarnation>,
     /// Nodes with an open connection to this seed, so that a removed peer
     /// that is still connected hears of its removal.
     connected: BTreeSet<SocketAddr>,
@@ -121,6 +125,7 @@ impl SeedCore {
             next_nonce: 0,
             dead_checks: BTreeMap::new(),
             reporters: BTreeMap::new(),
+            failed_probes: BTreeMap::new(),
             connected: BTreeSet::new(),
             init_retry_armed: false,
             outputs: VecDeque::new(),
@@ -302,9 +307,13 @@ impl SeedCore {
                 reason,
             });
         }
-        if self.dead_checks.contains_key(&suspect) {
-            return;
-        }
+        // A report takes over this seed's own check of the suspect, and its
+        // probe already under way.
+        let own_check = match self.dead_checks.get(&suspect) {
+            Some(check) if !check.own => return,
+            Some(_) => true,
+            None => false,
+        };
         // Enough confirmers alone: the unreachable ones need no probe.
         let to_probe: Vec<(SocketAddr, Incarnation)> = if confirmers.len() >= needed {
             Vec::new()
@@ -323,9 +332,12 @@ impl SeedCore {
                 probing: to_probe.iter().map(|(u, _)| *u).collect(),
                 unreachable: 0,
                 suspect_down: None,
+                own: false,
             },
         );
-        self.probe(ProbePurpose::DeadCheck, suspect, incarnation);
+        if !own_check {
+            self.probe(ProbePurpose::DeadCheck, suspect, incarnation);
+        }
         for (u, inc) in to_probe {
             self.probe(ProbePurpose::Unreachable { suspect }, u, inc);
         }
@@ -343,6 +355,9 @@ impl SeedCore {
             return;
         }
         let check = self.dead_checks.remove(&suspect).expect("checked above");
+        if check.own {
+            return self.finish_own_check(suspect, check.incarnation, suspect_down);
+        }
         let live = check.neighbors - check.unreachable;
         // With no neighbour left to ask, this seed's own probe decides.
         let needed = if live == 0 {
@@ -376,6 +391,11 @@ impl SeedCore {
         } = probe;
         match purpose {
             ProbePurpose::DeadCheck => {
+                if result.is_err() {
+                    self.failed_probes.insert(target, incarnation);
+                } else {
+                    self.failed_probes.remove(&target);
+                }
                 if let Some(check) = self.dead_checks.get_mut(&target) {
                     check.suspect_down = Some(result.is_err());
                 }
@@ -432,6 +452,8 @@ impl SeedCore {
         let mut told = former.clone();
         told.extend(self.reporters.remove(&peer).unwrap_or_default());
         let plan = self.directory.repair_links(&told, incarnation);
+        // Peers of pieces cut off earlier are told too, to relink.
+        told.extend(plan.keys().copied());
         for neighbor in &told {
             let confirmed = Message::DeadConfirmed {
                 peer,
@@ -449,20 +471,34 @@ impl SeedCore {
             self.send(peer, confirmed);
         }
         for neighbor in former {
-            self.check_if_orphan(*neighbor);
+            self.watch(*neighbor, true);
         }
     }
 
-    /// A registered peer with no neighbour in the committed topology has
-    /// nobody to report it if it dies, so the seeds check it themselves:
-    /// when their connection to it drops, and when a removal takes its
-    /// last neighbour. Each seed probes it, and votes Remove only if the
-    /// probe fails; a majority of such votes removes it.
-    fn check_if_orphan(&mut self, peer: SocketAddr) {
+    /// Its committed neighbours that this seed has not itself found dead:
+    /// those that can still report it.
+    fn watchers(&self, peer: &SocketAddr) -> usize {
+        self.directory
+            .neighbors_of(peer)
+            .iter()
+            .filter(|n| !self.failed_probes.contains_key(n))
+            .count()
+    }
+
+    /// This seed's own check of a registered peer, for the peers nobody
+    /// can report: those with no neighbour in the committed topology, or
+    /// whose neighbours this seed has itself found dead (two peers that die
+    /// together, each the other's last neighbour). It runs when this
+    /// seed's connection to the peer drops (`only_unwatched` false: the
+    /// result may matter to a neighbour later), and for a removed peer's
+    /// former neighbours. The seed probes the peer, and votes Remove only
+    /// if the probe fails and nobody is left to report it; a majority of
+    /// such votes removes it.
+    fn watch(&mut self, peer: SocketAddr, only_unwatched: bool) {
         let Some(incarnation) = self.directory.incarnation_of(&peer) else {
             return;
         };
-        if self.dead_checks.contains_key(&peer) || !self.directory.neighbors_of(&peer).is_empty() {
+        if self.dead_checks.contains_key(&peer) || (only_unwatched && self.watchers(&peer) > 0) {
             return;
         }
         self.dead_checks.insert(
@@ -474,9 +510,29 @@ impl SeedCore {
                 probing: BTreeSet::new(),
                 unreachable: 0,
                 suspect_down: None,
+                own: true,
             },
         );
         self.probe(ProbePurpose::DeadCheck, peer, incarnation);
+    }
+
+    fn finish_own_check(&mut self, peer: SocketAddr, incarnation: Incarnation, down: bool) {
+        if !down {
+            return;
+        }
+        if self.watchers(&peer) == 0 {
+            self.propose_vote(ChangeKind::Remove, peer, incarnation);
+        }
+        // It may have been the last watcher of a neighbour found dead.
+        let found_dead: Vec<SocketAddr> = self
+            .directory
+            .neighbors_of(&peer)
+            .into_iter()
+            .filter(|n| self.failed_probes.contains_key(n))
+            .collect();
+        for neighbor in found_dead {
+            self.watch(neighbor, true);
+        }
     }
 
     fn propose_init_if_leading(&mut self, now: Timestamp) {
@@ -558,7 +614,7 @@ impl Core for SeedCore {
 
     fn handle_link_down(&mut self, remote: SocketAddr, _now: Timestamp) {
         self.connected.remove(&remote);
-        self.check_if_orphan(remote);
+        self.watch(remote, false);
     }
 
     fn handle_timer(&mut self, timer: SeedTimer, now: Timestamp) {
@@ -617,6 +673,7 @@ impl Core for SeedCore {
                 });
                 if let Outcome::Committed { voters, seeds } = outcome {
                     let (peer, votes) = (change.peer, voters.len());
+                    self.failed_probes.remove(&peer);
                     let (voters, seeds) = (voters.clone(), *seeds);
                     self.emit(match change.kind {
                         ChangeKind::Add => Event::RegisterCommitted {

@@ -606,16 +606,53 @@ fn a_peer_left_without_neighbours_is_checked_by_the_seeds_themselves() {
     assert_eq!(registered, vec![true, false, true]);
 }
 
-#[test]
-fn a_dropped_connection_to_a_peer_with_neighbours_checks_nothing() {
-    let mut c = cluster_with_a_hub();
-    c.cores[0].handle_link_down(addr(6001), now());
+fn removed(c: &Cluster, port: u16) -> bool {
+    c.cores.iter().all(|s| !s.directory().contains(&addr(port)))
+}
+
+fn drop_connections_to(c: &mut Cluster, port: u16) {
+    for seed in [0, 1] {
+        c.cores[seed].handle_link_down(addr(port), now());
+    }
     c.settle();
-    assert!(c.probes.is_empty(), "its neighbours will report it");
-    // A peer with no links at all is checked at once.
+}
+
+#[test]
+fn a_dropped_connection_is_probed_but_a_peer_with_neighbours_is_left_to_their_report() {
+    let mut c = cluster_with_a_hub();
+    drop_connections_to(&mut c, 6001);
+    assert_eq!(c.probes.len(), 2, "each seed probes it");
+    c.answer_probes(Err("connection refused".into()));
+    assert!(!removed(&c, 6001), "its neighbours will report it");
+    // A peer with no links at all is removed on the seeds' own probes.
     c.register(addr(6005), &[0, 1]);
     c.answer_probes(Ok(()));
-    c.cores[0].handle_link_down(addr(6005), now());
+    drop_connections_to(&mut c, 6005);
+    c.answer_probes(Err("connection refused".into()));
+    assert!(removed(&c, 6005));
+}
+
+#[test]
+fn two_peers_that_die_together_each_the_others_last_neighbour_are_removed() {
+    let mut c = Cluster::new();
+    for p in [6001, 6002] {
+        c.register(addr(p), &[0, 1]);
+        c.answer_probes(Ok(()));
+    }
+    c.cores[0].handle_message(
+        addr(6001),
+        Message::LinkReport {
+            neighbors: vec![addr(6002)],
+        },
+        now(),
+    );
     c.settle();
-    assert_eq!(c.probes.len(), 1);
+    drop_connections_to(&mut c, 6001);
+    c.answer_probes(Err("connection refused".into()));
+    assert!(!removed(&c, 6001), "6002 may still report it");
+    drop_connections_to(&mut c, 6002);
+    // 6002 has no watcher left: voted out; then 6001 is checked again.
+    c.answer_probes(Err("connection refused".into()));
+    c.answer_probes(Err("connection refused".into()));
+    assert!(removed(&c, 6001) && removed(&c, 6002));
 }
