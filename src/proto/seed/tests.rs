@@ -239,8 +239,9 @@ fn a_registration_from_a_seed_address_is_refused() {
         .any(|(_, e)| matches!(e, Event::ProtocolError { remote, .. } if *remote == addr(5011))));
 }
 
-#[test]
-fn links_of_registered_peers_go_through_the_log() {
+/// Two registered peers; 6001 has reported its link to 6002 to seed 0,
+/// not yet settled.
+fn two_peers_6001_reporting_a_link_to_6002() -> Cluster {
     let mut c = Cluster::new();
     for p in [6001, 6002] {
         c.register(addr(p), &[0, 1]);
@@ -253,6 +254,12 @@ fn links_of_registered_peers_go_through_the_log() {
         },
         now(),
     );
+    c
+}
+
+#[test]
+fn links_of_registered_peers_go_through_the_log() {
+    let mut c = two_peers_6001_reporting_a_link_to_6002();
     // From a stranger the report is dropped before the log.
     c.cores[0].handle_message(
         addr(6009),
@@ -634,18 +641,7 @@ fn a_dropped_connection_is_probed_but_a_peer_with_neighbours_is_left_to_their_re
 
 #[test]
 fn two_peers_that_die_together_each_the_others_last_neighbour_are_removed() {
-    let mut c = Cluster::new();
-    for p in [6001, 6002] {
-        c.register(addr(p), &[0, 1]);
-        c.answer_probes(Ok(()));
-    }
-    c.cores[0].handle_message(
-        addr(6001),
-        Message::LinkReport {
-            neighbors: vec![addr(6002)],
-        },
-        now(),
-    );
+    let mut c = two_peers_6001_reporting_a_link_to_6002();
     c.settle();
     drop_connections_to(&mut c, 6001);
     c.answer_probes(Err("connection refused".into()));
