@@ -37,6 +37,61 @@ enum Command {
     Up(UpArgs),
     /// Show a seed cluster's committed Peer List, topology and leader.
     Status(StatusArgs),
+    /// Simulate a network deterministically and report its quality: degree
+    /// distribution and power-law fit, connectivity, dissemination, and
+    /// failure detection.
+    Sim(SimArgs),
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// Number of peers to join, one after another.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    peers: u32,
+    /// Seed of the run's random generator; the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Chance that a frame's first transmission is lost (TCP resends it
+    /// 200 ms later), from 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    loss: f64,
+    /// One-way latency of each frame: a fixed value ("5ms") or a range
+    /// drawn uniformly ("1ms..20ms").
+    #[arg(long, default_value = "1ms..5ms", value_parser = parse_latency)]
+    latency: (Duration, Duration),
+    /// Share of the peers crashed at once after the flood, from 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    crash_fraction: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    let p: f64 = text
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a number; write e.g. 0.01"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not between 0 and 1"))
+    }
+}
+
+fn parse_latency(text: &str) -> Result<(Duration, Duration), String> {
+    let (low, high) = match text.split_once("..") {
+        Some((low, high)) => (parse_duration(low)?, parse_duration(high)?),
+        None => {
+            let fixed = parse_duration(text)?;
+            (fixed, fixed)
+        }
+    };
+    if low > high {
+        return Err(format!(
+            "the range {text} runs backwards; write the smaller value first"
+        ));
+    }
+    Ok((low, high))
 }
 
 #[derive(Args)]
@@ -261,6 +316,7 @@ fn main() -> ExitCode {
                 None,
             ))
         }
+        Command::Sim(args) => run_sim(args),
         Command::Up(args) => {
             let exe = match std::env::current_exe() {
                 Ok(exe) => exe,
@@ -284,6 +340,51 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn run_sim(args: SimArgs) -> ExitCode {
+    use std::io::{IsTerminal, Write};
+
+    let options = gossipnet::sim::report::SimOptions {
+        peers: args.peers as usize,
+        seed: args.seed,
+        network: gossipnet::sim::NetworkModel {
+            latency: args.latency,
+            loss: args.loss,
+        },
+        crash_fraction: args.crash_fraction,
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let step = (options.peers / 100).max(1);
+    let progress = |done: usize, total: usize| {
+        if terminal && (done % step == 0 || done == total) {
+            eprint!("\rjoining peers: {done}/{total}");
+            let _ = std::io::stderr().flush();
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    match gossipnet::sim::report::simulate(&options, progress) {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: cannot write the report as JSON: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{report}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

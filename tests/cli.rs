@@ -294,3 +294,50 @@ fn ctrl_c_stops_up_and_every_node_it_started() {
     assert!(status.success(), "{status}");
     assert_every_node_shut_down_cleanly(&dir.path().join("run"), 4);
 }
+
+#[test]
+fn sim_prints_a_json_report_that_tools_can_read() {
+    let out = Command::new(BIN)
+        .args([
+            "sim",
+            "--peers",
+            "60",
+            "--seed",
+            "2",
+            "--crash-fraction",
+            "0.1",
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["peers"], 60);
+    assert_eq!(report["overlay"]["connected"], true);
+    assert_eq!(report["dissemination"]["coverage"], 1.0);
+    assert_eq!(report["failures"]["crashed"], 6);
+    assert_eq!(report["failures"]["false_removals"], 0);
+}
+
+#[test]
+fn sim_refuses_nonsense_with_a_fix() {
+    for (args, needle) in [
+        (["--latency", "20ms..1ms"], "runs backwards"),
+        (["--loss", "1.5"], "not between 0 and 1"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("sim")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+}

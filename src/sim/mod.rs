@@ -22,6 +22,8 @@
 //!
 //! Not modelled yet: partitions, seed faults, bandwidth.
 
+pub mod metrics;
+pub mod report;
 pub mod scenario;
 
 use std::{
@@ -230,6 +232,10 @@ pub struct Sim {
     log: Directory,
     settings: PeerSettings,
     events: Vec<Logged>,
+    /// Which events to keep; large runs drop the bulky ones.
+    keep: fn(&Event) -> bool,
+    /// GOSSIP frames sent, by message text.
+    gossip_frames: BTreeMap<String, u64>,
     /// Actions handled so far.
     handled: u64,
 }
@@ -264,6 +270,8 @@ impl Sim {
             log: Directory::default(),
             settings,
             events: Vec::new(),
+            keep: |_| true,
+            gossip_frames: BTreeMap::new(),
             handled: 0,
         };
         for addr in &seed_addrs {
@@ -305,6 +313,22 @@ impl Sim {
         &self.seeds
     }
 
+    /// Keeps only the events `keep` accepts from now on (a Peer List event
+    /// holds the whole list, which adds up over many joins).
+    pub fn keep_events(&mut self, keep: fn(&Event) -> bool) {
+        self.keep = keep;
+    }
+
+    /// GOSSIP frames sent so far carrying `msg`.
+    pub fn gossip_frames(&self, msg: &str) -> u64 {
+        self.gossip_frames.get(msg).copied().unwrap_or(0)
+    }
+
+    /// Whether `peer` has joined the overlay (its current life).
+    pub fn is_joined(&self, peer: SocketAddr) -> bool {
+        matches!(self.nodes.get(&peer).map(|n| &n.core), Some(NodeCore::Peer(c)) if c.is_joined())
+    }
+
     /// Actions handled so far: the simulator's unit of work.
     pub fn handled(&self) -> u64 {
         self.handled
@@ -330,6 +354,31 @@ impl Sim {
             Some(NodeCore::Peer(c)) => c.neighbors().collect(),
             _ => BTreeSet::new(),
         }
+    }
+
+    /// Peers neither crashed nor frozen.
+    pub fn live_peers(&self) -> Vec<SocketAddr> {
+        self.peers
+            .iter()
+            .copied()
+            .filter(|p| self.health(*p) == Some(Health::Up))
+            .collect()
+    }
+
+    /// The live peers' links that both ends list: gossip crosses only
+    /// those, since a peer takes GOSSIP from its neighbours alone.
+    pub fn live_adjacency(&self) -> metrics::Adjacency {
+        let live: BTreeSet<SocketAddr> = self.live_peers().into_iter().collect();
+        live.iter()
+            .map(|peer| {
+                let mutual = self
+                    .neighbors_of(*peer)
+                    .into_iter()
+                    .filter(|n| live.contains(n) && self.neighbors_of(*n).contains(peer))
+                    .collect();
+                (*peer, mutual)
+            })
+            .collect()
     }
 
     /// Starts a new peer; returns its address.
@@ -647,6 +696,9 @@ impl Sim {
     fn carry_out(&mut self, node: SocketAddr, output: Output<NodeTimer>) {
         match output {
             Output::Send { to, msg } => {
+                if let Message::Gossip { msg: text, .. } = &msg {
+                    *self.gossip_frames.entry(text.clone()).or_default() += 1;
+                }
                 if self.links.contains(&pair(node, to)) {
                     let at = self.arrival(node, to);
                     self.schedule(
@@ -695,11 +747,15 @@ impl Sim {
                 }
             }
             Output::Timer { timer, at } => self.schedule(at, Action::Timer { at: node, timer }),
-            Output::Event(event) => self.events.push(Logged {
-                at: self.now,
-                node,
-                event,
-            }),
+            Output::Event(event) => {
+                if (self.keep)(&event) {
+                    self.events.push(Logged {
+                        at: self.now,
+                        node,
+                        event,
+                    });
+                }
+            }
             Output::Propose(command) => {
                 // To the leader and back, committed by a majority.
                 let at = self.now + self.latency() + self.latency();

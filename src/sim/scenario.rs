@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
 
 use rand::seq::IteratorRandom;
 
-use super::{Health, NetworkModel, Sim};
+use super::{metrics, Health, NetworkModel, Sim};
 use crate::proto::{peer::PeerSettings, Event};
 
 /// One step of a scenario.
@@ -110,17 +110,8 @@ pub fn run(
 }
 
 impl Run {
-    fn live(&self) -> Vec<SocketAddr> {
-        self.sim
-            .peers()
-            .iter()
-            .copied()
-            .filter(|p| self.sim.health(*p) == Some(Health::Up))
-            .collect()
-    }
-
     fn pick_live(&mut self, n: usize) -> Vec<SocketAddr> {
-        let live = self.live();
+        let live = self.sim.live_peers();
         live.into_iter().choose_multiple(self.sim.rng(), n)
     }
 
@@ -206,12 +197,7 @@ fn holds(
     lines: &[String],
     faulty: &BTreeSet<SocketAddr>,
 ) -> Result<(), String> {
-    let live: Vec<SocketAddr> = sim
-        .peers()
-        .iter()
-        .copied()
-        .filter(|p| sim.health(*p) == Some(Health::Up))
-        .collect();
+    let live = sim.live_peers();
     match check {
         Check::GossipEverywhere => {
             let mut missing = Vec::new();
@@ -254,33 +240,25 @@ fn holds(
             }
         }
         Check::LiveOverlayConnected => {
-            let Some(start) = live.first() else {
+            let adjacency = sim.live_adjacency();
+            if metrics::is_connected(&adjacency) {
                 return Ok(());
-            };
-            let mut reached = BTreeSet::from([*start]);
-            let mut stack = vec![*start];
-            while let Some(node) = stack.pop() {
-                for next in sim.neighbors_of(node) {
-                    if live.contains(&next) && reached.insert(next) {
-                        stack.push(next);
-                    }
-                }
             }
+            let start = live.first().copied();
+            let reached = start
+                .map(|s| metrics::distances(&adjacency, s))
+                .unwrap_or_default();
             let cut: Vec<SocketAddr> = live
                 .iter()
                 .copied()
-                .filter(|p| !reached.contains(p))
+                .filter(|p| !reached.contains_key(p))
                 .collect();
-            if cut.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} of {} live peers cut off, e.g. {:?}",
-                    cut.len(),
-                    live.len(),
-                    &cut[..cut.len().min(5)]
-                ))
-            }
+            Err(format!(
+                "{} of {} live peers cut off, e.g. {:?}",
+                cut.len(),
+                live.len(),
+                &cut[..cut.len().min(5)]
+            ))
         }
     }
 }

@@ -27,7 +27,7 @@ use directory::{Change, ChangeKind, Command, Directory, Incarnation, Outcome};
 
 use super::{
     event::CommitBasis,
-    message::{Message, Role, PROTOCOL_VERSION},
+    message::{Message, PeerEntry, Role, PROTOCOL_VERSION},
     Core, Event, Output, Timestamp,
 };
 
@@ -105,6 +105,9 @@ pub struct SeedCore {
     reporters: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
     /// Peers whose last probe by this seed failed, at that incarnation.
     failed_probes: BTreeMap<SocketAddr, Incarnation>,
+    /// The Peer List as of the last change to the directory: joins ask
+    /// for it far more often than the directory changes.
+    peer_list: Option<Vec<PeerEntry>>,
     /// Nodes with an open connection to this seed, so that a removed peer
     /// that is still connected hears of its removal.
     connected: BTreeSet<SocketAddr>,
@@ -126,6 +129,7 @@ impl SeedCore {
             dead_checks: BTreeMap::new(),
             reporters: BTreeMap::new(),
             failed_probes: BTreeMap::new(),
+            peer_list: None,
             connected: BTreeSet::new(),
             init_retry_armed: false,
             outputs: VecDeque::new(),
@@ -588,7 +592,10 @@ impl Core for SeedCore {
                 },
             ),
             Message::PeerListRequest {} => {
-                let peers = self.directory.peer_list();
+                let peers = self
+                    .peer_list
+                    .get_or_insert_with(|| self.directory.peer_list())
+                    .clone();
                 self.emit(Event::PeerListServed {
                     to: from,
                     peers: peers.len(),
@@ -654,6 +661,9 @@ impl Core for SeedCore {
             _ => BTreeSet::new(),
         };
         let mine = self.directory.apply(command);
+        if !matches!(mine, Outcome::Ignored { .. } | Outcome::VoteCounted { .. }) {
+            self.peer_list = None;
+        }
         debug_assert_eq!(&mine, outcome, "replica diverged on {command:?}");
         match (command, outcome) {
             (Command::Init { seeds }, Outcome::Initialised) => {
@@ -709,6 +719,7 @@ impl Core for SeedCore {
     fn handle_snapshot(&mut self, directory: Directory, _now: Timestamp) {
         let formed_now = !self.directory.is_initialised() && directory.is_initialised();
         self.directory = directory;
+        self.peer_list = None;
         // A seed restarted from its data dir, or caught up by snapshot, never
         // applies `Init` itself; it still says that the cluster is formed.
         if formed_now {

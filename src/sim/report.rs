@@ -1,0 +1,384 @@
+//! `gossipnet sim`: build an overlay in the simulator, flood one message
+//! through it, optionally crash a fraction of the peers, and report the
+//! quality figures (SPEC R23).
+
+use std::{
+    collections::BTreeSet,
+    fmt,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use rand::seq::IteratorRandom;
+use serde::Serialize;
+
+use super::{
+    metrics::{self, Adjacency, PowerLawFit},
+    NetworkModel, Sim, EPOCH,
+};
+use crate::proto::{peer::PeerSettings, Event, Timestamp};
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub peers: usize,
+    pub seed: u64,
+    pub network: NetworkModel,
+    /// Share of the peers crashed at once after the dissemination.
+    pub crash_fraction: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub peers: usize,
+    pub seed: u64,
+    pub degree: DegreeReport,
+    pub overlay: OverlayReport,
+    pub dissemination: DisseminationReport,
+    pub failures: Option<FailureReport>,
+    pub run: RunReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DegreeReport {
+    pub min: u32,
+    pub max: u32,
+    pub mean: f64,
+    /// The power-law fit, when the tail is long enough to fit.
+    pub alpha: Option<f64>,
+    pub x_min: Option<u32>,
+    pub ks: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OverlayReport {
+    pub connected: bool,
+    pub diameter: u32,
+    /// False when the diameter is a double-sweep estimate (large overlays).
+    pub diameter_exact: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DisseminationReport {
+    /// Share of the other peers that received the message.
+    pub coverage: f64,
+    pub last_delivery_hop: u32,
+    pub ms_to_50: Option<f64>,
+    pub ms_to_99: Option<f64>,
+    pub ms_to_100: Option<f64>,
+    /// Relative message redundancy: frames / (N - 1) - 1.
+    pub rmr: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureReport {
+    pub crashed: usize,
+    pub removed: usize,
+    pub detection_ms_p50: Option<f64>,
+    pub detection_ms_p99: Option<f64>,
+    pub false_removals: usize,
+    pub connected_after_repair: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub virtual_seconds: f64,
+    pub actions: u64,
+    pub wall_seconds: f64,
+    pub actions_per_second: f64,
+}
+
+/// Virtual time allowed for each join, for the flood, and for removals.
+const JOIN_LIMIT: Duration = Duration::from_secs(30);
+const FLOOD_LIMIT: Duration = Duration::from_secs(30);
+const REMOVAL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Only the events the report reads; the rest would cost memory.
+fn reported(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::GossipCreated { .. } | Event::GossipReceived { .. } | Event::RemoveCommitted { .. }
+    )
+}
+
+/// Runs the simulation; `progress(done, total)` hears of each joined peer.
+pub fn simulate(
+    options: &SimOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Report, String> {
+    let started = Instant::now();
+    let settings = PeerSettings {
+        gossip_count: 0,
+        ..PeerSettings::default()
+    };
+    let mut sim = Sim::new(options.seed, 3, settings, options.network.clone());
+    sim.keep_events(reported);
+    for i in 0..options.peers {
+        let peer = sim.add_peer();
+        if !sim.run_until_true(JOIN_LIMIT, |sim| sim.is_joined(peer)) {
+            return Err(format!(
+                "peer {} ({peer}) did not join within {JOIN_LIMIT:?} of simulated time",
+                i + 1
+            ));
+        }
+        progress(i + 1, options.peers);
+    }
+    // Let the last link reports commit.
+    sim.run_for(Duration::from_secs(1));
+
+    let adjacency = sim.live_adjacency();
+    let degree = degree_report(&adjacency);
+    let (diameter, diameter_exact) = metrics::diameter(&adjacency, 2000);
+    let overlay = OverlayReport {
+        connected: metrics::is_connected(&adjacency),
+        diameter,
+        diameter_exact,
+    };
+    let dissemination = flood(&mut sim);
+    let failures = (options.crash_fraction > 0.0).then(|| crash(&mut sim, options.crash_fraction));
+    let wall = started.elapsed().as_secs_f64();
+    let run = RunReport {
+        virtual_seconds: sim.now().as_secs_f64() - EPOCH.as_secs_f64(),
+        actions: sim.handled(),
+        wall_seconds: wall,
+        actions_per_second: sim.handled() as f64 / wall.max(1e-9),
+    };
+    Ok(Report {
+        peers: options.peers,
+        seed: options.seed,
+        degree,
+        overlay,
+        dissemination,
+        failures,
+        run,
+    })
+}
+
+fn degree_report(adjacency: &Adjacency) -> DegreeReport {
+    let degrees: Vec<u32> = adjacency.values().map(|l| l.len() as u32).collect();
+    let fit: Option<PowerLawFit> = metrics::fit_power_law(&degrees);
+    DegreeReport {
+        min: degrees.iter().copied().min().unwrap_or(0),
+        max: degrees.iter().copied().max().unwrap_or(0),
+        mean: degrees.iter().map(|d| f64::from(*d)).sum::<f64>() / degrees.len().max(1) as f64,
+        alpha: fit.map(|f| f.alpha),
+        x_min: fit.map(|f| f.x_min),
+        ks: fit.map(|f| f.ks),
+    }
+}
+
+/// One message from a random peer, followed until every live peer has it
+/// or the limit passes.
+fn flood(sim: &mut Sim) -> DisseminationReport {
+    let live = sim.live_peers();
+    let author = *live.iter().choose(sim.rng()).expect("at least one peer");
+    let before = sim.events().len();
+    sim.type_line(author, "probe");
+    let others = live.len().saturating_sub(1);
+    let received = |sim: &Sim| {
+        sim.events()[before..]
+            .iter()
+            .filter(|e| matches!(e.event, Event::GossipReceived { .. }))
+            .count()
+    };
+    sim.run_until_true(FLOOD_LIMIT, |sim| received(sim) >= others);
+    let events = &sim.events()[before..];
+    let created = events.iter().find_map(|e| match &e.event {
+        Event::GossipCreated { msg } => Some((e.at, msg.clone())),
+        _ => None,
+    });
+    let Some((start, text)) = created else {
+        return DisseminationReport {
+            coverage: 0.0,
+            last_delivery_hop: 0,
+            ms_to_50: None,
+            ms_to_99: None,
+            ms_to_100: None,
+            rmr: 0.0,
+        };
+    };
+    let deliveries: Vec<(Timestamp, u32)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::GossipReceived { msg, hops, .. } if *msg == text => Some((e.at, *hops)),
+            _ => None,
+        })
+        .collect();
+    let time_to = |share: f64| {
+        let needed = (share * others as f64).ceil() as usize;
+        deliveries
+            .get(needed.max(1) - 1)
+            .filter(|_| needed <= deliveries.len())
+            .map(|(at, _)| at.saturating_since(start).as_secs_f64() * 1000.0)
+    };
+    let frames = sim.gossip_frames(&text) as f64;
+    DisseminationReport {
+        coverage: deliveries.len() as f64 / others.max(1) as f64,
+        last_delivery_hop: deliveries.iter().map(|(_, h)| *h).max().unwrap_or(0),
+        ms_to_50: time_to(0.5),
+        ms_to_99: time_to(0.99),
+        ms_to_100: time_to(1.0),
+        rmr: frames / others.max(1) as f64 - 1.0,
+    }
+}
+
+/// Crashes `fraction` of the peers at once and follows their removal.
+fn crash(sim: &mut Sim, fraction: f64) -> FailureReport {
+    let live = sim.live_peers();
+    let count = ((fraction.clamp(0.0, 1.0) * live.len() as f64).round() as usize).min(live.len());
+    let victims: BTreeSet<SocketAddr> = live
+        .into_iter()
+        .choose_multiple(sim.rng(), count)
+        .into_iter()
+        .collect();
+    let at = sim.now();
+    let before = sim.events().len();
+    for v in &victims {
+        sim.crash(*v);
+    }
+    let removed_count = |sim: &Sim| {
+        sim.events()[before..]
+            .iter()
+            .filter(|e| matches!(&e.event, Event::RemoveCommitted { peer, .. } if victims.contains(peer)))
+            .map(|e| match &e.event {
+                Event::RemoveCommitted { peer, .. } => *peer,
+                _ => unreachable!(),
+            })
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    sim.run_until_true(REMOVAL_LIMIT, |sim| removed_count(sim) >= victims.len());
+    // Let the repairs settle.
+    sim.run_for(Duration::from_secs(5));
+    let mut first_removal: std::collections::BTreeMap<SocketAddr, Timestamp> = Default::default();
+    let mut false_removals = BTreeSet::new();
+    for e in &sim.events()[before..] {
+        if let Event::RemoveCommitted { peer, .. } = e.event {
+            if victims.contains(&peer) {
+                first_removal.entry(peer).or_insert(e.at);
+            } else {
+                false_removals.insert(peer);
+            }
+        }
+    }
+    let latencies: Vec<f64> = first_removal
+        .values()
+        .map(|t| t.saturating_since(at).as_secs_f64() * 1000.0)
+        .collect();
+    FailureReport {
+        crashed: victims.len(),
+        removed: first_removal.len(),
+        detection_ms_p50: metrics::percentile(&latencies, 50.0),
+        detection_ms_p99: metrics::percentile(&latencies, 99.0),
+        false_removals: false_removals.len(),
+        connected_after_repair: metrics::is_connected(&sim.live_adjacency()),
+    }
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or("-".to_string(), |v| format!("{v:.1} ms"))
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "gossipnet sim: {} peers, seed {}", self.peers, self.seed)?;
+        let d = &self.degree;
+        write!(
+            f,
+            "degree: min {}, max {}, mean {:.2}",
+            d.min, d.max, d.mean
+        )?;
+        match (d.alpha, d.x_min, d.ks) {
+            (Some(alpha), Some(x_min), Some(ks)) => writeln!(
+                f,
+                "; power law alpha {alpha:.2} from x_min {x_min} (KS distance {ks:.3})"
+            )?,
+            _ => writeln!(f, "; too few peers to fit a power law")?,
+        }
+        let o = &self.overlay;
+        writeln!(
+            f,
+            "overlay: {}, diameter {}{}",
+            if o.connected {
+                "connected"
+            } else {
+                "NOT connected"
+            },
+            o.diameter,
+            if o.diameter_exact { "" } else { " (estimate)" }
+        )?;
+        let g = &self.dissemination;
+        writeln!(
+            f,
+            "dissemination: coverage {:.1}%, last delivery at hop {}, 50% in {}, 99% in {}, 100% in {}, RMR {:.2}",
+            g.coverage * 100.0,
+            g.last_delivery_hop,
+            ms(g.ms_to_50),
+            ms(g.ms_to_99),
+            ms(g.ms_to_100),
+            g.rmr
+        )?;
+        if let Some(c) = &self.failures {
+            writeln!(
+                f,
+                "failures: {} crashed, {} removed, detection p50 {} p99 {}, {} false removals, overlay {} after repair",
+                c.crashed,
+                c.removed,
+                ms(c.detection_ms_p50),
+                ms(c.detection_ms_p99),
+                c.false_removals,
+                if c.connected_after_repair { "connected" } else { "NOT connected" }
+            )?;
+        }
+        let r = &self.run;
+        writeln!(
+            f,
+            "run: {:.1} s simulated, {} actions in {:.2} s ({:.0} actions/s)",
+            r.virtual_seconds, r.actions, r.wall_seconds, r.actions_per_second
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_run_reports_a_connected_overlay_full_coverage_and_every_crash_removed() {
+        let options = SimOptions {
+            peers: 200,
+            seed: 3,
+            network: NetworkModel::default(),
+            crash_fraction: 0.1,
+        };
+        let mut seen = 0;
+        let report = simulate(&options, |done, _| seen = done).unwrap();
+        assert_eq!(seen, 200);
+        assert!(report.overlay.connected);
+        assert_eq!(report.dissemination.coverage, 1.0);
+        assert!(report.dissemination.rmr >= 0.0);
+        assert!(report.dissemination.ms_to_100.is_some());
+        assert!(report.degree.max > report.degree.min);
+        let failures = report.failures.clone().unwrap();
+        assert_eq!((failures.crashed, failures.removed), (20, 20));
+        assert_eq!(failures.false_removals, 0);
+        assert!(failures.connected_after_repair);
+        let text = report.to_string();
+        assert!(text.contains("coverage 100.0%"), "{text}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_figures() {
+        let options = SimOptions {
+            peers: 60,
+            seed: 9,
+            network: NetworkModel::default(),
+            crash_fraction: 0.0,
+        };
+        let a = simulate(&options, |_, _| {}).unwrap();
+        let b = simulate(&options, |_, _| {}).unwrap();
+        assert_eq!(a.dissemination.rmr, b.dissemination.rmr);
+        assert_eq!(a.run.actions, b.run.actions);
+        assert_eq!(a.degree.mean, b.degree.mean);
+    }
+}
