@@ -444,6 +444,9 @@ impl<R: Rng> PeerCore<R> {
             });
         }
         self.phase = Phase::Linking;
+        // The lists served their purpose; kept, they would cost each peer
+        // the size of the whole network.
+        self.lists.clear();
         for peer in chosen {
             self.pending_links.insert(peer);
             self.outputs.push_back(Output::Connect(peer));
