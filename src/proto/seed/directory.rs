@@ -288,9 +288,22 @@ impl Directory {
         adjacency
     }
 
-    /// `peer`'s neighbours in the recorded topology.
+    /// `peer`'s neighbours in the recorded topology: the peers it reports,
+    /// and those that report it, if registered.
     pub fn neighbors_of(&self, peer: &SocketAddr) -> BTreeSet<SocketAddr> {
-        self.adjacency().remove(peer).unwrap_or_default()
+        if !self.peers.contains_key(peer) {
+            return BTreeSet::new();
+        }
+        let reported = self.links.get(peer).into_iter().flatten().copied();
+        let reporting = self
+            .links
+            .iter()
+            .filter(|(_, links)| links.contains(peer))
+            .map(|(other, _)| *other);
+        reported
+            .chain(reporting)
+            .filter(|n| n != peer && self.peers.contains_key(n))
+            .collect()
     }
 
     /// The PL with each peer's degree in the recorded topology (R4).

@@ -337,3 +337,25 @@ fn every_commit_in_a_random_log_had_a_majority_of_distinct_seeds() {
         }
     }
 }
+
+#[test]
+fn neighbours_of_a_peer_agree_with_the_edges_in_random_logs() {
+    for s in 0..10 {
+        let mut d = Directory::default();
+        for (i, c) in random_log(s).iter().enumerate() {
+            d.apply(c);
+            if i % 50 != 0 {
+                continue;
+            }
+            let adjacency = d.adjacency();
+            for p in 0..20 {
+                let want = adjacency.get(&peer(p)).cloned().unwrap_or_default();
+                assert_eq!(
+                    d.neighbors_of(&peer(p)),
+                    want,
+                    "log {s}, entry {i}, peer {p}"
+                );
+            }
+        }
+    }
+}
