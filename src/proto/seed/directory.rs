@@ -307,13 +307,27 @@ impl Directory {
     }
 
     /// The PL with each peer's degree in the recorded topology (R4).
+    /// Counted straight from the link reports, without building the edge
+    /// set: joins ask for it often.
     pub fn peer_list(&self) -> Vec<PeerEntry> {
-        self.adjacency()
+        let mut degree: BTreeMap<SocketAddr, u32> = self.peers.keys().map(|p| (*p, 0)).collect();
+        for (a, links) in &self.links {
+            if !self.peers.contains_key(a) {
+                continue;
+            }
+            for b in links {
+                // An edge reported by both ends counts once: from the smaller.
+                let both = self.links.get(b).is_some_and(|l| l.contains(a));
+                if b == a || !self.peers.contains_key(b) || (both && b < a) {
+                    continue;
+                }
+                *degree.get_mut(a).expect("registered") += 1;
+                *degree.get_mut(b).expect("registered") += 1;
+            }
+        }
+        degree
             .into_iter()
-            .map(|(addr, links)| PeerEntry {
-                addr,
-                degree: links.len() as u32,
-            })
+            .map(|(addr, degree)| PeerEntry { addr, degree })
             .collect()
     }
 

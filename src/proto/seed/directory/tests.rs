@@ -339,7 +339,7 @@ fn every_commit_in_a_random_log_had_a_majority_of_distinct_seeds() {
 }
 
 #[test]
-fn neighbours_of_a_peer_agree_with_the_edges_in_random_logs() {
+fn neighbours_and_degrees_agree_with_the_edges_in_random_logs() {
     for s in 0..10 {
         let mut d = Directory::default();
         for (i, c) in random_log(s).iter().enumerate() {
@@ -348,6 +348,13 @@ fn neighbours_of_a_peer_agree_with_the_edges_in_random_logs() {
                 continue;
             }
             let adjacency = d.adjacency();
+            let degrees: Vec<(SocketAddr, u32)> = adjacency
+                .iter()
+                .map(|(p, links)| (*p, links.len() as u32))
+                .collect();
+            let listed: Vec<(SocketAddr, u32)> =
+                d.peer_list().iter().map(|e| (e.addr, e.degree)).collect();
+            assert_eq!(listed, degrees, "log {s}, entry {i}");
             for p in 0..20 {
                 let want = adjacency.get(&peer(p)).cloned().unwrap_or_default();
                 assert_eq!(
