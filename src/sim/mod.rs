@@ -20,7 +20,12 @@
 //!   resumes. One-shot queries (PROBE, SUSPECT_REQUEST) fail fast against a
 //!   crashed node and at their time limit against a frozen one.
 //!
-//! Not modelled yet: partitions, seed faults, bandwidth.
+//! - **Partitions**: frames across a cut wait, as TCP retransmits them;
+//!   links across it break after the driver's write timeout; dials and
+//!   queries across it fail at their time limits; healing delivers what
+//!   waited.
+//!
+//! Not modelled yet: seed faults, bandwidth.
 
 pub mod metrics;
 pub mod report;
@@ -67,6 +72,11 @@ pub const RETRANSMIT: Duration = Duration::from_millis(200);
 /// A dial to a frozen node fails when its HELLO never comes: the driver's
 /// HELLO timeout.
 pub const HELLO_TIMEOUT: Duration = crate::net::conn::HELLO_TIMEOUT;
+/// A link cut by a partition breaks when a frame cannot be written for
+/// this long: the driver's write timeout.
+pub const WRITE_TIMEOUT: Duration = crate::net::conn::WRITE_TIMEOUT;
+/// A dial across a partition fails after the driver's connect timeout.
+pub const CONNECT_TIMEOUT: Duration = crate::net::conn::CONNECT_TIMEOUT;
 
 /// A node's state as the simulator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +185,12 @@ enum Action {
         host: IpAddr,
         result: Result<(), String>,
     },
+    /// A link across the partition has had frames unwritten for the write
+    /// timeout: both ends drop it, if the cut still holds.
+    CutTimeout {
+        a: SocketAddr,
+        b: SocketAddr,
+    },
 }
 
 impl Action {
@@ -190,7 +206,7 @@ impl Action {
             | Action::IcmpDone { at, .. } => Some(*at),
             Action::QueryArrive { to, .. } => Some(*to),
             Action::QueryDone { token, .. } => sim.queries.get(token).map(|q| q.asker),
-            Action::Commit { .. } => None,
+            Action::Commit { .. } | Action::CutTimeout { .. } => None,
         }
     }
 }
@@ -236,6 +252,10 @@ pub struct Sim {
     keep: fn(&Event) -> bool,
     /// GOSSIP frames sent, by message text.
     gossip_frames: BTreeMap<String, u64>,
+    /// Nodes cut off from all the others by a partition, if one holds.
+    cut: Option<BTreeSet<SocketAddr>>,
+    /// Frames held by the partition, delivered if it heals in time.
+    held_by_cut: Vec<Action>,
     /// Actions handled so far.
     handled: u64,
 }
@@ -272,6 +292,8 @@ impl Sim {
             events: Vec::new(),
             keep: |_| true,
             gossip_frames: BTreeMap::new(),
+            cut: None,
+            held_by_cut: Vec::new(),
             handled: 0,
         };
         for addr in &seed_addrs {
@@ -327,6 +349,13 @@ impl Sim {
     /// Whether `peer` has joined the overlay (its current life).
     pub fn is_joined(&self, peer: SocketAddr) -> bool {
         matches!(self.nodes.get(&peer).map(|n| &n.core), Some(NodeCore::Peer(c)) if c.is_joined())
+    }
+
+    /// `peer`'s current incarnation, by its own account.
+    pub fn incarnation(&self, peer: SocketAddr) -> Option<u64> {
+        self.nodes
+            .get(&peer)
+            .map(|n| each_core!(&n.core, c => c.incarnation()))
     }
 
     /// Actions handled so far: the simulator's unit of work.
@@ -440,6 +469,36 @@ impl Sim {
             );
         }
         self.dialing.retain(|(from, _), _| *from != node);
+    }
+
+    /// Partitions `side` from every other node: frames across wait (TCP
+    /// retransmits), links across break after the write timeout, dials and
+    /// queries across fail at their time limits.
+    pub fn isolate(&mut self, side: BTreeSet<SocketAddr>) {
+        let crossing: Vec<(SocketAddr, SocketAddr)> = self
+            .links
+            .iter()
+            .filter(|(a, b)| side.contains(a) != side.contains(b))
+            .copied()
+            .collect();
+        self.cut = Some(side);
+        for (a, b) in crossing {
+            self.schedule(self.now + WRITE_TIMEOUT, Action::CutTimeout { a, b });
+        }
+    }
+
+    /// Ends the partition; frames it held arrive now.
+    pub fn heal(&mut self) {
+        self.cut = None;
+        for action in std::mem::take(&mut self.held_by_cut) {
+            self.schedule(self.now, action);
+        }
+    }
+
+    fn severed(&self, a: SocketAddr, b: SocketAddr) -> bool {
+        self.cut
+            .as_ref()
+            .is_some_and(|side| side.contains(&a) != side.contains(&b))
     }
 
     /// SIGSTOP: the node handles nothing until [`Sim::resume`].
@@ -559,8 +618,19 @@ impl Sim {
                 Some(Health::Crashed) | None => return self.lost_on_the_way(action),
             }
         }
+        if let Action::Deliver { to, from, .. } = &action {
+            if self.severed(*from, *to) {
+                return self.held_by_cut.push(action);
+            }
+        }
         self.handled += 1;
         match action {
+            Action::CutTimeout { a, b } => {
+                if self.severed(a, b) && self.links.remove(&pair(a, b)) {
+                    self.schedule(self.now, Action::LinkDown { at: a, remote: b });
+                    self.schedule(self.now, Action::LinkDown { at: b, remote: a });
+                }
+            }
             Action::Deliver { to, from, msg } => {
                 if self.links.contains(&pair(from, to)) {
                     self.call(
@@ -651,6 +721,19 @@ impl Sim {
     }
 
     fn dial_arrives(&mut self, from: SocketAddr, to: SocketAddr) {
+        if self.severed(from, to) {
+            if self.dialing.remove(&(from, to)).is_some() {
+                let at = self.now + CONNECT_TIMEOUT;
+                self.schedule(
+                    at,
+                    Action::LinkDown {
+                        at: from,
+                        remote: to,
+                    },
+                );
+            }
+            return;
+        }
         let Some(queued) = self.dialing.remove(&(from, to)) else {
             return;
         };
@@ -762,6 +845,11 @@ impl Sim {
                 self.schedule(at, Action::Commit { command });
             }
             Output::Query { to, query, timeout } => self.start_query(node, to, query, timeout),
+            Output::Reply { token, .. }
+                if self
+                    .queries
+                    .get(&token)
+                    .is_some_and(|q| self.severed(node, q.asker)) => {}
             Output::Reply { token, msg } => {
                 let at = self.now + self.latency();
                 self.schedule(
@@ -818,6 +906,9 @@ impl Sim {
                 result: Err(format!("no answer within {timeout:?}")),
             },
         );
+        if self.severed(asker, to) {
+            return;
+        }
         let health = self.nodes.get(&to).map(|n| n.health);
         let there = self.now + self.latency();
         match health {

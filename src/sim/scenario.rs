@@ -26,6 +26,12 @@ pub enum Step {
     Freeze(usize),
     /// SIGCONT every frozen peer.
     ResumeAll,
+    /// Cut this many live peers, picked at random, off from every other
+    /// node (they still reach each other). The seeds may remove them: they
+    /// count as faulty.
+    Isolate(usize),
+    /// End the partition.
+    Heal,
     /// A live peer, picked at random, types a line.
     Gossip,
     /// Run until the check holds, for at most this long.
@@ -41,6 +47,8 @@ pub enum Check {
     FaultyRemoved,
     /// The live peers' own neighbour sets make one connected overlay.
     LiveOverlayConnected,
+    /// Every live peer is joined and registered at its current life.
+    AllRegistered,
 }
 
 /// Why a scenario failed, with everything needed to replay it.
@@ -148,6 +156,12 @@ impl Run {
                     self.sim.resume(peer);
                 }
             }
+            Step::Isolate(n) => {
+                let side: BTreeSet<SocketAddr> = self.pick_live(*n).into_iter().collect();
+                self.faulty.extend(side.iter().copied());
+                self.sim.isolate(side);
+            }
+            Step::Heal => self.sim.heal(),
             Step::Gossip => {
                 let author = self.pick_live(1);
                 let author = author.first().ok_or("no live peer to type a line")?;
@@ -237,6 +251,20 @@ fn holds(
                 Ok(())
             } else {
                 Err(format!("still registered: {still:?}"))
+            }
+        }
+        Check::AllRegistered => {
+            let missing: Vec<SocketAddr> = live
+                .iter()
+                .copied()
+                .filter(|p| {
+                    !sim.is_joined(*p) || sim.directory().incarnation_of(p) != sim.incarnation(*p)
+                })
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not joined and registered: {missing:?}"))
             }
         }
         Check::LiveOverlayConnected => {

@@ -96,6 +96,41 @@ fn freeze_steps() -> Vec<Step> {
     ]
 }
 
+fn partition_steps() -> Vec<Step> {
+    vec![
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(3)),
+        Step::Isolate(4),
+        Step::Wait(Duration::from_secs(20)),
+        Step::Heal,
+        Step::Expect(Check::AllRegistered, Duration::from_secs(30)),
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+        Step::Gossip,
+        Step::Expect(Check::GossipEverywhere, Duration::from_secs(5)),
+    ]
+}
+
+#[test]
+fn peers_cut_off_by_a_partition_are_registered_and_linked_again_after_it_heals() {
+    check_property(
+        "peers_cut_off_by_a_partition_are_registered_and_linked_again_after_it_heals",
+        CI_SEEDS,
+        wan(),
+        &partition_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn peers_cut_off_by_a_partition_are_registered_and_linked_again_after_it_heals_over_200_seeds() {
+    check_property(
+        "peers_cut_off_by_a_partition_are_registered_and_linked_again_after_it_heals_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &partition_steps(),
+    );
+}
+
 #[test]
 fn every_message_reaches_every_peer() {
     check_property(

@@ -106,6 +106,9 @@ pub enum PeerTimer {
     SuspectCheck,
     /// Ask again about suspects that are neither cleared nor removed.
     AgreementRetry,
+    /// Check with seeds whose connection dropped that this peer is still
+    /// registered.
+    Reverify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +201,9 @@ pub struct PeerCore<R> {
     icmp_misses: BTreeMap<IpAddr, u32>,
     /// Own messages created while the peer had no neighbour.
     unsent: VecDeque<String>,
+    reverify_armed: bool,
+    /// The wait before the next check with a registered seed that dropped.
+    reverify_wait: Duration,
     /// Seeds with a working connection, for the waiting message.
     reachable_seeds: BTreeSet<SocketAddr>,
     /// The wait before the next registration attempt; doubles while the
@@ -245,6 +251,8 @@ impl<R: Rng> PeerCore<R> {
             replacing: BTreeMap::new(),
             icmp_misses: BTreeMap::new(),
             unsent: VecDeque::new(),
+            reverify_armed: false,
+            reverify_wait: settings_retry,
             reachable_seeds: BTreeSet::new(),
             register_retry: settings_retry,
             stats: PeerStats::default(),
@@ -302,6 +310,7 @@ impl<R: Rng> PeerCore<R> {
                 return;
             }
             PeerTimer::Gossip => &mut self.gossip_armed,
+            PeerTimer::Reverify => &mut self.reverify_armed,
             PeerTimer::Lonely => &mut self.lonely_armed,
             PeerTimer::Ping => &mut self.ping_armed,
             // Each of these serves deadlines of its own; a firing with
@@ -1008,6 +1017,11 @@ impl<R: Rng> Core for PeerCore<R> {
 
     fn handle_link_down(&mut self, remote: SocketAddr, now: Timestamp) {
         self.reachable_seeds.remove(&remote);
+        if self.phase == Phase::Active && self.acked.contains(&remote) {
+            // The seed restarted, or a partition cut us off: whatever was
+            // decided meanwhile, we may no longer be registered.
+            self.arm(PeerTimer::Reverify, now + self.reverify_wait);
+        }
         self.pending_links.remove(&remote);
         self.replacing.remove(&remote);
         if self.neighbors.contains(&remote) {
@@ -1101,6 +1115,27 @@ impl<R: Rng> Core for PeerCore<R> {
                 self.answer_checks(Verdict::Unresponsive, |c| c.deadline <= now);
             }
             PeerTimer::AgreementRetry => self.retry_agreements(now),
+            PeerTimer::Reverify => {
+                self.reverify_armed = false;
+                let unreachable: Vec<SocketAddr> = self
+                    .acked
+                    .difference(&self.reachable_seeds)
+                    .copied()
+                    .collect();
+                if self.phase != Phase::Active || unreachable.is_empty() {
+                    self.reverify_wait = self.settings.retry_interval;
+                    return;
+                }
+                // A REGISTER_REQUEST of the current life is acknowledged if
+                // it is still registered, and answered with DEAD_CONFIRMED
+                // if it was removed.
+                for seed in unreachable {
+                    let incarnation = self.incarnation;
+                    self.send(seed, Message::RegisterRequest { incarnation });
+                }
+                self.reverify_wait = (self.reverify_wait * 2).min(MAX_REGISTER_RETRY);
+                self.arm(PeerTimer::Reverify, now + self.reverify_wait);
+            }
             PeerTimer::Lonely => {
                 self.lonely_armed = false;
                 if self.phase == Phase::Active && self.neighbors.is_empty() {

@@ -1252,3 +1252,34 @@ fn a_line_typed_while_alone_goes_to_the_next_neighbour() {
     core.handle_link_up(addr(6003), Role::Peer, now());
     assert!(gossip_sends(&drain(&mut core)).is_empty());
 }
+
+#[test]
+fn a_registered_seed_that_drops_is_asked_again_until_it_answers() {
+    let mut core = linked_peer(&[6001]);
+    let seeds: Vec<SocketAddr> = core.registered_seeds().collect();
+    for s in &seeds {
+        core.handle_link_up(*s, Role::Seed, now());
+    }
+    drain(&mut core);
+    core.handle_link_down(seeds[0], now());
+    let out = drain(&mut core);
+    let due = out.iter().find_map(|o| match o {
+        Output::Timer {
+            timer: PeerTimer::Reverify,
+            at,
+        } => Some(*at),
+        _ => None,
+    });
+    let due = due.expect("a check is armed");
+    core.handle_timer(PeerTimer::Reverify, due);
+    let out = drain(&mut core);
+    assert_eq!(
+        sends_of(&out, "REGISTER_REQUEST"),
+        vec![seeds[0]],
+        "only the dropped seed"
+    );
+    // Reachable again: the checks stop.
+    core.handle_link_up(seeds[0], Role::Seed, now());
+    core.handle_timer(PeerTimer::Reverify, due + Duration::from_secs(10));
+    assert!(sends_of(&drain(&mut core), "REGISTER_REQUEST").is_empty());
+}

@@ -166,6 +166,18 @@ impl SeedCore {
         if self.seeds.contains(&peer) {
             return self.reject(peer, "REGISTER_REQUEST from a seed's address".into());
         }
+        if self.directory.was_removed(&peer, incarnation) {
+            // This life was removed while the peer could not hear of it (a
+            // partition, say): tell it, so that it starts a new one.
+            return self.send(
+                peer,
+                Message::DeadConfirmed {
+                    peer,
+                    incarnation,
+                    replacement: None,
+                },
+            );
+        }
         match self.directory.incarnation_of(&peer) {
             Some(current) if current == incarnation => {
                 // Already committed: a retry after our ack was lost.

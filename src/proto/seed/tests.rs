@@ -652,3 +652,26 @@ fn two_peers_that_die_together_each_the_others_last_neighbour_are_removed() {
     c.answer_probes(Err("connection refused".into()));
     assert!(removed(&c, 6001) && removed(&c, 6002));
 }
+
+#[test]
+fn a_registration_request_from_a_removed_life_is_told_of_the_removal() {
+    let mut c = cluster_with_a_hub();
+    for seed in [0, 1] {
+        report(&mut c, seed, 6002, &[6002, 6003]);
+    }
+    c.answer_probes(Err("connection refused".into()));
+    c.sent.clear();
+    // 6001 was cut off, not dead; it checks in with its old incarnation.
+    c.cores[2].handle_message(
+        addr(6001),
+        Message::RegisterRequest { incarnation: 1 },
+        now(),
+    );
+    c.settle();
+    assert!(c.sent.iter().any(|(_, to, m)| *to == addr(6001)
+        && matches!(m, Message::DeadConfirmed { peer, incarnation: 1, .. } if *peer == addr(6001))));
+    assert!(
+        c.probes.iter().all(|(_, to, _)| *to != addr(6001)),
+        "no vote for a removed life"
+    );
+}
