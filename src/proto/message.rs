@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// RAFT_*) and liveness checks (PING, PONG). 3: failure detection
 /// (SUSPECT_REQUEST, SUSPECT_RESPONSE; DEAD_REPORT names unreachable
 /// confirmers; DEAD_CONFIRMED names a replacement neighbour).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
 /// prefix closes the connection before any of the body is read.
@@ -90,8 +90,15 @@ pub enum Message {
     RegisterAck {},
     /// Peer to seed: send me your Peer List.
     PeerListRequest {},
-    /// Seed to peer: the Peer List, with degrees.
-    PeerList { peers: Vec<PeerEntry> },
+    /// Seed to peer: the Peer List, with degrees: all of it, or a uniform
+    /// sample of `total` registered peers when there are more than the
+    /// seed lists at once. `you_registered` says whether the asker is one
+    /// of them, which a sample cannot show.
+    PeerList {
+        peers: Vec<PeerEntry>,
+        total: u64,
+        you_registered: bool,
+    },
     /// Peer to seed: my complete current set of overlay neighbours.
     LinkReport { neighbors: Vec<SocketAddr> },
     /// Peer to seed: `peer` is dead. `report` is the exact text
@@ -288,6 +295,8 @@ mod tests {
             Message::PeerListRequest {},
             Message::PeerList {
                 peers: vec![PeerEntry { addr: a, degree: 3 }],
+                total: 40,
+                you_registered: true,
             },
             Message::LinkReport { neighbors: vec![a] },
             Message::Ping { nonce: 3 },

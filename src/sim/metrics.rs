@@ -31,19 +31,33 @@ pub fn fit_power_law(degrees: &[u32]) -> Option<PowerLawFit> {
     let mut sorted: Vec<u32> = degrees.iter().copied().filter(|d| *d > 0).collect();
     sorted.sort_unstable();
     let candidates: BTreeSet<u32> = sorted.iter().copied().collect();
+    // Sums of ln k over each tail, so that each candidate costs one lookup.
+    let mut ln_tail_sums = vec![0.0; sorted.len() + 1];
+    for i in (0..sorted.len()).rev() {
+        ln_tail_sums[i] = ln_tail_sums[i + 1] + f64::from(sorted[i]).ln();
+    }
+    // Each distinct degree with how many samples are at or above it.
+    let levels: Vec<(u32, usize)> = candidates
+        .iter()
+        .map(|k| (*k, sorted.len() - sorted.partition_point(|d| d < k)))
+        .collect();
     let mut best: Option<PowerLawFit> = None;
     for x_min in candidates {
-        let tail: &[u32] = &sorted[sorted.partition_point(|d| *d < x_min)..];
+        let from = sorted.partition_point(|d| *d < x_min);
+        let tail: &[u32] = &sorted[from..];
         if tail.len() < MIN_TAIL {
             break;
         }
         let shift = f64::from(x_min) - 0.5;
-        let sum: f64 = tail.iter().map(|k| (f64::from(*k) / shift).ln()).sum();
+        let sum = ln_tail_sums[from] - tail.len() as f64 * shift.ln();
         if sum <= 0.0 {
             continue;
         }
         let alpha = 1.0 + tail.len() as f64 / sum;
-        let ks = ks_distance(tail, x_min, alpha);
+        let ks = ks_distance(
+            &levels[levels.partition_point(|(k, _)| *k < x_min)..],
+            alpha,
+        );
         if best.is_none_or(|b| ks < b.ks) {
             best = Some(PowerLawFit {
                 alpha,
@@ -57,48 +71,106 @@ pub fn fit_power_law(degrees: &[u32]) -> Option<PowerLawFit> {
 }
 
 /// Largest gap between the empirical and the fitted share of samples at or
-/// above each degree; `tail` is sorted.
-fn ks_distance(tail: &[u32], x_min: u32, alpha: f64) -> f64 {
-    let n = tail.len() as f64;
+/// above each degree. `levels` are the tail's distinct degrees, from x_min
+/// up, each with the samples at or above it.
+fn ks_distance(levels: &[(u32, usize)], alpha: f64) -> f64 {
+    let Some(&(x_min, n)) = levels.first() else {
+        return 0.0;
+    };
     let shift = f64::from(x_min) - 0.5;
-    let mut worst: f64 = 0.0;
-    let mut i = 0;
-    while i < tail.len() {
-        let k = tail[i];
-        let at_or_above = (tail.len() - i) as f64 / n;
-        let model = ((f64::from(k) - 0.5) / shift).powf(1.0 - alpha);
-        worst = worst.max((at_or_above - model).abs());
-        while i < tail.len() && tail[i] == k {
-            i += 1;
-        }
-    }
-    worst
+    levels
+        .iter()
+        .map(|(k, at_or_above)| {
+            let model = ((f64::from(*k) - 0.5) / shift).powf(1.0 - alpha);
+            (*at_or_above as f64 / n as f64 - model).abs()
+        })
+        .fold(0.0, f64::max)
 }
 
 pub type Adjacency = BTreeMap<SocketAddr, BTreeSet<SocketAddr>>;
 
-/// Hop distances from `start` to every node it reaches.
-pub fn distances(adjacency: &Adjacency, start: SocketAddr) -> BTreeMap<SocketAddr, u32> {
-    let mut dist = BTreeMap::from([(start, 0)]);
-    let mut queue = VecDeque::from([start]);
-    while let Some(node) = queue.pop_front() {
-        let d = dist[&node];
-        for next in adjacency.get(&node).into_iter().flatten() {
-            if !dist.contains_key(next) {
-                dist.insert(*next, d + 1);
-                queue.push_back(*next);
-            }
+/// An adjacency with nodes numbered in address order and each node's
+/// neighbours in one flat array: a search over 100,000 nodes then walks
+/// arrays instead of trees.
+struct Indexed {
+    nodes: Vec<SocketAddr>,
+    /// Node i's neighbours are `targets[starts[i]..starts[i + 1]]`.
+    starts: Vec<usize>,
+    targets: Vec<u32>,
+}
+
+impl Indexed {
+    fn new(adjacency: &Adjacency) -> Indexed {
+        let nodes: Vec<SocketAddr> = adjacency.keys().copied().collect();
+        let mut starts = Vec::with_capacity(nodes.len() + 1);
+        let mut targets = Vec::new();
+        for links in adjacency.values() {
+            starts.push(targets.len());
+            targets.extend(
+                links
+                    .iter()
+                    .filter_map(|n| nodes.binary_search(n).ok())
+                    .map(|i| i as u32),
+            );
+        }
+        starts.push(targets.len());
+        Indexed {
+            nodes,
+            starts,
+            targets,
         }
     }
-    dist
+
+    /// Hop distances from node `start`; u32::MAX where it does not reach.
+    fn distances(&self, start: usize) -> Vec<u32> {
+        let mut dist = vec![u32::MAX; self.nodes.len()];
+        let mut queue = VecDeque::from([start]);
+        dist[start] = 0;
+        while let Some(node) = queue.pop_front() {
+            for next in &self.targets[self.starts[node]..self.starts[node + 1]] {
+                let next = *next as usize;
+                if dist[next] == u32::MAX {
+                    dist[next] = dist[node] + 1;
+                    queue.push_back(next);
+                }
+            }
+        }
+        dist
+    }
+
+    /// The farthest node `start` reaches (the smallest address of equals),
+    /// and how far it is.
+    fn farthest(&self, start: usize) -> (usize, u32) {
+        self.distances(start)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, d)| *d != u32::MAX)
+            .fold(
+                (start, 0),
+                |best, (i, d)| if d > best.1 { (i, d) } else { best },
+            )
+    }
+}
+
+/// Hop distances from `start` to every node it reaches.
+pub fn distances(adjacency: &Adjacency, start: SocketAddr) -> BTreeMap<SocketAddr, u32> {
+    let graph = Indexed::new(adjacency);
+    let Ok(start) = graph.nodes.binary_search(&start) else {
+        return BTreeMap::from([(start, 0)]);
+    };
+    graph
+        .distances(start)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, d)| *d != u32::MAX)
+        .map(|(i, d)| (graph.nodes[i], d))
+        .collect()
 }
 
 /// Whether every node of `adjacency` is reachable from every other.
 pub fn is_connected(adjacency: &Adjacency) -> bool {
-    adjacency
-        .keys()
-        .next()
-        .is_none_or(|start| distances(adjacency, *start).len() == adjacency.len())
+    let graph = Indexed::new(adjacency);
+    graph.nodes.is_empty() || graph.distances(0).iter().all(|d| *d != u32::MAX)
 }
 
 /// The diameter: exact (a search from every node) up to `exact_limit`
@@ -106,25 +178,19 @@ pub fn is_connected(adjacency: &Adjacency) -> bool {
 /// from a node, then from the farthest node found), which is usually exact
 /// on sparse graphs. Returns (diameter, exact).
 pub fn diameter(adjacency: &Adjacency, exact_limit: usize) -> (u32, bool) {
-    let eccentricity = |start| distances(adjacency, start).into_values().max().unwrap_or(0);
-    if adjacency.len() <= exact_limit {
-        let d = adjacency
-            .keys()
-            .map(|n| eccentricity(*n))
-            .max()
-            .unwrap_or(0);
+    let graph = Indexed::new(adjacency);
+    let n = graph.nodes.len();
+    if n <= exact_limit {
+        let d = (0..n).map(|i| graph.farthest(i).1).max().unwrap_or(0);
         return (d, true);
     }
-    let mut best = 0;
-    let step = (adjacency.len() / 8).max(1);
-    for start in adjacency.keys().step_by(step).take(8) {
-        let far = distances(adjacency, *start)
-            .into_iter()
-            .max_by_key(|(node, d)| (*d, std::cmp::Reverse(*node)))
-            .map(|(node, _)| node)
-            .unwrap_or(*start);
-        best = best.max(eccentricity(far));
-    }
+    let step = (n / 8).max(1);
+    let best = (0..n)
+        .step_by(step)
+        .take(8)
+        .map(|start| graph.farthest(graph.farthest(start).0).1)
+        .max()
+        .unwrap_or(0);
     (best, false)
 }
 

@@ -28,6 +28,7 @@
 //! Not modelled yet: seed faults, bandwidth.
 
 pub mod metrics;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 
@@ -397,13 +398,18 @@ impl Sim {
     /// The live peers' links that both ends list: gossip crosses only
     /// those, since a peer takes GOSSIP from its neighbours alone.
     pub fn live_adjacency(&self) -> metrics::Adjacency {
-        let live: BTreeSet<SocketAddr> = self.live_peers().into_iter().collect();
-        live.iter()
-            .map(|peer| {
-                let mutual = self
-                    .neighbors_of(*peer)
-                    .into_iter()
-                    .filter(|n| live.contains(n) && self.neighbors_of(*n).contains(peer))
+        let claimed: metrics::Adjacency = self
+            .live_peers()
+            .into_iter()
+            .map(|peer| (peer, self.neighbors_of(peer)))
+            .collect();
+        claimed
+            .iter()
+            .map(|(peer, links)| {
+                let mutual = links
+                    .iter()
+                    .filter(|n| claimed.get(n).is_some_and(|back| back.contains(peer)))
+                    .copied()
                     .collect();
                 (*peer, mutual)
             })

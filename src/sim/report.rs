@@ -3,7 +3,7 @@
 //! quality figures (SPEC R23).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fmt,
     net::SocketAddr,
     time::{Duration, Instant},
@@ -88,6 +88,16 @@ pub struct RunReport {
     pub actions_per_second: f64,
 }
 
+/// Peers joining at once, per peer already joined: the network grows in
+/// proportion to its size. Joins one at a time would leave each peer
+/// pinging its neighbours through every later join: at 100,000 peers the
+/// pings would outnumber everything else. Too many at once, and joiners
+/// that see each other at degree 0 flatten the power law.
+const JOINS_IN_FLIGHT_PER_PEER: f64 = 1.0 / 100.0;
+/// How often the joining peers are checked on.
+const JOIN_STEP: Duration = Duration::from_millis(1);
+/// How often a run that waits for events checks for them.
+const COUNT_STEP: Duration = Duration::from_millis(1);
 /// Virtual time allowed for each join, for the flood, and for removals.
 const JOIN_LIMIT: Duration = Duration::from_secs(30);
 const FLOOD_LIMIT: Duration = Duration::from_secs(30);
@@ -113,16 +123,7 @@ pub fn simulate(
     };
     let mut sim = Sim::new(options.seed, 3, settings, options.network.clone());
     sim.keep_events(reported);
-    for i in 0..options.peers {
-        let peer = sim.add_peer();
-        if !sim.run_until_true(JOIN_LIMIT, |sim| sim.is_joined(peer)) {
-            return Err(format!(
-                "peer {} ({peer}) did not join within {JOIN_LIMIT:?} of simulated time",
-                i + 1
-            ));
-        }
-        progress(i + 1, options.peers);
-    }
+    join_all(&mut sim, options.peers, &mut progress)?;
     // Let the last link reports commit.
     sim.run_for(Duration::from_secs(1));
 
@@ -154,6 +155,41 @@ pub fn simulate(
     })
 }
 
+/// Adds `count` peers, a few joining at any moment: a
+/// steady stream of arrivals, as a network that grows sees.
+fn join_all(
+    sim: &mut Sim,
+    count: usize,
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<(), String> {
+    let mut joining: BTreeMap<SocketAddr, Timestamp> = BTreeMap::new();
+    let (mut added, mut joined) = (0, 0);
+    while joined < count {
+        let in_flight = ((joined as f64 * JOINS_IN_FLIGHT_PER_PEER) as usize).max(1);
+        while joining.len() < in_flight && added < count {
+            joining.insert(sim.add_peer(), sim.now());
+            added += 1;
+        }
+        sim.run_for(JOIN_STEP);
+        let before = joining.len();
+        joining.retain(|peer, _| !sim.is_joined(*peer));
+        joined += before - joining.len();
+        if let Some((peer, since)) = joining
+            .iter()
+            .find(|(_, since)| sim.now().saturating_since(**since) > JOIN_LIMIT)
+        {
+            return Err(format!(
+                "peer {peer} did not join within {JOIN_LIMIT:?} of simulated time (added at {:.3} s)",
+                since.saturating_since(EPOCH).as_secs_f64()
+            ));
+        }
+        if before > joining.len() {
+            progress(joined, count);
+        }
+    }
+    Ok(())
+}
+
 fn degree_report(adjacency: &Adjacency) -> DegreeReport {
     let degrees: Vec<u32> = adjacency.values().map(|l| l.len() as u32).collect();
     let fit: Option<PowerLawFit> = metrics::fit_power_law(&degrees);
@@ -175,13 +211,9 @@ fn flood(sim: &mut Sim) -> DisseminationReport {
     let before = sim.events().len();
     sim.type_line(author, "probe");
     let others = live.len().saturating_sub(1);
-    let received = |sim: &Sim| {
-        sim.events()[before..]
-            .iter()
-            .filter(|e| matches!(e.event, Event::GossipReceived { .. }))
-            .count()
-    };
-    sim.run_until_true(FLOOD_LIMIT, |sim| received(sim) >= others);
+    run_until_counted(sim, FLOOD_LIMIT, others, |e| {
+        matches!(e, Event::GossipReceived { .. })
+    });
     let events = &sim.events()[before..];
     let created = events.iter().find_map(|e| match &e.event {
         Event::GossipCreated { msg } => Some((e.at, msg.clone())),
@@ -236,18 +268,14 @@ fn crash(sim: &mut Sim, fraction: f64) -> FailureReport {
     for v in &victims {
         sim.crash(*v);
     }
-    let removed_count = |sim: &Sim| {
-        sim.events()[before..]
-            .iter()
-            .filter(|e| matches!(&e.event, Event::RemoveCommitted { peer, .. } if victims.contains(peer)))
-            .map(|e| match &e.event {
-                Event::RemoveCommitted { peer, .. } => *peer,
-                _ => unreachable!(),
-            })
-            .collect::<BTreeSet<_>>()
-            .len()
-    };
-    sim.run_until_true(REMOVAL_LIMIT, |sim| removed_count(sim) >= victims.len());
+    // Every seed logs each removal: a majority of them, for each victim.
+    let seeds = sim.seeds().len();
+    run_until_counted(
+        sim,
+        REMOVAL_LIMIT,
+        victims.len() * seeds,
+        |e| matches!(e, Event::RemoveCommitted { peer, .. } if victims.contains(peer)),
+    );
     // Let the repairs settle.
     sim.run_for(Duration::from_secs(5));
     let mut first_removal: std::collections::BTreeMap<SocketAddr, Timestamp> = Default::default();
@@ -272,6 +300,27 @@ fn crash(sim: &mut Sim, fraction: f64) -> FailureReport {
         detection_ms_p99: metrics::percentile(&latencies, 99.0),
         false_removals: false_removals.len(),
         connected_after_repair: metrics::is_connected(&sim.live_adjacency()),
+    }
+}
+
+/// Runs until `wanted` events that `counts` have been logged from now on,
+/// or for `limit`. Counts only the events new at each step, so that a long
+/// run does not rescan the log after every action.
+fn run_until_counted(
+    sim: &mut Sim,
+    limit: Duration,
+    wanted: usize,
+    counts: impl Fn(&Event) -> bool,
+) {
+    let until = sim.now() + limit;
+    let (mut seen, mut counted) = (sim.events().len(), 0);
+    while counted < wanted && sim.now() < until {
+        sim.run_for(COUNT_STEP);
+        counted += sim.events()[seen..]
+            .iter()
+            .filter(|e| counts(&e.event))
+            .count();
+        seen = sim.events().len();
     }
 }
 

@@ -176,6 +176,8 @@ pub struct PeerCore<R> {
     /// Seeds that acknowledged; once a majority, these are "our" seeds.
     acked: BTreeSet<SocketAddr>,
     lists: BTreeMap<SocketAddr, Vec<PeerEntry>>,
+    /// Some seed's Peer List said that we are registered.
+    listed_by_a_seed: bool,
     /// Seeds whose Peer List we wait for.
     list_requests: BTreeSet<SocketAddr>,
     pending_links: BTreeSet<SocketAddr>,
@@ -234,6 +236,7 @@ impl<R: Rng> PeerCore<R> {
             asked: BTreeSet::new(),
             acked: BTreeSet::new(),
             lists: BTreeMap::new(),
+            listed_by_a_seed: false,
             list_requests: BTreeSet::new(),
             pending_links: BTreeSet::new(),
             neighbors: BTreeSet::new(),
@@ -376,6 +379,7 @@ impl<R: Rng> PeerCore<R> {
     fn fetch_peer_lists(&mut self, now: Timestamp) {
         self.phase = Phase::FetchingLists;
         self.lists.clear();
+        self.listed_by_a_seed = false;
         self.request_peer_lists(self.acked.clone(), now);
     }
 
@@ -399,10 +403,17 @@ impl<R: Rng> PeerCore<R> {
         self.arm(PeerTimer::Retry, now + self.settings.retry_interval);
     }
 
-    fn on_peer_list(&mut self, seed: SocketAddr, peers: Vec<PeerEntry>, now: Timestamp) {
+    fn on_peer_list(
+        &mut self,
+        seed: SocketAddr,
+        peers: Vec<PeerEntry>,
+        you_registered: bool,
+        now: Timestamp,
+    ) {
         if self.phase != Phase::FetchingLists || !self.list_requests.contains(&seed) {
             return;
         }
+        self.listed_by_a_seed |= you_registered;
         self.emit(Event::PeerList {
             from: seed,
             peers: peers.clone(),
@@ -416,27 +427,27 @@ impl<R: Rng> PeerCore<R> {
     /// Union of the Peer Lists, each peer at the highest degree any seed
     /// reported, minus ourselves and peers we are already linked to.
     fn candidates(&self) -> Vec<PeerEntry> {
-        let mut union: BTreeMap<SocketAddr, u32> = BTreeMap::new();
-        for entry in self.lists.values().flatten() {
-            let degree = union.entry(entry.addr).or_default();
-            *degree = (*degree).max(entry.degree);
-        }
-        union
-            .into_iter()
-            .filter(|(addr, _)| {
-                *addr != self.addr
-                    && !self.neighbors.contains(addr)
-                    && !self.pending_links.contains(addr)
+        let mut union: Vec<PeerEntry> = self
+            .lists
+            .values()
+            .flatten()
+            .filter(|e| {
+                e.addr != self.addr
+                    && !self.neighbors.contains(&e.addr)
+                    && !self.pending_links.contains(&e.addr)
             })
-            .map(|(addr, degree)| PeerEntry { addr, degree })
-            .collect()
+            .copied()
+            .collect();
+        // Highest degree first within each address, so dedup keeps it.
+        union.sort_unstable_by(|a, b| a.addr.cmp(&b.addr).then(b.degree.cmp(&a.degree)));
+        union.dedup_by_key(|e| e.addr);
+        union
     }
 
     fn choose_and_link(&mut self, now: Timestamp) {
-        // A peer that joined once and is in no seed's list any more was
+        // A peer that joined once and that no seed lists any more was
         // removed; it hears so from the seeds, but this catches a lost word.
-        let listed = self.lists.values().flatten().any(|e| e.addr == self.addr);
-        if self.joined && !self.lists.is_empty() && !listed {
+        if self.joined && !self.lists.is_empty() && !self.listed_by_a_seed {
             return self.rejoin(now);
         }
         let candidates = self.candidates();
@@ -939,7 +950,11 @@ impl<R: Rng> Core for PeerCore<R> {
     fn handle_message(&mut self, from: SocketAddr, msg: Message, now: Timestamp) {
         match msg {
             Message::RegisterAck {} => self.on_register_ack(from, now),
-            Message::PeerList { peers } => self.on_peer_list(from, peers, now),
+            Message::PeerList {
+                peers,
+                you_registered,
+                ..
+            } => self.on_peer_list(from, peers, you_registered, now),
             Message::DeadConfirmed {
                 peer,
                 incarnation,

@@ -91,15 +91,19 @@ fn join_with(core: &mut PeerCore<ChaCha8Rng>, peers: &[PeerEntry]) -> Vec<Output
     let list_requests = sends_of(&drain(core), "PEER_LIST_REQUEST");
     assert_eq!(list_requests.len(), asked.len());
     for seed in list_requests {
-        core.handle_message(
-            seed,
-            Message::PeerList {
-                peers: peers.to_vec(),
-            },
-            now(),
-        );
+        core.handle_message(seed, peer_list(peers.to_vec()), now());
     }
     drain(core)
+}
+
+/// A seed's PEER_LIST of `peers`, all of them, saying we are registered
+/// when we are among them.
+fn peer_list(peers: Vec<PeerEntry>) -> Message {
+    Message::PeerList {
+        you_registered: peers.iter().any(|e| e.addr == addr(6000)),
+        total: peers.len() as u64,
+        peers,
+    }
 }
 
 fn entry(port: u16, degree: u32) -> PeerEntry {
@@ -238,20 +242,8 @@ fn the_union_of_peer_lists_is_used() {
     let asked = register(&mut core);
     // Each seed knows one different peer; with max_links 1 we would miss
     // nothing only if both lists are merged.
-    core.handle_message(
-        asked[0],
-        Message::PeerList {
-            peers: vec![entry(6001, 1)],
-        },
-        now(),
-    );
-    core.handle_message(
-        asked[1],
-        Message::PeerList {
-            peers: vec![entry(6002, 1)],
-        },
-        now(),
-    );
+    core.handle_message(asked[0], peer_list(vec![entry(6001, 1)]), now());
+    core.handle_message(asked[1], peer_list(vec![entry(6002, 1)]), now());
     let out = drain(&mut core);
     let chosen = events(&out)
         .into_iter()
@@ -307,13 +299,7 @@ fn the_list_retry_is_due_one_interval_after_registering_even_after_backoff() {
 fn a_seed_that_never_sends_its_list_does_not_stall_the_join() {
     let mut core = peer(3, 8);
     let asked = register(&mut core);
-    core.handle_message(
-        asked[0],
-        Message::PeerList {
-            peers: vec![entry(6001, 1)],
-        },
-        now(),
-    );
+    core.handle_message(asked[0], peer_list(vec![entry(6001, 1)]), now());
     assert!(!core.is_joined());
     core.handle_timer(PeerTimer::Retry, now() + Duration::from_secs(1));
     let out = drain(&mut core);
@@ -330,7 +316,7 @@ fn with_no_list_at_all_the_peer_asks_every_seed() {
     assert_eq!(again, seeds(3));
     // A seed we did not register with may answer now.
     let other = seeds(3).into_iter().find(|s| !asked.contains(s)).unwrap();
-    core.handle_message(other, Message::PeerList { peers: vec![] }, now());
+    core.handle_message(other, peer_list(vec![]), now());
     assert!(events(&drain(&mut core))
         .iter()
         .any(|e| matches!(e, Event::PeerList { .. })));
@@ -1119,7 +1105,7 @@ fn a_lonely_peer_missing_from_every_peer_list_registers_again() {
     // Listed: it stays as it is.
     for seed in &asked {
         let peers = vec![entry(6000, 0), entry(6002, 1)];
-        core.handle_message(*seed, Message::PeerList { peers }, now());
+        core.handle_message(*seed, peer_list(peers), now());
     }
     assert_eq!(core.incarnation(), old);
     core.handle_link_down(addr(6002), now());
@@ -1127,7 +1113,7 @@ fn a_lonely_peer_missing_from_every_peer_list_registers_again() {
     let asked = sends_of(&drain(&mut core), "PEER_LIST_REQUEST");
     for seed in &asked {
         let peers = vec![entry(6002, 1)];
-        core.handle_message(*seed, Message::PeerList { peers }, now());
+        core.handle_message(*seed, peer_list(peers), now());
     }
     let out = drain(&mut core);
     assert!(core.incarnation() > old);

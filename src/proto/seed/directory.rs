@@ -114,7 +114,8 @@ pub enum Outcome {
     },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "Stored")]
 pub struct Directory {
     seeds: BTreeSet<SocketAddr>,
     /// Registered peers and their incarnation.
@@ -126,6 +127,177 @@ pub struct Directory {
     votes: BTreeMap<Change, BTreeSet<SocketAddr>>,
     /// Each registered peer's own report of its neighbours.
     links: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
+    /// Derived from `peers` and `links`, so never stored: a snapshot
+    /// rebuilds it.
+    #[serde(skip)]
+    index: LinkIndex,
+}
+
+/// What a snapshot holds: the directory without its derived index.
+#[derive(Deserialize)]
+struct Stored {
+    seeds: BTreeSet<SocketAddr>,
+    peers: BTreeMap<SocketAddr, Incarnation>,
+    removed: BTreeMap<SocketAddr, Incarnation>,
+    #[serde(with = "pairs")]
+    votes: BTreeMap<Change, BTreeSet<SocketAddr>>,
+    links: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
+}
+
+impl From<Stored> for Directory {
+    fn from(stored: Stored) -> Self {
+        let mut index = LinkIndex::default();
+        for peer in stored.peers.keys() {
+            index.register(*peer);
+        }
+        for (peer, links) in &stored.links {
+            for other in links {
+                index.add_report(*peer, *other);
+            }
+        }
+        Directory {
+            seeds: stored.seeds,
+            peers: stored.peers,
+            removed: stored.removed,
+            votes: stored.votes,
+            links: stored.links,
+            index,
+        }
+    }
+}
+
+/// Two directories are equal when their logs brought them to the same
+/// state; the index follows from it, whatever order built it.
+impl PartialEq for Directory {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.seeds,
+            &self.peers,
+            &self.removed,
+            &self.votes,
+            &self.links,
+        ) == (
+            &other.seeds,
+            &other.peers,
+            &other.removed,
+            &other.votes,
+            &other.links,
+        )
+    }
+}
+
+impl Eq for Directory {}
+
+/// The topology kept ready for joins, which would otherwise scan the whole
+/// directory each time: every join reads degrees and a sample of peers.
+#[derive(Debug, Clone, Default)]
+struct LinkIndex {
+    /// For each address, the addresses it reports or that report it, and
+    /// how many of the two do (1 or 2).
+    touching: BTreeMap<SocketAddr, BTreeMap<SocketAddr, u8>>,
+    /// Registered peers in no particular order, to sample from, each with
+    /// its degree: how many of its `touching` are registered.
+    roster: Vec<(SocketAddr, u32)>,
+    /// Each registered peer's place in `roster`.
+    place: BTreeMap<SocketAddr, usize>,
+}
+
+impl LinkIndex {
+    fn is_registered(&self, peer: &SocketAddr) -> bool {
+        self.place.contains_key(peer)
+    }
+
+    fn register(&mut self, peer: SocketAddr) {
+        // A newer life at a registered address keeps its place.
+        if self.is_registered(&peer) {
+            return;
+        }
+        let linked: Vec<SocketAddr> = self.neighbors(&peer).collect();
+        self.adjust(&linked, |d| *d += 1);
+        self.place.insert(peer, self.roster.len());
+        self.roster.push((peer, linked.len() as u32));
+    }
+
+    fn unregister(&mut self, peer: SocketAddr) {
+        let Some(place) = self.place.remove(&peer) else {
+            return;
+        };
+        self.roster.swap_remove(place);
+        if let Some((moved, _)) = self.roster.get(place) {
+            self.place.insert(*moved, place);
+        }
+        let linked: Vec<SocketAddr> = self.neighbors(&peer).collect();
+        self.adjust(&linked, |d| *d -= 1);
+    }
+
+    /// `from` reports `to` as its neighbour.
+    fn add_report(&mut self, from: SocketAddr, to: SocketAddr) {
+        let count = self
+            .touching
+            .entry(from)
+            .or_default()
+            .entry(to)
+            .or_default();
+        *count += 1;
+        let new_edge = *count == 1;
+        *self
+            .touching
+            .entry(to)
+            .or_default()
+            .entry(from)
+            .or_default() += 1;
+        if new_edge && self.is_registered(&from) && self.is_registered(&to) {
+            self.adjust(&[from, to], |d| *d += 1);
+        }
+    }
+
+    /// `from` no longer reports `to`.
+    fn drop_report(&mut self, from: SocketAddr, to: SocketAddr) {
+        let gone = self.lower(from, to);
+        self.lower(to, from);
+        if gone && self.is_registered(&from) && self.is_registered(&to) {
+            self.adjust(&[from, to], |d| *d -= 1);
+        }
+    }
+
+    /// Applies `change` to the degree of each of `peers`, all registered.
+    fn adjust(&mut self, peers: &[SocketAddr], change: fn(&mut u32)) {
+        for peer in peers {
+            change(&mut self.roster[self.place[peer]].1);
+        }
+    }
+
+    /// Lowers the count of `b` in `a`'s entry; whether none is left.
+    fn lower(&mut self, a: SocketAddr, b: SocketAddr) -> bool {
+        let Some(entry) = self.touching.get_mut(&a) else {
+            return false;
+        };
+        let Some(count) = entry.get_mut(&b) else {
+            return false;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return false;
+        }
+        entry.remove(&b);
+        if entry.is_empty() {
+            self.touching.remove(&a);
+        }
+        true
+    }
+
+    fn degree(&self, peer: &SocketAddr) -> u32 {
+        self.place.get(peer).map_or(0, |i| self.roster[*i].1)
+    }
+
+    fn neighbors(&self, peer: &SocketAddr) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.touching
+            .get(peer)
+            .into_iter()
+            .flat_map(|t| t.keys())
+            .filter(|n| self.is_registered(n))
+            .copied()
+    }
 }
 
 /// Floor(n/2)+1: the smallest majority of `n` seeds.
@@ -201,7 +373,7 @@ impl Directory {
                         reason: Ignored::Unchanged,
                     };
                 }
-                self.links.insert(*peer, set);
+                self.set_links(*peer, Some(set));
                 Outcome::LinksRecorded
             }
         }
@@ -238,17 +410,19 @@ impl Directory {
         }
         let voters = self.votes.remove(&change).unwrap_or_default();
         let peer = change.peer;
+        // A new life at this address starts with no links.
+        self.set_links(peer, None);
         match change.kind {
             ChangeKind::Add => {
                 self.peers.insert(peer, change.incarnation);
+                self.index.register(peer);
             }
             ChangeKind::Remove => {
                 self.peers.remove(&peer);
                 self.removed.insert(peer, change.incarnation);
+                self.index.unregister(peer);
             }
         }
-        // A new life at this address starts with no links.
-        self.links.remove(&peer);
         // Votes about this peer that the change made moot go too, so that
         // pending votes cannot pile up.
         let stale: Vec<Change> = self
@@ -266,6 +440,22 @@ impl Directory {
         }
     }
 
+    /// Records `peer`'s report of its neighbours, or with None forgets it.
+    fn set_links(&mut self, peer: SocketAddr, links: Option<BTreeSet<SocketAddr>>) {
+        let before = match &links {
+            Some(links) => self.links.insert(peer, links.clone()),
+            None => self.links.remove(&peer),
+        }
+        .unwrap_or_default();
+        let links = links.unwrap_or_default();
+        for gone in before.difference(&links) {
+            self.index.drop_report(peer, *gone);
+        }
+        for new in links.difference(&before) {
+            self.index.add_report(peer, *new);
+        }
+    }
+
     /// Undirected edges between registered peers, each once, smaller
     /// address first. An edge counts if either end reports it.
     pub fn edges(&self) -> BTreeSet<(SocketAddr, SocketAddr)> {
@@ -279,13 +469,10 @@ impl Directory {
     /// Each registered peer's neighbours in the recorded topology; peers
     /// without links are present with an empty set.
     pub fn adjacency(&self) -> BTreeMap<SocketAddr, BTreeSet<SocketAddr>> {
-        let mut adjacency: BTreeMap<SocketAddr, BTreeSet<SocketAddr>> =
-            self.peers.keys().map(|p| (*p, BTreeSet::new())).collect();
-        for (a, b) in self.edges() {
-            adjacency.entry(a).or_default().insert(b);
-            adjacency.entry(b).or_default().insert(a);
-        }
-        adjacency
+        self.peers
+            .keys()
+            .map(|p| (*p, self.index.neighbors(p).collect()))
+            .collect()
     }
 
     /// `peer`'s neighbours in the recorded topology: the peers it reports,
@@ -294,40 +481,51 @@ impl Directory {
         if !self.peers.contains_key(peer) {
             return BTreeSet::new();
         }
-        let reported = self.links.get(peer).into_iter().flatten().copied();
-        let reporting = self
-            .links
-            .iter()
-            .filter(|(_, links)| links.contains(peer))
-            .map(|(other, _)| *other);
-        reported
-            .chain(reporting)
-            .filter(|n| n != peer && self.peers.contains_key(n))
-            .collect()
+        self.index.neighbors(peer).collect()
     }
 
-    /// The PL with each peer's degree in the recorded topology (R4).
-    /// Counted straight from the link reports, without building the edge
-    /// set: joins ask for it often.
-    pub fn peer_list(&self) -> Vec<PeerEntry> {
-        let mut degree: BTreeMap<SocketAddr, u32> = self.peers.keys().map(|p| (*p, 0)).collect();
-        for (a, links) in &self.links {
-            if !self.peers.contains_key(a) {
-                continue;
-            }
-            for b in links {
-                // An edge reported by both ends counts once: from the smaller.
-                let both = self.links.get(b).is_some_and(|l| l.contains(a));
-                if b == a || !self.peers.contains_key(b) || (both && b < a) {
-                    continue;
-                }
-                *degree.get_mut(a).expect("registered") += 1;
-                *degree.get_mut(b).expect("registered") += 1;
-            }
+    /// `peer`'s number of links in the recorded topology.
+    pub fn degree_of(&self, peer: &SocketAddr) -> u32 {
+        if self.peers.contains_key(peer) {
+            self.index.degree(peer)
+        } else {
+            0
         }
-        degree
+    }
+
+    fn entry(&self, addr: SocketAddr) -> PeerEntry {
+        PeerEntry {
+            addr,
+            degree: self.index.degree(&addr),
+        }
+    }
+
+    /// The whole PL with each peer's degree in the recorded topology (R4).
+    pub fn peer_list(&self) -> Vec<PeerEntry> {
+        self.peers.keys().map(|p| self.entry(*p)).collect()
+    }
+
+    /// The PL for a join: all of it up to `limit` peers, and beyond that
+    /// `limit` peers drawn uniformly, with their degrees, in no order. A uniform draw
+    /// keeps preferential attachment fair: a peer's chance to be listed
+    /// does not depend on its degree, so the joiner's choice by degree
+    /// among those listed is, on average, the choice it would make among
+    /// all. It keeps a join's cost from growing with the network.
+    pub fn peer_list_sample<R: rand::Rng + ?Sized>(
+        &self,
+        limit: usize,
+        rng: &mut R,
+    ) -> Vec<PeerEntry> {
+        let roster = &self.index.roster;
+        if roster.len() <= limit {
+            return self.peer_list();
+        }
+        rand::seq::index::sample(rng, roster.len(), limit)
             .into_iter()
-            .map(|(addr, degree)| PeerEntry { addr, degree })
+            .map(|i| PeerEntry {
+                addr: roster[i].0,
+                degree: roster[i].1,
+            })
             .collect()
     }
 

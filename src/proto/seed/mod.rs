@@ -23,6 +23,9 @@ use std::{
     time::Duration,
 };
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
 use directory::{Change, ChangeKind, Command, Directory, Incarnation, Outcome};
 
 use super::{
@@ -86,6 +89,21 @@ struct DeadCheck {
     own: bool,
 }
 
+/// Most peers a PEER_LIST names. Beyond it a seed sends a uniform sample,
+/// so a join costs the same in a network of a hundred peers or a million
+/// (the joiner still attaches by degree among those listed).
+pub const PEER_LIST_LIMIT: usize = 256;
+
+/// A fixed seed for a seed's generator: runs are reproducible, and seeds
+/// at different addresses draw different samples.
+fn address_seed(addr: SocketAddr) -> u64 {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => u128::from(v6) as u64,
+    };
+    (ip << 16) | u64::from(addr.port())
+}
+
 pub struct SeedCore {
     addr: SocketAddr,
     /// All seeds, from the config; named in the log's `Init` entry.
@@ -108,6 +126,8 @@ pub struct SeedCore {
     /// The Peer List as of the last change to the directory: joins ask
     /// for it far more often than the directory changes.
     peer_list: Option<Vec<PeerEntry>>,
+    /// Draws the Peer List samples of a large network.
+    rng: ChaCha8Rng,
     /// Nodes with an open connection to this seed, so that a removed peer
     /// that is still connected hears of its removal.
     connected: BTreeSet<SocketAddr>,
@@ -130,6 +150,7 @@ impl SeedCore {
             reporters: BTreeMap::new(),
             failed_probes: BTreeMap::new(),
             peer_list: None,
+            rng: ChaCha8Rng::seed_from_u64(address_seed(addr)),
             connected: BTreeSet::new(),
             init_retry_armed: false,
             outputs: VecDeque::new(),
@@ -604,15 +625,26 @@ impl Core for SeedCore {
                 },
             ),
             Message::PeerListRequest {} => {
-                let peers = self
-                    .peer_list
-                    .get_or_insert_with(|| self.directory.peer_list())
-                    .clone();
+                let peers = if self.directory.len() <= PEER_LIST_LIMIT {
+                    self.peer_list
+                        .get_or_insert_with(|| self.directory.peer_list())
+                        .clone()
+                } else {
+                    self.directory
+                        .peer_list_sample(PEER_LIST_LIMIT, &mut self.rng)
+                };
                 self.emit(Event::PeerListServed {
                     to: from,
                     peers: peers.len(),
                 });
-                self.send(from, Message::PeerList { peers });
+                self.send(
+                    from,
+                    Message::PeerList {
+                        peers,
+                        total: self.directory.len() as u64,
+                        you_registered: self.directory.contains(&from),
+                    },
+                );
             }
             // A seed still catching up may not know the peer yet; its next
             // report will do.

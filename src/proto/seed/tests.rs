@@ -277,7 +277,7 @@ fn links_of_registered_peers_go_through_the_log() {
         let list = std::iter::from_fn(|| core.poll_output())
             .find_map(|o| match o {
                 Output::Send {
-                    msg: Message::PeerList { peers },
+                    msg: Message::PeerList { peers, .. },
                     ..
                 } => Some(peers),
                 _ => None,

@@ -321,6 +321,9 @@ fn replaying_the_same_log_gives_the_same_state_and_outcomes() {
             restored.apply(c);
         });
         assert_eq!(restored, a, "log seed {s}");
+        // The restored index, rebuilt from the snapshot, agrees too.
+        assert_eq!(restored.peer_list(), a.peer_list(), "log seed {s}");
+        assert_eq!(restored.adjacency(), a.adjacency(), "log seed {s}");
     }
 }
 
@@ -347,7 +350,15 @@ fn neighbours_and_degrees_agree_with_the_edges_in_random_logs() {
             if i % 50 != 0 {
                 continue;
             }
-            let adjacency = d.adjacency();
+            // The reference: the edge set, computed from the link reports
+            // alone, against the index kept up to date entry by entry.
+            let mut adjacency: BTreeMap<SocketAddr, BTreeSet<SocketAddr>> =
+                d.peers().map(|(p, _)| (p, BTreeSet::new())).collect();
+            for (a, b) in d.edges() {
+                adjacency.get_mut(&a).unwrap().insert(b);
+                adjacency.get_mut(&b).unwrap().insert(a);
+            }
+            assert_eq!(d.adjacency(), adjacency, "log {s}, entry {i}");
             let degrees: Vec<(SocketAddr, u32)> = adjacency
                 .iter()
                 .map(|(p, links)| (*p, links.len() as u32))
@@ -365,4 +376,44 @@ fn neighbours_and_degrees_agree_with_the_edges_in_random_logs() {
             }
         }
     }
+}
+
+#[test]
+fn a_large_peer_list_is_a_uniform_sample_with_true_degrees() {
+    let mut d = directory(1);
+    for p in 0..300 {
+        vote(&mut d, add(p, 1), 0);
+    }
+    // A star: peer 0 linked to the first hundred.
+    d.apply(&Command::Links {
+        peer: peer(0),
+        neighbors: (1..=100).map(peer).collect(),
+    });
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    assert_eq!(d.peer_list_sample(300, &mut rng), d.peer_list());
+    let mut times_listed: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+    for _ in 0..400 {
+        let sample = d.peer_list_sample(50, &mut rng);
+        assert_eq!(sample.len(), 50);
+        let distinct: BTreeSet<_> = sample.iter().map(|e| e.addr).collect();
+        assert_eq!(distinct.len(), 50, "a peer listed twice");
+        for e in &sample {
+            assert_eq!(e.degree, d.degree_of(&e.addr));
+            *times_listed.entry(e.addr).or_default() += 1;
+        }
+    }
+    // Each peer is listed about 400 * 50 / 300 = 67 times, the hub no
+    // more than the others.
+    assert_eq!(times_listed.len(), 300);
+    for (p, n) in &times_listed {
+        assert!((30..=110).contains(n), "{p} listed {n} times");
+    }
+    assert_eq!(d.degree_of(&peer(0)), 100);
+    // A removed peer leaves the samples.
+    vote(&mut d, remove(5, 1), 0);
+    for _ in 0..100 {
+        let sample = d.peer_list_sample(100, &mut rng);
+        assert!(sample.iter().all(|e| e.addr != peer(5)));
+    }
+    assert_eq!(d.degree_of(&peer(0)), 99);
 }
