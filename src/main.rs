@@ -45,7 +45,7 @@ enum Command {
 
 #[derive(Args)]
 struct SimArgs {
-    /// Number of peers to join, one after another.
+    /// Number of peers to join.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     peers: u32,
     /// Seed of the run's random generator; the same seed gives the same run.
@@ -62,6 +62,11 @@ struct SimArgs {
     /// Share of the peers crashed at once after the flood, from 0 to 1.
     #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
     crash_fraction: f64,
+    /// Write degree.svg, degree.png (the degree distribution on log-log
+    /// axes, with the fitted power law) and coverage.svg (the message's
+    /// coverage over time) into this directory, creating it if needed.
+    #[arg(long, value_name = "DIR")]
+    plot_dir: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -357,14 +362,20 @@ fn run_sim(args: SimArgs) -> ExitCode {
         crash_fraction: args.crash_fraction,
     };
     let terminal = std::io::stderr().is_terminal();
-    let step = (options.peers / 100).max(1);
+    let mut shown = usize::MAX;
     let progress = |done: usize, total: usize| {
-        if terminal && (done % step == 0 || done == total) {
-            eprint!("\rjoining peers: {done}/{total}");
-            let _ = std::io::stderr().flush();
-            if done == total {
-                eprintln!();
-            }
+        let percent = done * 100 / total.max(1);
+        if !terminal || percent == shown {
+            return;
+        }
+        shown = percent;
+        let bar: String = (0..40)
+            .map(|i| if i * 100 < percent * 40 { '#' } else { '.' })
+            .collect();
+        eprint!("\rjoining peers [{bar}] {percent:>3}%  {done}/{total}");
+        let _ = std::io::stderr().flush();
+        if done == total {
+            eprintln!();
         }
     };
     match gossipnet::sim::report::simulate(&options, progress) {
@@ -379,6 +390,19 @@ fn run_sim(args: SimArgs) -> ExitCode {
                 }
             } else {
                 print!("{report}");
+            }
+            if let Some(dir) = &args.plot_dir {
+                match report.write_plots(dir) {
+                    Ok(files) => {
+                        let names: Vec<String> =
+                            files.iter().map(|f| f.display().to_string()).collect();
+                        eprintln!("plots written: {}", names.join(", "));
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
             ExitCode::SUCCESS
         }

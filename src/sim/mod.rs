@@ -9,7 +9,8 @@
 //! What the simulator stands in for:
 //! - **The seeds' Raft log**: proposals are appended to one in-process log
 //!   after a round trip to the leader, and every seed applies every entry in
-//!   log order, which is what Raft guarantees them. The seed cores themselves
+//!   log order, which is what Raft guarantees them. The first seed's
+//!   directory is the log's state machine. The seed cores themselves
 //!   are real: registration probes, evidence checks, votes.
 //! - **TCP, as the driver sees it**: a dial opens a link that both ends learn
 //!   of (`handle_link_up`); frames on a link arrive in order after the link
@@ -45,7 +46,7 @@ use crate::proto::{
     message::{Message, Role},
     peer::{PeerCore, PeerSettings, PeerTimer},
     seed::{SeedCore, SeedTimer},
-    Command, Core, Directory, Event, Output, Timestamp,
+    Command, Core, Directory, Event, Outcome, Output, Timestamp,
 };
 
 /// How the simulated network treats frames.
@@ -132,6 +133,68 @@ struct Node {
     health: Health,
     /// Actions that arrived while frozen, handled on resume.
     held: Vec<Action>,
+}
+
+/// The nodes, each found by its address in one step rather than by a
+/// search: the simulator numbers the addresses it hands out (seeds at
+/// 10.255.0.i:5000, peers at 10.b.c.d:7000 from 10.0.0.1 on), so a node's
+/// slot follows from its address.
+#[derive(Default)]
+struct NodeTable {
+    seeds: Vec<Node>,
+    peers: Vec<Node>,
+}
+
+impl NodeTable {
+    fn seed_address(i: usize) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, i as u8 + 1)), 5000)
+    }
+
+    fn peer_address(i: usize) -> SocketAddr {
+        let [_, b, c, d] = (i as u32 + 1).to_be_bytes();
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, b, c, d)), 7000)
+    }
+
+    fn get(&self, addr: &SocketAddr) -> Option<&Node> {
+        match Self::slot(addr)? {
+            Slot::Seed(i) => self.seeds.get(i),
+            Slot::Peer(i) => self.peers.get(i),
+        }
+    }
+
+    fn get_mut(&mut self, addr: &SocketAddr) -> Option<&mut Node> {
+        match Self::slot(addr)? {
+            Slot::Seed(i) => self.seeds.get_mut(i),
+            Slot::Peer(i) => self.peers.get_mut(i),
+        }
+    }
+
+    fn slot(addr: &SocketAddr) -> Option<Slot> {
+        let SocketAddr::V4(v4) = addr else {
+            return None;
+        };
+        let [a, b, c, d] = v4.ip().octets();
+        match (a, v4.port()) {
+            (10, 5000) if (b, c) == (255, 0) && d > 0 => Some(Slot::Seed(usize::from(d) - 1)),
+            (10, 7000) => (u32::from_be_bytes([0, b, c, d]) as usize)
+                .checked_sub(1)
+                .map(Slot::Peer),
+            _ => None,
+        }
+    }
+}
+
+enum Slot {
+    Seed(usize),
+    Peer(usize),
+}
+
+impl std::ops::Index<&SocketAddr> for NodeTable {
+    type Output = Node;
+
+    fn index(&self, addr: &SocketAddr) -> &Node {
+        self.get(addr).expect("a simulated node")
+    }
 }
 
 /// Something that happens at one node at one instant.
@@ -234,7 +297,7 @@ pub struct Sim {
     next_seq: u64,
     rng: ChaCha8Rng,
     network: NetworkModel,
-    nodes: BTreeMap<SocketAddr, Node>,
+    nodes: NodeTable,
     seeds: Vec<SocketAddr>,
     peers: Vec<SocketAddr>,
     /// Open links, smaller address first.
@@ -245,8 +308,6 @@ pub struct Sim {
     /// keeps each direction in order, so no frame may arrive before it.
     last_arrival: BTreeMap<(SocketAddr, SocketAddr), Timestamp>,
     queries: BTreeMap<u64, PendingQuery>,
-    /// The seeds' log, applied: it decides each entry's outcome.
-    log: Directory,
     settings: PeerSettings,
     events: Vec<Logged>,
     /// Which events to keep; large runs drop the bulky ones.
@@ -272,23 +333,20 @@ impl Sim {
     /// A network of `seeds` seeds whose log is formed; peers are added with
     /// [`Sim::add_peer`].
     pub fn new(seed: u64, seeds: usize, settings: PeerSettings, network: NetworkModel) -> Sim {
-        let seed_addrs: Vec<SocketAddr> = (0..seeds)
-            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, i as u8 + 1)), 5000))
-            .collect();
+        let seed_addrs: Vec<SocketAddr> = (0..seeds).map(NodeTable::seed_address).collect();
         let mut sim = Sim {
             now: EPOCH,
             queue: BTreeMap::new(),
             next_seq: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             network,
-            nodes: BTreeMap::new(),
+            nodes: NodeTable::default(),
             seeds: seed_addrs.clone(),
             peers: Vec::new(),
             links: BTreeSet::new(),
             dialing: BTreeMap::new(),
             last_arrival: BTreeMap::new(),
             queries: BTreeMap::new(),
-            log: Directory::default(),
             settings,
             events: Vec::new(),
             keep: |_| true,
@@ -299,14 +357,11 @@ impl Sim {
         };
         for addr in &seed_addrs {
             let core = SeedCore::new(*addr, seed_addrs.clone());
-            sim.nodes.insert(
-                *addr,
-                Node {
-                    core: NodeCore::Seed(Box::new(core)),
-                    health: Health::Up,
-                    held: Vec::new(),
-                },
-            );
+            sim.nodes.seeds.push(Node {
+                core: NodeCore::Seed(Box::new(core)),
+                health: Health::Up,
+                held: Vec::new(),
+            });
         }
         // The first seed leads; it proposes the log's Init entry.
         let leader = seed_addrs.first().copied();
@@ -373,9 +428,13 @@ impl Sim {
         &mut self.rng
     }
 
-    /// The committed directory, as every seed has it once caught up.
+    /// The committed directory, as every seed has it once caught up: the
+    /// first seed's.
     pub fn directory(&self) -> &Directory {
-        &self.log
+        match self.nodes.get(&self.seeds[0]).map(|n| &n.core) {
+            Some(NodeCore::Seed(c)) => c.directory(),
+            _ => unreachable!("the first node is a seed"),
+        }
     }
 
     /// A peer's current neighbours, by its own account.
@@ -418,9 +477,7 @@ impl Sim {
 
     /// Starts a new peer; returns its address.
     pub fn add_peer(&mut self) -> SocketAddr {
-        let i = self.peers.len() as u32 + 1;
-        let [_, b, c, d] = i.to_be_bytes();
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, b, c, d)), 7000);
+        let addr = NodeTable::peer_address(self.peers.len());
         let rng = ChaCha8Rng::seed_from_u64(self.rng.random());
         let incarnation = self.now.as_micros();
         let core = PeerCore::new(
@@ -430,14 +487,11 @@ impl Sim {
             incarnation,
             rng,
         );
-        self.nodes.insert(
-            addr,
-            Node {
-                core: NodeCore::Peer(Box::new(core)),
-                health: Health::Up,
-                held: Vec::new(),
-            },
-        );
+        self.nodes.peers.push(Node {
+            core: NodeCore::Peer(Box::new(core)),
+            health: Health::Up,
+            held: Vec::new(),
+        });
         self.peers.push(addr);
         self.call(addr, |core, now| each_core!(core, c => c.start(now)));
         addr
@@ -688,10 +742,13 @@ impl Sim {
                 }
             }
             Action::Commit { command } => {
-                let outcome = self.log.apply(&command);
-                for seed in self.seeds.clone() {
-                    self.call(seed, |core, now| {
-                        each_core!(core, c => c.handle_applied(&command, &outcome, now))
+                // The first seed's directory is the log's state machine; the
+                // others apply the entry as replicas.
+                let mut outcome = Outcome::Nothing;
+                for (i, seed) in self.seeds.clone().into_iter().enumerate() {
+                    self.call(seed, |core, now| match core {
+                        NodeCore::Seed(c) if i == 0 => outcome = c.apply_committed(&command),
+                        _ => each_core!(core, c => c.handle_applied(&command, &outcome, now)),
                     });
                 }
             }
@@ -867,10 +924,12 @@ impl Sim {
                 );
             }
             Output::IcmpEcho { host, timeout } => {
-                let up = self
-                    .nodes
-                    .iter()
-                    .any(|(a, n)| a.ip() == host && n.health != Health::Crashed);
+                // Every simulated node has a host of its own, listening on
+                // the seed port or the peer port.
+                let up = [5000, 7000]
+                    .into_iter()
+                    .filter_map(|port| self.nodes.get(&SocketAddr::new(host, port)))
+                    .any(|n| n.health != Health::Crashed);
                 let (at, result) = if up {
                     (self.now + self.latency() + self.latency(), Ok(()))
                 } else {

@@ -6,6 +6,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     net::SocketAddr,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -13,7 +14,8 @@ use rand::seq::IteratorRandom;
 use serde::Serialize;
 
 use super::{
-    metrics::{self, Adjacency, PowerLawFit},
+    metrics::{self, PowerLawFit},
+    plot::{self, PlotError},
     NetworkModel, Sim, EPOCH,
 };
 use crate::proto::{peer::PeerSettings, Event, Timestamp};
@@ -37,6 +39,31 @@ pub struct Report {
     pub dissemination: DisseminationReport,
     pub failures: Option<FailureReport>,
     pub run: RunReport,
+    /// What the plots draw; too bulky for the JSON report.
+    #[serde(skip)]
+    pub plot_data: PlotData,
+}
+
+/// The samples behind the plots.
+#[derive(Debug, Clone, Default)]
+pub struct PlotData {
+    /// Each live peer's degree in the overlay that was built.
+    pub degrees: Vec<u32>,
+    pub fit: Option<PowerLawFit>,
+    /// (milliseconds since the message was created, share of the other
+    /// peers that had it), one point per delivery.
+    pub coverage: Vec<(f64, f64)>,
+}
+
+impl Report {
+    /// Writes `degree.svg`, `degree.png` and `coverage.svg` into `dir`;
+    /// returns the files written.
+    pub fn write_plots(&self, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+        let data = &self.plot_data;
+        let mut written = plot::write_degree_plots(dir, &data.degrees, data.fit.as_ref())?;
+        written.push(plot::write_coverage_plot(dir, &data.coverage)?);
+        Ok(written)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +123,8 @@ pub struct RunReport {
 const JOINS_IN_FLIGHT_PER_PEER: f64 = 1.0 / 100.0;
 /// How often the joining peers are checked on.
 const JOIN_STEP: Duration = Duration::from_millis(1);
+/// Most points of the coverage curve kept for its plot.
+const COVERAGE_POINTS: usize = 1000;
 /// How often a run that waits for events checks for them.
 const COUNT_STEP: Duration = Duration::from_millis(1);
 /// Virtual time allowed for each join, for the flood, and for removals.
@@ -128,14 +157,16 @@ pub fn simulate(
     sim.run_for(Duration::from_secs(1));
 
     let adjacency = sim.live_adjacency();
-    let degree = degree_report(&adjacency);
+    let degrees: Vec<u32> = adjacency.values().map(|l| l.len() as u32).collect();
+    let fit = metrics::fit_power_law(&degrees);
+    let degree = degree_report(&degrees, fit);
     let (diameter, diameter_exact) = metrics::diameter(&adjacency, 2000);
     let overlay = OverlayReport {
         connected: metrics::is_connected(&adjacency),
         diameter,
         diameter_exact,
     };
-    let dissemination = flood(&mut sim);
+    let (dissemination, coverage) = flood(&mut sim);
     let failures = (options.crash_fraction > 0.0).then(|| crash(&mut sim, options.crash_fraction));
     let wall = started.elapsed().as_secs_f64();
     let run = RunReport {
@@ -152,6 +183,11 @@ pub fn simulate(
         dissemination,
         failures,
         run,
+        plot_data: PlotData {
+            degrees,
+            fit,
+            coverage,
+        },
     })
 }
 
@@ -190,9 +226,7 @@ fn join_all(
     Ok(())
 }
 
-fn degree_report(adjacency: &Adjacency) -> DegreeReport {
-    let degrees: Vec<u32> = adjacency.values().map(|l| l.len() as u32).collect();
-    let fit: Option<PowerLawFit> = metrics::fit_power_law(&degrees);
+fn degree_report(degrees: &[u32], fit: Option<PowerLawFit>) -> DegreeReport {
     DegreeReport {
         min: degrees.iter().copied().min().unwrap_or(0),
         max: degrees.iter().copied().max().unwrap_or(0),
@@ -204,8 +238,8 @@ fn degree_report(adjacency: &Adjacency) -> DegreeReport {
 }
 
 /// One message from a random peer, followed until every live peer has it
-/// or the limit passes.
-fn flood(sim: &mut Sim) -> DisseminationReport {
+/// or the limit passes. Also returns the coverage curve.
+fn flood(sim: &mut Sim) -> (DisseminationReport, Vec<(f64, f64)>) {
     let live = sim.live_peers();
     let author = *live.iter().choose(sim.rng()).expect("at least one peer");
     let before = sim.events().len();
@@ -220,7 +254,7 @@ fn flood(sim: &mut Sim) -> DisseminationReport {
         _ => None,
     });
     let Some((start, text)) = created else {
-        return DisseminationReport {
+        let nothing = DisseminationReport {
             coverage: 0.0,
             last_delivery_hop: 0,
             ms_to_50: None,
@@ -228,6 +262,7 @@ fn flood(sim: &mut Sim) -> DisseminationReport {
             ms_to_100: None,
             rmr: 0.0,
         };
+        return (nothing, Vec::new());
     };
     let deliveries: Vec<(Timestamp, u32)> = events
         .iter()
@@ -244,14 +279,26 @@ fn flood(sim: &mut Sim) -> DisseminationReport {
             .map(|(at, _)| at.saturating_since(start).as_secs_f64() * 1000.0)
     };
     let frames = sim.gossip_frames(&text) as f64;
-    DisseminationReport {
+    // A plot needs no more than about a thousand points.
+    let every = (deliveries.len() / COVERAGE_POINTS).max(1);
+    let curve = deliveries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % every == 0 || i + 1 == deliveries.len())
+        .map(|(i, (at, _))| {
+            let ms = at.saturating_since(start).as_secs_f64() * 1000.0;
+            (ms, (i + 1) as f64 / others.max(1) as f64)
+        })
+        .collect();
+    let report = DisseminationReport {
         coverage: deliveries.len() as f64 / others.max(1) as f64,
         last_delivery_hop: deliveries.iter().map(|(_, h)| *h).max().unwrap_or(0),
         ms_to_50: time_to(0.5),
         ms_to_99: time_to(0.99),
         ms_to_100: time_to(1.0),
         rmr: frames / others.max(1) as f64 - 1.0,
-    }
+    };
+    (report, curve)
 }
 
 /// Crashes `fraction` of the peers at once and follows their removal.
@@ -414,6 +461,22 @@ mod tests {
         assert!(failures.connected_after_repair);
         let text = report.to_string();
         assert!(text.contains("coverage 100.0%"), "{text}");
+        // The plots draw what was measured.
+        let data = &report.plot_data;
+        assert_eq!(data.degrees.len(), 200);
+        assert_eq!(data.coverage.len(), 199);
+        assert_eq!(data.coverage.last().unwrap().1, 1.0);
+        assert!(data.coverage.windows(2).all(|w| w[0].0 <= w[1].0));
+        let dir = tempfile::tempdir().unwrap();
+        let written = report.write_plots(dir.path()).unwrap();
+        let names: Vec<_> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["degree.svg", "degree.png", "coverage.svg"]);
+        for file in &written {
+            assert!(std::fs::metadata(file).unwrap().len() > 1000, "{file:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! so a late Add vote cannot bring it back.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{btree_map::Entry, BTreeMap, BTreeSet},
     fmt,
     net::SocketAddr,
 };
@@ -230,6 +230,16 @@ impl LinkIndex {
         self.adjust(&linked, |d| *d -= 1);
     }
 
+    /// `peer` no longer reports `gone`, and now reports `new`.
+    fn update_reports(&mut self, peer: SocketAddr, gone: &[SocketAddr], new: &[SocketAddr]) {
+        for g in gone {
+            self.drop_report(peer, *g);
+        }
+        for n in new {
+            self.add_report(peer, *n);
+        }
+    }
+
     /// `from` reports `to` as its neighbour.
     fn add_report(&mut self, from: SocketAddr, to: SocketAddr) {
         let count = self
@@ -368,12 +378,24 @@ impl Directory {
                 }
                 let set: BTreeSet<SocketAddr> =
                     neighbors.iter().copied().filter(|n| n != peer).collect();
-                if self.links.get(peer) == Some(&set) {
-                    return Outcome::Ignored {
-                        reason: Ignored::Unchanged,
-                    };
-                }
-                self.set_links(*peer, Some(set));
+                let (gone, new): (Vec<SocketAddr>, Vec<SocketAddr>) = match self.links.entry(*peer)
+                {
+                    Entry::Occupied(mut entry) => {
+                        if *entry.get() == set {
+                            return Outcome::Ignored {
+                                reason: Ignored::Unchanged,
+                            };
+                        }
+                        let before = std::mem::replace(entry.get_mut(), set);
+                        let after = entry.get();
+                        let gone: Vec<_> = before.difference(after).copied().collect();
+                        (gone, after.difference(&before).copied().collect())
+                    }
+                    Entry::Vacant(entry) => {
+                        (Vec::new(), entry.insert(set).iter().copied().collect())
+                    }
+                };
+                self.index.update_reports(*peer, &gone, &new);
                 Outcome::LinksRecorded
             }
         }
@@ -411,7 +433,7 @@ impl Directory {
         let voters = self.votes.remove(&change).unwrap_or_default();
         let peer = change.peer;
         // A new life at this address starts with no links.
-        self.set_links(peer, None);
+        self.forget_links(peer);
         match change.kind {
             ChangeKind::Add => {
                 self.peers.insert(peer, change.incarnation);
@@ -425,11 +447,18 @@ impl Directory {
         }
         // Votes about this peer that the change made moot go too, so that
         // pending votes cannot pile up.
-        let stale: Vec<Change> = self
-            .votes
-            .keys()
-            .filter(|c| c.peer == peer && !self.applies(c))
-            .copied()
+        let about_peer = |kind| {
+            let change = |incarnation| Change {
+                kind,
+                peer,
+                incarnation,
+            };
+            self.votes.range(change(0)..=change(Incarnation::MAX))
+        };
+        let stale: Vec<Change> = about_peer(ChangeKind::Add)
+            .chain(about_peer(ChangeKind::Remove))
+            .map(|(c, _)| *c)
+            .filter(|c| !self.applies(c))
             .collect();
         for c in stale {
             self.votes.remove(&c);
@@ -440,20 +469,15 @@ impl Directory {
         }
     }
 
-    /// Records `peer`'s report of its neighbours, or with None forgets it.
-    fn set_links(&mut self, peer: SocketAddr, links: Option<BTreeSet<SocketAddr>>) {
-        let before = match &links {
-            Some(links) => self.links.insert(peer, links.clone()),
-            None => self.links.remove(&peer),
-        }
-        .unwrap_or_default();
-        let links = links.unwrap_or_default();
-        for gone in before.difference(&links) {
-            self.index.drop_report(peer, *gone);
-        }
-        for new in links.difference(&before) {
-            self.index.add_report(peer, *new);
-        }
+    /// Forgets `peer`'s report of its neighbours.
+    fn forget_links(&mut self, peer: SocketAddr) {
+        let gone: Vec<SocketAddr> = self
+            .links
+            .remove(&peer)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        self.index.update_reports(peer, &gone, &[]);
     }
 
     /// Undirected edges between registered peers, each once, smaller

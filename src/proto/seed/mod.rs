@@ -92,7 +92,7 @@ struct DeadCheck {
 /// Most peers a PEER_LIST names. Beyond it a seed sends a uniform sample,
 /// so a join costs the same in a network of a hundred peers or a million
 /// (the joiner still attaches by degree among those listed).
-pub const PEER_LIST_LIMIT: usize = 256;
+pub const PEER_LIST_LIMIT: usize = 128;
 
 /// A fixed seed for a seed's generator: runs are reproducible, and seeds
 /// at different addresses draw different samples.
@@ -115,6 +115,10 @@ pub struct SeedCore {
     awaiting_ack: BTreeMap<SocketAddr, Incarnation>,
     /// Probes under way, by nonce.
     probes: BTreeMap<u64, PendingProbe>,
+    /// The registrations among `probes`, by peer and incarnation: a retried
+    /// REGISTER_REQUEST must not probe twice, and scanning `probes` for it
+    /// costs too much while thousands of peers join.
+    probing_registrations: BTreeSet<(SocketAddr, Incarnation)>,
     next_nonce: u64,
     /// This seed's own checks of reported-dead peers under way.
     dead_checks: BTreeMap<SocketAddr, DeadCheck>,
@@ -145,6 +149,7 @@ impl SeedCore {
             leader: None,
             awaiting_ack: BTreeMap::new(),
             probes: BTreeMap::new(),
+            probing_registrations: BTreeSet::new(),
             next_nonce: 0,
             dead_checks: BTreeMap::new(),
             reporters: BTreeMap::new(),
@@ -154,6 +159,87 @@ impl SeedCore {
             connected: BTreeSet::new(),
             init_retry_armed: false,
             outputs: VecDeque::new(),
+        }
+    }
+
+    /// Applies a committed log entry to this seed's directory and acts on
+    /// it; returns the outcome. Every seed reaches the same outcome, so a
+    /// caller with no log of its own (the simulator) takes the first
+    /// seed's.
+    pub fn apply_committed(&mut self, command: &Command) -> Outcome {
+        // Whom to tell if this entry removes a peer: its neighbours as they
+        // were, since the removal also drops its links.
+        let neighbors_before = match command {
+            Command::Vote { change, .. } if change.kind == ChangeKind::Remove => {
+                self.directory.neighbors_of(&change.peer)
+            }
+            _ => BTreeSet::new(),
+        };
+        let outcome = self.directory.apply(command);
+        if !matches!(
+            outcome,
+            Outcome::Ignored { .. } | Outcome::VoteCounted { .. }
+        ) {
+            self.peer_list = None;
+        }
+        self.act_on_applied(command, &outcome, &neighbors_before);
+        outcome
+    }
+
+    fn act_on_applied(
+        &mut self,
+        command: &Command,
+        outcome: &Outcome,
+        neighbors_before: &BTreeSet<SocketAddr>,
+    ) {
+        match (command, outcome) {
+            (Command::Init { seeds }, Outcome::Initialised) => {
+                self.emit(Event::ClusterFormed {
+                    seeds: seeds.clone(),
+                });
+            }
+            (
+                Command::Vote { change, seed },
+                Outcome::VoteCounted { .. } | Outcome::Committed { .. },
+            ) => {
+                self.emit(Event::Vote {
+                    change: change.kind,
+                    peer: change.peer,
+                    seed: *seed,
+                    incarnation: change.incarnation,
+                });
+                if let Outcome::Committed { voters, seeds } = outcome {
+                    let (peer, votes) = (change.peer, voters.len());
+                    self.failed_probes.remove(&peer);
+                    let (voters, seeds) = (voters.clone(), *seeds);
+                    self.emit(match change.kind {
+                        ChangeKind::Add => Event::RegisterCommitted {
+                            peer,
+                            basis: CommitBasis::Consensus,
+                            votes,
+                            seeds,
+                            voters,
+                        },
+                        ChangeKind::Remove => Event::RemoveCommitted {
+                            peer,
+                            votes,
+                            seeds,
+                            voters,
+                        },
+                    });
+                    if change.kind == ChangeKind::Remove {
+                        self.announce_removal(peer, change.incarnation, neighbors_before);
+                    }
+                    self.ack_if_committed(peer);
+                }
+            }
+            (Command::Links { peer, neighbors }, Outcome::LinksRecorded) => {
+                self.emit(Event::TopologyUpdated {
+                    peer: *peer,
+                    neighbors: neighbors.clone(),
+                });
+            }
+            _ => {}
         }
     }
 
@@ -213,10 +299,7 @@ impl SeedCore {
             _ => {}
         }
         self.awaiting_ack.insert(peer, incarnation);
-        let already = self.probes.values().any(|p| {
-            p.purpose == ProbePurpose::Register && (p.target, p.incarnation) == (peer, incarnation)
-        });
-        if !already {
+        if !self.probing_registrations.contains(&(peer, incarnation)) {
             self.probe(ProbePurpose::Register, peer, incarnation);
         }
     }
@@ -226,6 +309,9 @@ impl SeedCore {
     fn probe(&mut self, purpose: ProbePurpose, target: SocketAddr, incarnation: Incarnation) {
         self.next_nonce += 1;
         let nonce = self.next_nonce;
+        if purpose == ProbePurpose::Register {
+            self.probing_registrations.insert((target, incarnation));
+        }
         self.probes.insert(
             nonce,
             PendingProbe {
@@ -463,14 +549,19 @@ impl SeedCore {
     }
 
     /// Acknowledges every waiting peer whose registration is now committed.
+    /// Acknowledges every waiting registration that is now committed.
     fn ack_committed(&mut self) {
-        let committed: Vec<SocketAddr> = self
-            .awaiting_ack
-            .iter()
-            .filter(|(peer, inc)| self.directory.incarnation_of(peer) == Some(**inc))
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in committed {
+        let waiting: Vec<SocketAddr> = self.awaiting_ack.keys().copied().collect();
+        for peer in waiting {
+            self.ack_if_committed(peer);
+        }
+    }
+
+    fn ack_if_committed(&mut self, peer: SocketAddr) {
+        let Some(incarnation) = self.awaiting_ack.get(&peer) else {
+            return;
+        };
+        if self.directory.incarnation_of(&peer) == Some(*incarnation) {
             self.awaiting_ack.remove(&peer);
             self.send(peer, Message::RegisterAck {});
         }
@@ -690,74 +781,18 @@ impl Core for SeedCore {
         let Some(probe) = self.probes.remove(&nonce) else {
             return;
         };
+        if probe.purpose == ProbePurpose::Register {
+            self.probing_registrations
+                .remove(&(probe.target, probe.incarnation));
+        }
         debug_assert_eq!(probe.target, to);
         let result = result.and_then(|reply| probe_verdict(&probe, nonce, reply));
         self.on_probe_result(probe, result);
     }
 
     fn handle_applied(&mut self, command: &Command, outcome: &Outcome, _now: Timestamp) {
-        // Whom to tell if this entry removes a peer: its neighbours as they
-        // were, since the removal also drops its links.
-        let neighbors_before = match command {
-            Command::Vote { change, .. } if change.kind == ChangeKind::Remove => {
-                self.directory.neighbors_of(&change.peer)
-            }
-            _ => BTreeSet::new(),
-        };
-        let mine = self.directory.apply(command);
-        if !matches!(mine, Outcome::Ignored { .. } | Outcome::VoteCounted { .. }) {
-            self.peer_list = None;
-        }
+        let mine = self.apply_committed(command);
         debug_assert_eq!(&mine, outcome, "replica diverged on {command:?}");
-        match (command, outcome) {
-            (Command::Init { seeds }, Outcome::Initialised) => {
-                self.emit(Event::ClusterFormed {
-                    seeds: seeds.clone(),
-                });
-            }
-            (
-                Command::Vote { change, seed },
-                Outcome::VoteCounted { .. } | Outcome::Committed { .. },
-            ) => {
-                self.emit(Event::Vote {
-                    change: change.kind,
-                    peer: change.peer,
-                    seed: *seed,
-                    incarnation: change.incarnation,
-                });
-                if let Outcome::Committed { voters, seeds } = outcome {
-                    let (peer, votes) = (change.peer, voters.len());
-                    self.failed_probes.remove(&peer);
-                    let (voters, seeds) = (voters.clone(), *seeds);
-                    self.emit(match change.kind {
-                        ChangeKind::Add => Event::RegisterCommitted {
-                            peer,
-                            basis: CommitBasis::Consensus,
-                            votes,
-                            seeds,
-                            voters,
-                        },
-                        ChangeKind::Remove => Event::RemoveCommitted {
-                            peer,
-                            votes,
-                            seeds,
-                            voters,
-                        },
-                    });
-                    if change.kind == ChangeKind::Remove {
-                        self.announce_removal(peer, change.incarnation, &neighbors_before);
-                    }
-                    self.ack_committed();
-                }
-            }
-            (Command::Links { peer, neighbors }, Outcome::LinksRecorded) => {
-                self.emit(Event::TopologyUpdated {
-                    peer: *peer,
-                    neighbors: neighbors.clone(),
-                });
-            }
-            _ => {}
-        }
     }
 
     fn handle_snapshot(&mut self, directory: Directory, _now: Timestamp) {
