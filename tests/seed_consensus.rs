@@ -223,7 +223,17 @@ fn status_works_against_any_seed_and_as_a_table() {
     let want = addrs_of(&net);
     for i in 0..3 {
         wait_for_peer_list(&net, i, &want);
-        let status = common::status(net.seeds[i].addr()).unwrap();
+        // The link reports commit after the registrations: wait for them.
+        let seed = net.seeds[i].addr();
+        let status = wait_for(
+            &format!("seed {seed} to record the link between the two peers"),
+            DEADLINE,
+            || {
+                let status = common::status(seed)?;
+                (status["topology"].as_array()?.len() == 1).then_some(status)
+            },
+            || format!("{:?}", common::status(seed).map(|s| s["topology"].clone())),
+        );
         let indexes = status["commit_index"].as_object().unwrap();
         assert_eq!(indexes.len(), 3, "{status:#}");
         assert!(

@@ -3,7 +3,7 @@
 //! quality figures (SPEC R23).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeSet, VecDeque},
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -113,6 +113,20 @@ pub struct RunReport {
     pub actions: u64,
     pub wall_seconds: f64,
     pub actions_per_second: f64,
+    /// The process's peak resident memory so far, where the system tells
+    /// it (Linux); per peer, an upper bound on what one simulated peer
+    /// costs, seeds' share included.
+    pub peak_memory_mb: Option<f64>,
+    pub peak_memory_kb_per_peer: Option<f64>,
+}
+
+/// Peak resident memory of this process in bytes: `VmHWM` in
+/// /proc/self/status. None where there is no such file.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Peers joining at once, per peer already joined: the network grows in
@@ -136,7 +150,10 @@ const REMOVAL_LIMIT: Duration = Duration::from_secs(60);
 fn reported(event: &Event) -> bool {
     matches!(
         event,
-        Event::GossipCreated { .. } | Event::GossipReceived { .. } | Event::RemoveCommitted { .. }
+        Event::Joined { .. }
+            | Event::GossipCreated { .. }
+            | Event::GossipReceived { .. }
+            | Event::RemoveCommitted { .. }
     )
 }
 
@@ -169,11 +186,14 @@ pub fn simulate(
     let (dissemination, coverage) = flood(&mut sim);
     let failures = (options.crash_fraction > 0.0).then(|| crash(&mut sim, options.crash_fraction));
     let wall = started.elapsed().as_secs_f64();
+    let peak = peak_memory_bytes();
     let run = RunReport {
         virtual_seconds: sim.now().as_secs_f64() - EPOCH.as_secs_f64(),
         actions: sim.handled(),
         wall_seconds: wall,
         actions_per_second: sim.handled() as f64 / wall.max(1e-9),
+        peak_memory_mb: peak.map(|b| b as f64 / 1e6),
+        peak_memory_kb_per_peer: peak.map(|b| b as f64 / 1e3 / options.peers.max(1) as f64),
     };
     Ok(Report {
         peers: options.peers,
@@ -198,28 +218,39 @@ fn join_all(
     count: usize,
     progress: &mut impl FnMut(usize, usize),
 ) -> Result<(), String> {
-    let mut joining: BTreeMap<SocketAddr, Timestamp> = BTreeMap::new();
-    let (mut added, mut joined) = (0, 0);
+    let mut joining: BTreeSet<SocketAddr> = BTreeSet::new();
+    // Joiners in the order they were added, oldest first, to find one that
+    // takes too long without looking at them all.
+    let mut oldest: VecDeque<(Timestamp, SocketAddr)> = VecDeque::new();
+    let (mut added, mut joined, mut seen) = (0, 0, sim.events().len());
     while joined < count {
         let in_flight = ((joined as f64 * JOINS_IN_FLIGHT_PER_PEER) as usize).max(1);
         while joining.len() < in_flight && added < count {
-            joining.insert(sim.add_peer(), sim.now());
+            let peer = sim.add_peer();
+            joining.insert(peer);
+            oldest.push_back((sim.now(), peer));
             added += 1;
         }
         sim.run_for(JOIN_STEP);
-        let before = joining.len();
-        joining.retain(|peer, _| !sim.is_joined(*peer));
-        joined += before - joining.len();
-        if let Some((peer, since)) = joining
-            .iter()
-            .find(|(_, since)| sim.now().saturating_since(**since) > JOIN_LIMIT)
-        {
-            return Err(format!(
-                "peer {peer} did not join within {JOIN_LIMIT:?} of simulated time (added at {:.3} s)",
-                since.saturating_since(EPOCH).as_secs_f64()
-            ));
+        let before = joined;
+        for e in &sim.events()[seen..] {
+            if matches!(e.event, Event::Joined { .. }) && joining.remove(&e.node) {
+                joined += 1;
+            }
         }
-        if before > joining.len() {
+        seen = sim.events().len();
+        while oldest.front().is_some_and(|(_, p)| !joining.contains(p)) {
+            oldest.pop_front();
+        }
+        if let Some((since, peer)) = oldest.front() {
+            if sim.now().saturating_since(*since) > JOIN_LIMIT {
+                return Err(format!(
+                    "peer {peer} did not join within {JOIN_LIMIT:?} of simulated time (added at {:.3} s)",
+                    since.saturating_since(EPOCH).as_secs_f64()
+                ));
+            }
+        }
+        if joined > before {
             progress(joined, count);
         }
     }
@@ -427,11 +458,17 @@ impl fmt::Display for Report {
             )?;
         }
         let r = &self.run;
-        writeln!(
+        write!(
             f,
             "run: {:.1} s simulated, {} actions in {:.2} s ({:.0} actions/s)",
             r.virtual_seconds, r.actions, r.wall_seconds, r.actions_per_second
-        )
+        )?;
+        match (r.peak_memory_mb, r.peak_memory_kb_per_peer) {
+            (Some(mb), Some(per_peer)) => {
+                writeln!(f, ", peak memory {mb:.0} MB ({per_peer:.1} KB per peer)")
+            }
+            _ => writeln!(f),
+        }
     }
 }
 

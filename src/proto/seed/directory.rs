@@ -544,7 +544,17 @@ impl Directory {
         if roster.len() <= limit {
             return self.peer_list();
         }
-        rand::seq::index::sample(rng, roster.len(), limit)
+        // Draws with repeats, then draws again for the repeats dropped:
+        // the set is uniform, and the cost is the sample's, not the
+        // roster's.
+        let mut picked: Vec<usize> = Vec::with_capacity(limit);
+        while picked.len() < limit {
+            let missing = limit - picked.len();
+            picked.extend((0..missing).map(|_| rng.random_range(0..roster.len())));
+            picked.sort_unstable();
+            picked.dedup();
+        }
+        picked
             .into_iter()
             .map(|i| PeerEntry {
                 addr: roster[i].0,
