@@ -211,8 +211,8 @@ pub fn simulate(
     })
 }
 
-/// Adds `count` peers, a few joining at any moment: a
-/// steady stream of arrivals, as a network that grows sees.
+/// Adds `count` peers, with [`JOINS_IN_FLIGHT_PER_PEER`] joins under way
+/// per peer already joined (at least one).
 fn join_all(
     sim: &mut Sim,
     count: usize,

@@ -508,13 +508,10 @@ impl Directory {
         self.index.neighbors(peer).collect()
     }
 
-    /// `peer`'s number of links in the recorded topology.
+    /// `peer`'s number of links in the recorded topology; 0 if it is not
+    /// registered.
     pub fn degree_of(&self, peer: &SocketAddr) -> u32 {
-        if self.peers.contains_key(peer) {
-            self.index.degree(peer)
-        } else {
-            0
-        }
+        self.index.degree(peer)
     }
 
     fn entry(&self, addr: SocketAddr) -> PeerEntry {

@@ -30,7 +30,7 @@ use directory::{Change, ChangeKind, Command, Directory, Incarnation, Outcome};
 
 use super::{
     event::CommitBasis,
-    message::{Message, PeerEntry, Role, PROTOCOL_VERSION},
+    message::{Message, Role, PROTOCOL_VERSION},
     Core, Event, Output, Timestamp,
 };
 
@@ -127,9 +127,6 @@ pub struct SeedCore {
     reporters: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
     /// Peers whose last probe by this seed failed, at that incarnation.
     failed_probes: BTreeMap<SocketAddr, Incarnation>,
-    /// The Peer List as of the last change to the directory: joins ask
-    /// for it far more often than the directory changes.
-    peer_list: Option<Vec<PeerEntry>>,
     /// Draws the Peer List samples of a large network.
     rng: ChaCha8Rng,
     /// Nodes with an open connection to this seed, so that a removed peer
@@ -154,7 +151,6 @@ impl SeedCore {
             dead_checks: BTreeMap::new(),
             reporters: BTreeMap::new(),
             failed_probes: BTreeMap::new(),
-            peer_list: None,
             rng: ChaCha8Rng::seed_from_u64(address_seed(addr)),
             connected: BTreeSet::new(),
             init_retry_armed: false,
@@ -176,12 +172,6 @@ impl SeedCore {
             _ => BTreeSet::new(),
         };
         let outcome = self.directory.apply(command);
-        if !matches!(
-            outcome,
-            Outcome::Ignored { .. } | Outcome::VoteCounted { .. }
-        ) {
-            self.peer_list = None;
-        }
         self.act_on_applied(command, &outcome, &neighbors_before);
         outcome
     }
@@ -716,14 +706,9 @@ impl Core for SeedCore {
                 },
             ),
             Message::PeerListRequest {} => {
-                let peers = if self.directory.len() <= PEER_LIST_LIMIT {
-                    self.peer_list
-                        .get_or_insert_with(|| self.directory.peer_list())
-                        .clone()
-                } else {
-                    self.directory
-                        .peer_list_sample(PEER_LIST_LIMIT, &mut self.rng)
-                };
+                let peers = self
+                    .directory
+                    .peer_list_sample(PEER_LIST_LIMIT, &mut self.rng);
                 self.emit(Event::PeerListServed {
                     to: from,
                     peers: peers.len(),
@@ -798,7 +783,6 @@ impl Core for SeedCore {
     fn handle_snapshot(&mut self, directory: Directory, _now: Timestamp) {
         let formed_now = !self.directory.is_initialised() && directory.is_initialised();
         self.directory = directory;
-        self.peer_list = None;
         // A seed restarted from its data dir, or caught up by snapshot, never
         // applies `Init` itself; it still says that the cluster is formed.
         if formed_now {
