@@ -34,7 +34,8 @@ pub mod report;
 pub mod scenario;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet, BinaryHeap},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     time::Duration,
 };
@@ -133,6 +134,23 @@ struct Node {
     health: Health,
     /// Actions that arrived while frozen, handled on resume.
     held: Vec<Action>,
+    /// The nodes this one has an open link with; both ends list a link.
+    links: BTreeSet<SocketAddr>,
+    /// When the last frame from this node to each other arrives: TCP keeps
+    /// each direction in order, so no later frame may arrive before it.
+    last_arrival: BTreeMap<SocketAddr, Timestamp>,
+}
+
+impl Node {
+    fn new(core: NodeCore) -> Node {
+        Node {
+            core,
+            health: Health::Up,
+            held: Vec::new(),
+            links: BTreeSet::new(),
+            last_arrival: BTreeMap::new(),
+        }
+    }
 }
 
 /// The nodes, each found by its address in one step rather than by a
@@ -282,6 +300,46 @@ struct PendingQuery {
     query: Message,
 }
 
+/// The actions to come, earliest first and, at one instant, in the order
+/// they were scheduled. An action is large and a heap moves its entries
+/// about, so the heap orders small keys and each action waits in a slot.
+#[derive(Default)]
+struct ActionQueue {
+    order: BinaryHeap<Reverse<(Timestamp, u64, usize)>>,
+    slots: Vec<Option<Action>>,
+    free: Vec<usize>,
+    next_seq: u64,
+}
+
+impl ActionQueue {
+    fn push(&mut self, at: Timestamp, action: Action) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(action);
+                slot
+            }
+            None => {
+                self.slots.push(Some(action));
+                self.slots.len() - 1
+            }
+        };
+        self.order.push(Reverse((at, self.next_seq, slot)));
+        self.next_seq += 1;
+    }
+
+    /// When the next action is due.
+    fn next_due(&self) -> Option<Timestamp> {
+        self.order.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    fn pop(&mut self) -> Option<(Timestamp, Action)> {
+        let Reverse((at, _, slot)) = self.order.pop()?;
+        self.free.push(slot);
+        let action = self.slots[slot].take().expect("a queued action");
+        Some((at, action))
+    }
+}
+
 /// One logged event, with when and where.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logged {
@@ -293,20 +351,16 @@ pub struct Logged {
 /// The simulation: nodes, links, the clock and the queue.
 pub struct Sim {
     now: Timestamp,
-    queue: BTreeMap<(Timestamp, u64), Action>,
-    next_seq: u64,
+    queue: ActionQueue,
+    /// Tokens for queries.
+    next_token: u64,
     rng: ChaCha8Rng,
     network: NetworkModel,
     nodes: NodeTable,
     seeds: Vec<SocketAddr>,
     peers: Vec<SocketAddr>,
-    /// Open links, smaller address first.
-    links: BTreeSet<(SocketAddr, SocketAddr)>,
     /// Dials under way, with the frames queued for them.
     dialing: BTreeMap<(SocketAddr, SocketAddr), Vec<Message>>,
-    /// When the last frame from the first node to the second arrives: TCP
-    /// keeps each direction in order, so no frame may arrive before it.
-    last_arrival: BTreeMap<(SocketAddr, SocketAddr), Timestamp>,
     queries: BTreeMap<u64, PendingQuery>,
     settings: PeerSettings,
     events: Vec<Logged>,
@@ -325,10 +379,6 @@ pub struct Sim {
 /// The simulated start of time: 2025-01-01, so that timestamps look real.
 const EPOCH: Timestamp = Timestamp(1_735_689_600_000_000);
 
-fn pair(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
-    (a.min(b), a.max(b))
-}
-
 impl Sim {
     /// A network of `seeds` seeds whose log is formed; peers are added with
     /// [`Sim::add_peer`].
@@ -336,16 +386,14 @@ impl Sim {
         let seed_addrs: Vec<SocketAddr> = (0..seeds).map(NodeTable::seed_address).collect();
         let mut sim = Sim {
             now: EPOCH,
-            queue: BTreeMap::new(),
-            next_seq: 0,
+            queue: ActionQueue::default(),
+            next_token: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             network,
             nodes: NodeTable::default(),
             seeds: seed_addrs.clone(),
             peers: Vec::new(),
-            links: BTreeSet::new(),
             dialing: BTreeMap::new(),
-            last_arrival: BTreeMap::new(),
             queries: BTreeMap::new(),
             settings,
             events: Vec::new(),
@@ -357,11 +405,9 @@ impl Sim {
         };
         for addr in &seed_addrs {
             let core = SeedCore::new(*addr, seed_addrs.clone());
-            sim.nodes.seeds.push(Node {
-                core: NodeCore::Seed(Box::new(core)),
-                health: Health::Up,
-                held: Vec::new(),
-            });
+            sim.nodes
+                .seeds
+                .push(Node::new(NodeCore::Seed(Box::new(core))));
         }
         // The first seed leads; it proposes the log's Init entry.
         let leader = seed_addrs.first().copied();
@@ -487,11 +533,9 @@ impl Sim {
             incarnation,
             rng,
         );
-        self.nodes.peers.push(Node {
-            core: NodeCore::Peer(Box::new(core)),
-            health: Health::Up,
-            held: Vec::new(),
-        });
+        self.nodes
+            .peers
+            .push(Node::new(NodeCore::Peer(Box::new(core))));
         self.peers.push(addr);
         self.call(addr, |core, now| each_core!(core, c => c.start(now)));
         addr
@@ -510,15 +554,9 @@ impl Sim {
         };
         n.health = Health::Crashed;
         n.held.clear();
-        let lost: Vec<(SocketAddr, SocketAddr)> = self
-            .links
-            .iter()
-            .filter(|(a, b)| *a == node || *b == node)
-            .copied()
-            .collect();
-        for link in lost {
-            self.links.remove(&link);
-            let other = if link.0 == node { link.1 } else { link.0 };
+        let lost: Vec<SocketAddr> = n.links.iter().copied().collect();
+        for other in lost {
+            self.unlink(node, other);
             let at = self.arrival(node, other);
             self.schedule(
                 at,
@@ -535,11 +573,11 @@ impl Sim {
     /// retransmits), links across break after the write timeout, dials and
     /// queries across fail at their time limits.
     pub fn isolate(&mut self, side: BTreeSet<SocketAddr>) {
-        let crossing: Vec<(SocketAddr, SocketAddr)> = self
-            .links
+        let crossing: Vec<(SocketAddr, SocketAddr)> = side
             .iter()
-            .filter(|(a, b)| side.contains(a) != side.contains(b))
-            .copied()
+            .filter_map(|a| self.nodes.get(a).map(|n| (a, n)))
+            .flat_map(|(a, n)| n.links.iter().map(move |b| (*a, *b)))
+            .filter(|(_, b)| !side.contains(b))
             .collect();
         self.cut = Some(side);
         for (a, b) in crossing {
@@ -586,11 +624,8 @@ impl Sim {
 
     /// Runs every action due up to `until`; the clock ends there.
     pub fn run_until(&mut self, until: Timestamp) {
-        while let Some(entry) = self.queue.first_entry() {
-            if entry.key().0 > until {
-                break;
-            }
-            let ((at, _), action) = entry.remove_entry();
+        while self.queue.next_due().is_some_and(|at| at <= until) {
+            let (at, action) = self.queue.pop().expect("an action is due");
             self.now = at;
             self.handle(action);
         }
@@ -610,15 +645,11 @@ impl Sim {
             if done(self) {
                 return true;
             }
-            let Some(entry) = self.queue.first_entry() else {
-                self.now = until;
-                return done(self);
-            };
-            if entry.key().0 > until {
+            if self.queue.next_due().is_none_or(|at| at > until) {
                 self.now = until;
                 return done(self);
             }
-            let ((at, _), action) = entry.remove_entry();
+            let (at, action) = self.queue.pop().expect("an action is due");
             self.now = at;
             self.handle(action);
         }
@@ -641,14 +672,44 @@ impl Sim {
     /// the frames sent before it.
     fn arrival(&mut self, from: SocketAddr, to: SocketAddr) -> Timestamp {
         let at = self.now + self.latency();
-        let last = self.last_arrival.entry((from, to)).or_insert(at);
+        self.not_before(from, to, at)
+    }
+
+    /// Keeps frames from `from` to `to` in order: one due at `at` arrives
+    /// then, or with the frame before it if that one arrives later.
+    fn not_before(&mut self, from: SocketAddr, to: SocketAddr, at: Timestamp) -> Timestamp {
+        let Some(node) = self.nodes.get_mut(&from) else {
+            return at;
+        };
+        let last = node.last_arrival.entry(to).or_insert(at);
         *last = (*last).max(at);
         *last
     }
 
+    fn is_linked(&self, a: SocketAddr, b: SocketAddr) -> bool {
+        self.nodes.get(&a).is_some_and(|n| n.links.contains(&b))
+    }
+
+    /// Opens the link between `a` and `b`; whether it was not open.
+    fn link(&mut self, a: SocketAddr, b: SocketAddr) -> bool {
+        let fresh = self.nodes.get_mut(&a).is_some_and(|n| n.links.insert(b));
+        if let Some(n) = self.nodes.get_mut(&b) {
+            n.links.insert(a);
+        }
+        fresh
+    }
+
+    /// Closes the link between `a` and `b`; whether it was open.
+    fn unlink(&mut self, a: SocketAddr, b: SocketAddr) -> bool {
+        let open = self.nodes.get_mut(&a).is_some_and(|n| n.links.remove(&b));
+        if let Some(n) = self.nodes.get_mut(&b) {
+            n.links.remove(&a);
+        }
+        open
+    }
+
     fn schedule(&mut self, at: Timestamp, action: Action) {
-        self.queue.insert((at, self.next_seq), action);
-        self.next_seq += 1;
+        self.queue.push(at, action);
     }
 
     fn role_of(&self, node: SocketAddr) -> Role {
@@ -686,13 +747,13 @@ impl Sim {
         self.handled += 1;
         match action {
             Action::CutTimeout { a, b } => {
-                if self.severed(a, b) && self.links.remove(&pair(a, b)) {
+                if self.severed(a, b) && self.unlink(a, b) {
                     self.schedule(self.now, Action::LinkDown { at: a, remote: b });
                     self.schedule(self.now, Action::LinkDown { at: b, remote: a });
                 }
             }
             Action::Deliver { to, from, msg } => {
-                if self.links.contains(&pair(from, to)) {
+                if self.is_linked(from, to) {
                     self.call(
                         to,
                         |core, now| each_core!(core, c => c.handle_message(from, msg, now)),
@@ -709,7 +770,7 @@ impl Sim {
                 }
             }
             Action::LinkUp { at, remote } => {
-                if self.links.contains(&pair(at, remote)) {
+                if self.is_linked(at, remote) {
                     let role = self.role_of(remote);
                     self.call(
                         at,
@@ -800,9 +861,7 @@ impl Sim {
         let Some(queued) = self.dialing.remove(&(from, to)) else {
             return;
         };
-        let link = pair(from, to);
-        let fresh = self.links.insert(link);
-        if fresh {
+        if self.link(from, to) {
             self.schedule(
                 self.now,
                 Action::LinkUp {
@@ -821,8 +880,7 @@ impl Sim {
                 remote: to,
             },
         );
-        let here = self.last_arrival.entry((from, to)).or_insert(self.now);
-        *here = (*here).max(self.now);
+        self.not_before(from, to, self.now);
         for msg in queued {
             self.schedule(self.now, Action::Deliver { to, from, msg });
         }
@@ -845,7 +903,7 @@ impl Sim {
                 if let Message::Gossip { msg: text, .. } = &msg {
                     *self.gossip_frames.entry(text.clone()).or_default() += 1;
                 }
-                if self.links.contains(&pair(node, to)) {
+                if self.is_linked(node, to) {
                     let at = self.arrival(node, to);
                     self.schedule(
                         at,
@@ -860,7 +918,7 @@ impl Sim {
                 }
             }
             Output::Connect(to) => {
-                if self.links.contains(&pair(node, to)) {
+                if self.is_linked(node, to) {
                     self.schedule(
                         self.now,
                         Action::LinkUp {
@@ -874,7 +932,7 @@ impl Sim {
             }
             Output::Close(to) => {
                 self.dialing.remove(&(node, to));
-                if self.links.remove(&pair(node, to)) {
+                if self.unlink(node, to) {
                     self.schedule(
                         self.now,
                         Action::LinkDown {
@@ -954,8 +1012,8 @@ impl Sim {
         query: Message,
         timeout: Duration,
     ) {
-        let token = self.next_seq;
-        self.next_seq += 1;
+        let token = self.next_token;
+        self.next_token += 1;
         self.queries.insert(
             token,
             PendingQuery {

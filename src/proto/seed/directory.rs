@@ -192,19 +192,36 @@ impl Eq for Directory {}
 /// directory each time: every join reads degrees and a sample of peers.
 #[derive(Debug, Clone, Default)]
 struct LinkIndex {
-    /// For each address, the addresses it reports or that report it, and
-    /// how many of the two do (1 or 2).
-    touching: BTreeMap<SocketAddr, BTreeMap<SocketAddr, u8>>,
+    /// Each address that is registered or touches a report. One record per
+    /// address, so that a report costs one search at each end.
+    records: BTreeMap<SocketAddr, AddressRecord>,
     /// Registered peers in no particular order, to sample from, each with
     /// its degree: how many of its `touching` are registered.
     roster: Vec<(SocketAddr, u32)>,
-    /// Each registered peer's place in `roster`.
-    place: BTreeMap<SocketAddr, usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct AddressRecord {
+    /// The addresses this one reports or that report it, and how many of
+    /// the two do (1 or 2).
+    touching: BTreeMap<SocketAddr, u8>,
+    /// Its place in the roster, if registered.
+    place: Option<usize>,
+}
+
+impl AddressRecord {
+    fn is_unused(&self) -> bool {
+        self.touching.is_empty() && self.place.is_none()
+    }
 }
 
 impl LinkIndex {
     fn is_registered(&self, peer: &SocketAddr) -> bool {
-        self.place.contains_key(peer)
+        self.place(peer).is_some()
+    }
+
+    fn place(&self, peer: &SocketAddr) -> Option<usize> {
+        self.records.get(peer).and_then(|r| r.place)
     }
 
     fn register(&mut self, peer: SocketAddr) {
@@ -212,22 +229,35 @@ impl LinkIndex {
         if self.is_registered(&peer) {
             return;
         }
-        let linked: Vec<SocketAddr> = self.neighbors(&peer).collect();
-        self.adjust(&linked, |d| *d += 1);
-        self.place.insert(peer, self.roster.len());
+        let linked: Vec<usize> = self.neighbors(&peer).filter_map(|n| self.place(&n)).collect();
+        for place in &linked {
+            self.roster[*place].1 += 1;
+        }
+        self.records.entry(peer).or_default().place = Some(self.roster.len());
         self.roster.push((peer, linked.len() as u32));
     }
 
     fn unregister(&mut self, peer: SocketAddr) {
-        let Some(place) = self.place.remove(&peer) else {
+        let Some(place) = self.records.get_mut(&peer).and_then(|r| r.place.take()) else {
             return;
         };
+        self.forget_if_unused(peer);
         self.roster.swap_remove(place);
         if let Some((moved, _)) = self.roster.get(place) {
-            self.place.insert(*moved, place);
+            if let Some(record) = self.records.get_mut(moved) {
+                record.place = Some(place);
+            }
         }
-        let linked: Vec<SocketAddr> = self.neighbors(&peer).collect();
-        self.adjust(&linked, |d| *d -= 1);
+        let linked: Vec<usize> = self.neighbors(&peer).filter_map(|n| self.place(&n)).collect();
+        for place in linked {
+            self.roster[place].1 -= 1;
+        }
+    }
+
+    fn forget_if_unused(&mut self, addr: SocketAddr) {
+        if self.records.get(&addr).is_some_and(AddressRecord::is_unused) {
+            self.records.remove(&addr);
+        }
     }
 
     /// `peer` no longer reports `gone`, and now reports `new`.
@@ -242,69 +272,61 @@ impl LinkIndex {
 
     /// `from` reports `to` as its neighbour.
     fn add_report(&mut self, from: SocketAddr, to: SocketAddr) {
-        let count = self
-            .touching
-            .entry(from)
-            .or_default()
-            .entry(to)
-            .or_default();
-        *count += 1;
-        let new_edge = *count == 1;
-        *self
-            .touching
-            .entry(to)
-            .or_default()
-            .entry(from)
-            .or_default() += 1;
-        if new_edge && self.is_registered(&from) && self.is_registered(&to) {
-            self.adjust(&[from, to], |d| *d += 1);
+        let (new_edge, from_place) = self.raise(from, to);
+        let (_, to_place) = self.raise(to, from);
+        if let (true, Some(a), Some(b)) = (new_edge, from_place, to_place) {
+            self.roster[a].1 += 1;
+            self.roster[b].1 += 1;
         }
     }
 
     /// `from` no longer reports `to`.
     fn drop_report(&mut self, from: SocketAddr, to: SocketAddr) {
-        let gone = self.lower(from, to);
-        self.lower(to, from);
-        if gone && self.is_registered(&from) && self.is_registered(&to) {
-            self.adjust(&[from, to], |d| *d -= 1);
+        let (gone, from_place) = self.lower(from, to);
+        let (_, to_place) = self.lower(to, from);
+        if let (true, Some(a), Some(b)) = (gone, from_place, to_place) {
+            self.roster[a].1 -= 1;
+            self.roster[b].1 -= 1;
         }
     }
 
-    /// Applies `change` to the degree of each of `peers`, all registered.
-    fn adjust(&mut self, peers: &[SocketAddr], change: fn(&mut u32)) {
-        for peer in peers {
-            change(&mut self.roster[self.place[peer]].1);
-        }
+    /// Raises the count of `b` in `a`'s record; whether it was 0, and
+    /// `a`'s place.
+    fn raise(&mut self, a: SocketAddr, b: SocketAddr) -> (bool, Option<usize>) {
+        let record = self.records.entry(a).or_default();
+        let count = record.touching.entry(b).or_default();
+        *count += 1;
+        (*count == 1, record.place)
     }
 
-    /// Lowers the count of `b` in `a`'s entry; whether none is left.
-    fn lower(&mut self, a: SocketAddr, b: SocketAddr) -> bool {
-        let Some(entry) = self.touching.get_mut(&a) else {
-            return false;
+    /// Lowers the count of `b` in `a`'s record; whether none is left, and
+    /// `a`'s place.
+    fn lower(&mut self, a: SocketAddr, b: SocketAddr) -> (bool, Option<usize>) {
+        let Some(record) = self.records.get_mut(&a) else {
+            return (false, None);
         };
-        let Some(count) = entry.get_mut(&b) else {
-            return false;
+        let place = record.place;
+        let Some(count) = record.touching.get_mut(&b) else {
+            return (false, place);
         };
         *count -= 1;
         if *count > 0 {
-            return false;
+            return (false, place);
         }
-        entry.remove(&b);
-        if entry.is_empty() {
-            self.touching.remove(&a);
-        }
-        true
+        record.touching.remove(&b);
+        self.forget_if_unused(a);
+        (true, place)
     }
 
     fn degree(&self, peer: &SocketAddr) -> u32 {
-        self.place.get(peer).map_or(0, |i| self.roster[*i].1)
+        self.place(peer).map_or(0, |i| self.roster[i].1)
     }
 
     fn neighbors(&self, peer: &SocketAddr) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.touching
+        self.records
             .get(peer)
             .into_iter()
-            .flat_map(|t| t.keys())
+            .flat_map(|r| r.touching.keys())
             .filter(|n| self.is_registered(n))
             .copied()
     }
@@ -376,8 +398,19 @@ impl Directory {
                         reason: Ignored::UnknownPeer,
                     };
                 }
-                let set: BTreeSet<SocketAddr> =
-                    neighbors.iter().copied().filter(|n| n != peer).collect();
+                let reported = || neighbors.iter().copied().filter(|n| n != peer);
+                // Peers send their set in order, so most repeats are
+                // found without building a set.
+                if self
+                    .links
+                    .get(peer)
+                    .is_some_and(|known| known.iter().copied().eq(reported()))
+                {
+                    return Outcome::Ignored {
+                        reason: Ignored::Unchanged,
+                    };
+                }
+                let set: BTreeSet<SocketAddr> = reported().collect();
                 let (gone, new): (Vec<SocketAddr>, Vec<SocketAddr>) = match self.links.entry(*peer)
                 {
                     Entry::Occupied(mut entry) => {
