@@ -29,11 +29,11 @@ pub fn draw_link_count<R: Rng + ?Sized>(max_links: u32, exponent: f64, rng: &mut
 /// Picks up to `count` distinct candidates by preferential attachment on
 /// their degree. Returns fewer only when there are fewer candidates.
 pub fn choose_neighbors<R: Rng + ?Sized>(
-    candidates: &[PeerEntry],
+    candidates: impl Into<Vec<PeerEntry>>,
     count: usize,
     rng: &mut R,
 ) -> Vec<SocketAddr> {
-    let mut pool: Vec<PeerEntry> = candidates.to_vec();
+    let mut pool: Vec<PeerEntry> = candidates.into();
     let mut chosen = Vec::with_capacity(count.min(pool.len()));
     while chosen.len() < count && !pool.is_empty() {
         let total: u64 = pool.iter().map(|p| u64::from(p.degree)).sum();
@@ -89,7 +89,7 @@ mod tests {
     fn a_lone_candidate_is_always_chosen() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for degree in [0, 1, 5] {
-            let chosen = choose_neighbors(&[entry(6001, degree)], 3, &mut rng);
+            let chosen = choose_neighbors([entry(6001, degree)], 3, &mut rng);
             assert_eq!(chosen, vec![entry(6001, degree).addr]);
         }
     }
@@ -99,7 +99,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let candidates: Vec<_> = (0..20).map(|i| entry(6000 + i, u32::from(i % 4))).collect();
         for count in 1..=25 {
-            let chosen = choose_neighbors(&candidates, count, &mut rng);
+            let chosen = choose_neighbors(candidates.clone(), count, &mut rng);
             assert_eq!(chosen.len(), count.min(candidates.len()));
             let mut unique = chosen.clone();
             unique.sort();
@@ -114,7 +114,7 @@ mod tests {
         let hub = entry(6001, 30);
         let leaf = entry(6002, 1);
         let hub_picks = (0..3_000)
-            .filter(|_| choose_neighbors(&[hub, leaf], 1, &mut rng)[0] == hub.addr)
+            .filter(|_| choose_neighbors([hub, leaf], 1, &mut rng)[0] == hub.addr)
             .count();
         // Expected share 30/31.
         assert!(hub_picks > 2_800, "hub picked {hub_picks} of 3000");
@@ -127,10 +127,10 @@ mod tests {
         let isolated = entry(6002, 0);
         for _ in 0..100 {
             assert_eq!(
-                choose_neighbors(&[isolated, linked], 1, &mut rng),
+                choose_neighbors([isolated, linked], 1, &mut rng),
                 vec![linked.addr]
             );
-            assert_eq!(choose_neighbors(&[isolated, linked], 2, &mut rng).len(), 2);
+            assert_eq!(choose_neighbors([isolated, linked], 2, &mut rng).len(), 2);
         }
     }
 }

@@ -8,10 +8,12 @@
 //!
 //! What the simulator stands in for:
 //! - **The seeds' Raft log**: proposals are appended to one in-process log
-//!   after a round trip to the leader, and every seed applies every entry in
-//!   log order, which is what Raft guarantees them. The first seed's
-//!   directory is the log's state machine. The seed cores themselves
-//!   are real: registration probes, evidence checks, votes.
+//!   after a round trip to the leader, and every seed sees every entry in
+//!   log order, which is what Raft guarantees them. The entry is applied
+//!   once, to one directory that the seed cores share (the log's state
+//!   machine), and each core then acts on it as if it had applied it
+//!   itself. The seed cores themselves are real: registration probes,
+//!   evidence checks, votes, Peer Lists.
 //! - **TCP, as the driver sees it**: a dial opens a link that both ends learn
 //!   of (`handle_link_up`); frames on a link arrive in order after the link
 //!   latency; a lost segment costs a retransmission timeout rather than the
@@ -47,7 +49,7 @@ use crate::proto::{
     message::{Message, Role},
     peer::{PeerCore, PeerSettings, PeerTimer},
     seed::{SeedCore, SeedTimer},
-    Command, Core, Directory, Event, Outcome, Output, Timestamp,
+    Command, Core, Directory, Event, Output, Timestamp,
 };
 
 /// How the simulated network treats frames.
@@ -305,7 +307,9 @@ struct PendingQuery {
 /// about, so the heap orders small keys and each action waits in a slot.
 #[derive(Default)]
 struct ActionQueue {
-    order: BinaryHeap<Reverse<(Timestamp, u64, usize)>>,
+    /// When (high 64 bits) and sequence number (low 64 bits) in one key,
+    /// which compares in one step, and the action's slot.
+    order: BinaryHeap<Reverse<(u128, usize)>>,
     slots: Vec<Option<Action>>,
     free: Vec<usize>,
     next_seq: u64,
@@ -323,20 +327,23 @@ impl ActionQueue {
                 self.slots.len() - 1
             }
         };
-        self.order.push(Reverse((at, self.next_seq, slot)));
+        let key = u128::from(at.0) << 64 | u128::from(self.next_seq);
+        self.order.push(Reverse((key, slot)));
         self.next_seq += 1;
     }
 
     /// When the next action is due.
     fn next_due(&self) -> Option<Timestamp> {
-        self.order.peek().map(|Reverse((at, _, _))| *at)
+        self.order
+            .peek()
+            .map(|Reverse((key, _))| Timestamp((key >> 64) as u64))
     }
 
     fn pop(&mut self) -> Option<(Timestamp, Action)> {
-        let Reverse((at, _, slot)) = self.order.pop()?;
+        let Reverse((key, slot)) = self.order.pop()?;
         self.free.push(slot);
         let action = self.slots[slot].take().expect("a queued action");
-        Some((at, action))
+        Some((Timestamp((key >> 64) as u64), action))
     }
 }
 
@@ -734,6 +741,11 @@ impl Sim {
             match self.nodes.get_mut(&node).map(|n| n.health) {
                 Some(Health::Up) => {}
                 Some(Health::Frozen) => {
+                    if let Action::DialArrive { from, to } = action {
+                        // Only a frozen node leaves a dial unanswered.
+                        let at = self.now + HELLO_TIMEOUT;
+                        self.schedule(at, Action::DialTimeout { from, to });
+                    }
                     return self.nodes.get_mut(&node).unwrap().held.push(action);
                 }
                 Some(Health::Crashed) | None => return self.lost_on_the_way(action),
@@ -803,14 +815,20 @@ impl Sim {
                 }
             }
             Action::Commit { command } => {
-                // The first seed's directory is the log's state machine; the
-                // others apply the entry as replicas.
-                let mut outcome = Outcome::Nothing;
-                for (i, seed) in self.seeds.clone().into_iter().enumerate() {
-                    self.call(seed, |core, now| match core {
-                        NodeCore::Seed(c) if i == 0 => outcome = c.apply_committed(&command),
-                        _ => each_core!(core, c => c.handle_applied(&command, &outcome, now)),
-                    });
+                // Every seed applies the entry, through one shared state
+                // machine: the log's.
+                let mut seeds: Vec<&mut SeedCore> = self
+                    .nodes
+                    .seeds
+                    .iter_mut()
+                    .filter_map(|n| match &mut n.core {
+                        NodeCore::Seed(c) => Some(c.as_mut()),
+                        NodeCore::Peer(_) => None,
+                    })
+                    .collect();
+                SeedCore::apply_committed_shared(&mut seeds, &command);
+                for seed in self.seeds.clone() {
+                    self.call(seed, |_, _| {});
                 }
             }
             Action::IcmpDone { at, host, result } => {
@@ -894,7 +912,6 @@ impl Sim {
         self.dialing.insert((from, to), first.into_iter().collect());
         let at = self.now + self.latency();
         self.schedule(at, Action::DialArrive { from, to });
-        self.schedule(at + HELLO_TIMEOUT, Action::DialTimeout { from, to });
     }
 
     fn carry_out(&mut self, node: SocketAddr, output: Output<NodeTimer>) {

@@ -427,17 +427,12 @@ impl<R: Rng> PeerCore<R> {
     /// Union of the Peer Lists, each peer at the highest degree any seed
     /// reported, minus ourselves and peers we are already linked to.
     fn candidates(&self) -> Vec<PeerEntry> {
-        let mut union: Vec<PeerEntry> = self
-            .lists
-            .values()
-            .flatten()
-            .filter(|e| {
-                e.addr != self.addr
-                    && !self.neighbors.contains(&e.addr)
-                    && !self.pending_links.contains(&e.addr)
-            })
-            .copied()
-            .collect();
+        let mut union: Vec<PeerEntry> = Vec::with_capacity(self.lists.values().map(Vec::len).sum());
+        union.extend(self.lists.values().flatten().filter(|e| {
+            e.addr != self.addr
+                && !self.neighbors.contains(&e.addr)
+                && !self.pending_links.contains(&e.addr)
+        }));
         // Highest degree first within each address, so dedup keeps it.
         union.sort_unstable_by(|a, b| a.addr.cmp(&b.addr).then(b.degree.cmp(&a.degree)));
         union.dedup_by_key(|e| e.addr);
@@ -456,10 +451,11 @@ impl<R: Rng> PeerCore<R> {
             self.settings.link_exponent,
             &mut self.rng,
         );
-        let chosen = topology::choose_neighbors(&candidates, count, &mut self.rng);
-        if !candidates.is_empty() {
+        let candidate_count = candidates.len();
+        let chosen = topology::choose_neighbors(candidates, count, &mut self.rng);
+        if candidate_count > 0 {
             self.emit(Event::NeighborsChosen {
-                candidates: candidates.len(),
+                candidates: candidate_count,
                 chosen: chosen.clone(),
             });
         }

@@ -229,7 +229,10 @@ impl LinkIndex {
         if self.is_registered(&peer) {
             return;
         }
-        let linked: Vec<usize> = self.neighbors(&peer).filter_map(|n| self.place(&n)).collect();
+        let linked: Vec<usize> = self
+            .neighbors(&peer)
+            .filter_map(|n| self.place(&n))
+            .collect();
         for place in &linked {
             self.roster[*place].1 += 1;
         }
@@ -248,14 +251,21 @@ impl LinkIndex {
                 record.place = Some(place);
             }
         }
-        let linked: Vec<usize> = self.neighbors(&peer).filter_map(|n| self.place(&n)).collect();
+        let linked: Vec<usize> = self
+            .neighbors(&peer)
+            .filter_map(|n| self.place(&n))
+            .collect();
         for place in linked {
             self.roster[place].1 -= 1;
         }
     }
 
     fn forget_if_unused(&mut self, addr: SocketAddr) {
-        if self.records.get(&addr).is_some_and(AddressRecord::is_unused) {
+        if self
+            .records
+            .get(&addr)
+            .is_some_and(AddressRecord::is_unused)
+        {
             self.records.remove(&addr);
         }
     }
@@ -393,14 +403,9 @@ impl Directory {
             }
             Command::Vote { change, seed } => self.vote(*change, *seed),
             Command::Links { peer, neighbors } => {
-                if !self.peers.contains_key(peer) {
-                    return Outcome::Ignored {
-                        reason: Ignored::UnknownPeer,
-                    };
-                }
                 let reported = || neighbors.iter().copied().filter(|n| n != peer);
-                // Peers send their set in order, so most repeats are
-                // found without building a set.
+                // Peers send their set in order, so most repeats are found
+                // without building a set. Only a registered peer has links.
                 if self
                     .links
                     .get(peer)
@@ -408,6 +413,11 @@ impl Directory {
                 {
                     return Outcome::Ignored {
                         reason: Ignored::Unchanged,
+                    };
+                }
+                if !self.peers.contains_key(peer) {
+                    return Outcome::Ignored {
+                        reason: Ignored::UnknownPeer,
                     };
                 }
                 let set: BTreeSet<SocketAddr> = reported().collect();
@@ -638,7 +648,7 @@ impl Directory {
                     degree: links.len() as u32,
                 })
                 .collect();
-            if let Some(pick) = topology::choose_neighbors(&candidates, 1, &mut rng).first() {
+            if let Some(pick) = topology::choose_neighbors(candidates, 1, &mut rng).first() {
                 plan.insert(*f, *pick);
             }
         }

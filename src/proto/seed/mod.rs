@@ -20,6 +20,7 @@ pub mod directory;
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     net::SocketAddr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -108,7 +109,9 @@ pub struct SeedCore {
     addr: SocketAddr,
     /// All seeds, from the config; named in the log's `Init` entry.
     seeds: Vec<SocketAddr>,
-    directory: Directory,
+    /// Held alone on a real seed. Seeds in one process that apply one log
+    /// once between them share it: see [`SeedCore::apply_committed_shared`].
+    directory: Arc<Directory>,
     leader: Option<SocketAddr>,
     /// Peers that asked this seed to register them, and the incarnation
     /// they asked for: they get REGISTER_ACK when that Add is applied.
@@ -142,7 +145,7 @@ impl SeedCore {
         SeedCore {
             addr,
             seeds,
-            directory: Directory::default(),
+            directory: Arc::default(),
             leader: None,
             awaiting_ack: BTreeMap::new(),
             probes: BTreeMap::new(),
@@ -163,17 +166,44 @@ impl SeedCore {
     /// caller with no log of its own (the simulator) takes the first
     /// seed's.
     pub fn apply_committed(&mut self, command: &Command) -> Outcome {
-        // Whom to tell if this entry removes a peer: its neighbours as they
-        // were, since the removal also drops its links.
-        let neighbors_before = match command {
+        let neighbors_before = self.neighbors_before(command);
+        let outcome = Arc::make_mut(&mut self.directory).apply(command);
+        self.act_on_applied(command, &outcome, &neighbors_before);
+        outcome
+    }
+
+    /// Applies a committed log entry once for `seeds`, which then share
+    /// the first one's directory, and has each act on it as
+    /// [`SeedCore::apply_committed`] would. For a host that runs every
+    /// seed of a cluster over one log (the simulator): the state machine
+    /// is the same code, run once instead of once per seed.
+    pub fn apply_committed_shared(seeds: &mut [&mut SeedCore], command: &Command) -> Outcome {
+        let Some((first, others)) = seeds.split_first_mut() else {
+            return Outcome::Nothing;
+        };
+        let neighbors_before = first.neighbors_before(command);
+        // Alone with the directory, the first changes it in place.
+        for other in others.iter_mut() {
+            other.directory = Arc::default();
+        }
+        let outcome = Arc::make_mut(&mut first.directory).apply(command);
+        first.act_on_applied(command, &outcome, &neighbors_before);
+        for other in others {
+            other.directory = Arc::clone(&first.directory);
+            other.act_on_applied(command, &outcome, &neighbors_before);
+        }
+        outcome
+    }
+
+    /// Whom to tell if `command` removes a peer: its neighbours as they
+    /// were, since the removal also drops its links.
+    fn neighbors_before(&self, command: &Command) -> BTreeSet<SocketAddr> {
+        match command {
             Command::Vote { change, .. } if change.kind == ChangeKind::Remove => {
                 self.directory.neighbors_of(&change.peer)
             }
             _ => BTreeSet::new(),
-        };
-        let outcome = self.directory.apply(command);
-        self.act_on_applied(command, &outcome, &neighbors_before);
-        outcome
+        }
     }
 
     fn act_on_applied(
@@ -782,7 +812,7 @@ impl Core for SeedCore {
 
     fn handle_snapshot(&mut self, directory: Directory, _now: Timestamp) {
         let formed_now = !self.directory.is_initialised() && directory.is_initialised();
-        self.directory = directory;
+        self.directory = Arc::new(directory);
         // A seed restarted from its data dir, or caught up by snapshot, never
         // applies `Init` itself; it still says that the cluster is formed.
         if formed_now {

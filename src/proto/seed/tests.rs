@@ -675,3 +675,64 @@ fn a_registration_request_from_a_removed_life_is_told_of_the_removal() {
         "no vote for a removed life"
     );
 }
+
+#[test]
+fn seeds_sharing_one_applied_directory_act_as_if_each_applied_it() {
+    let vote = |kind, port, seed: usize| Command::Vote {
+        change: Change {
+            kind,
+            peer: addr(port),
+            incarnation: 1,
+        },
+        seed: seeds()[seed],
+    };
+    let links = |port, to: &[u16]| Command::Links {
+        peer: addr(port),
+        neighbors: to.iter().map(|p| addr(*p)).collect(),
+    };
+    let log = vec![
+        Command::Init { seeds: seeds() },
+        vote(ChangeKind::Add, 6001, 0),
+        vote(ChangeKind::Add, 6001, 1),
+        vote(ChangeKind::Add, 6002, 2),
+        vote(ChangeKind::Add, 6002, 0),
+        vote(ChangeKind::Add, 6003, 1),
+        vote(ChangeKind::Add, 6003, 2),
+        links(6001, &[6002, 6003]),
+        links(6002, &[6001]),
+        links(6002, &[6001]),
+        vote(ChangeKind::Remove, 6001, 0),
+        vote(ChangeKind::Remove, 6001, 2),
+        links(6001, &[6003]),
+    ];
+    let fresh = || -> Vec<SeedCore> {
+        seeds()
+            .into_iter()
+            .map(|s| SeedCore::new(s, seeds()))
+            .collect()
+    };
+    let (mut alone, mut shared) = (fresh(), fresh());
+    let mut outcomes = (Vec::new(), Vec::new());
+    for command in &log {
+        let outcome = alone[0].apply_committed(command);
+        for core in &mut alone[1..] {
+            core.handle_applied(command, &outcome, now());
+        }
+        outcomes.0.push(outcome);
+        let mut all: Vec<&mut SeedCore> = shared.iter_mut().collect();
+        outcomes
+            .1
+            .push(SeedCore::apply_committed_shared(&mut all, command));
+    }
+    assert_eq!(outcomes.0, outcomes.1);
+    assert!(outcomes.0.contains(&Outcome::LinksRecorded));
+    for (a, b) in alone.iter_mut().zip(&mut shared) {
+        assert_eq!(a.directory(), b.directory());
+        let drain = |c: &mut SeedCore| std::iter::from_fn(|| c.poll_output()).collect::<Vec<_>>();
+        let (said_alone, said_shared) = (drain(a), drain(b));
+        assert!(said_alone
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::RemoveCommitted { .. }))));
+        assert_eq!(said_alone, said_shared);
+    }
+}
