@@ -136,21 +136,35 @@ struct Node {
     health: Health,
     /// Actions that arrived while frozen, handled on resume.
     held: Vec<Action>,
-    /// The nodes this one has an open link with; both ends list a link.
-    links: BTreeSet<SocketAddr>,
-    /// When the last frame from this node to each other arrives: TCP keeps
-    /// each direction in order, so no later frame may arrive before it.
-    last_arrival: BTreeMap<SocketAddr, Timestamp>,
+    /// This node's end of its connections with others, open or once open.
+    channels: BTreeMap<NodeId, Channel>,
+}
+
+/// One end of a connection between two nodes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Channel {
+    /// A link is open; both ends say so.
+    open: bool,
+    /// When the last frame sent from this end arrives: TCP keeps each
+    /// direction in order, so no later frame may arrive before it.
+    last_arrival: Timestamp,
 }
 
 impl Node {
+    /// The nodes this one has an open link with.
+    fn linked(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.channels
+            .iter()
+            .filter(|(_, c)| c.open)
+            .map(|(id, _)| NodeTable::address(*id))
+    }
+
     fn new(core: NodeCore) -> Node {
         Node {
             core,
             health: Health::Up,
             held: Vec::new(),
-            links: BTreeSet::new(),
-            last_arrival: BTreeMap::new(),
+            channels: BTreeMap::new(),
         }
     }
 }
@@ -173,6 +187,23 @@ impl NodeTable {
     fn peer_address(i: usize) -> SocketAddr {
         let [_, b, c, d] = (i as u32 + 1).to_be_bytes();
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, b, c, d)), 7000)
+    }
+
+    /// Seeds are numbered from 0, peers from [`NodeTable::FIRST_PEER`].
+    const FIRST_PEER: u32 = 256;
+
+    fn id(addr: &SocketAddr) -> Option<NodeId> {
+        match Self::slot(addr)? {
+            Slot::Seed(i) => Some(NodeId(i as u32)),
+            Slot::Peer(i) => Some(NodeId(Self::FIRST_PEER + i as u32)),
+        }
+    }
+
+    fn address(id: NodeId) -> SocketAddr {
+        match id.0.checked_sub(Self::FIRST_PEER) {
+            Some(i) => Self::peer_address(i as usize),
+            None => Self::seed_address(id.0 as usize),
+        }
     }
 
     fn get(&self, addr: &SocketAddr) -> Option<&Node> {
@@ -208,6 +239,10 @@ enum Slot {
     Seed(usize),
     Peer(usize),
 }
+
+/// A node's number: maps keyed by it compare one integer, not an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct NodeId(u32);
 
 impl std::ops::Index<&SocketAddr> for NodeTable {
     type Output = Node;
@@ -561,7 +596,7 @@ impl Sim {
         };
         n.health = Health::Crashed;
         n.held.clear();
-        let lost: Vec<SocketAddr> = n.links.iter().copied().collect();
+        let lost: Vec<SocketAddr> = n.linked().collect();
         for other in lost {
             self.unlink(node, other);
             let at = self.arrival(node, other);
@@ -583,7 +618,7 @@ impl Sim {
         let crossing: Vec<(SocketAddr, SocketAddr)> = side
             .iter()
             .filter_map(|a| self.nodes.get(a).map(|n| (a, n)))
-            .flat_map(|(a, n)| n.links.iter().map(move |b| (*a, *b)))
+            .flat_map(|(a, n)| n.linked().map(move |b| (*a, b)))
             .filter(|(_, b)| !side.contains(b))
             .collect();
         self.cut = Some(side);
@@ -685,34 +720,43 @@ impl Sim {
     /// Keeps frames from `from` to `to` in order: one due at `at` arrives
     /// then, or with the frame before it if that one arrives later.
     fn not_before(&mut self, from: SocketAddr, to: SocketAddr, at: Timestamp) -> Timestamp {
-        let Some(node) = self.nodes.get_mut(&from) else {
+        let Some(channel) = self.channel(from, to) else {
             return at;
         };
-        let last = node.last_arrival.entry(to).or_insert(at);
-        *last = (*last).max(at);
-        *last
+        channel.last_arrival = channel.last_arrival.max(at);
+        channel.last_arrival
+    }
+
+    /// `from`'s end of its connection with `to`, if both are nodes.
+    fn channel(&mut self, from: SocketAddr, to: SocketAddr) -> Option<&mut Channel> {
+        let to = NodeTable::id(&to)?;
+        Some(self.nodes.get_mut(&from)?.channels.entry(to).or_default())
     }
 
     fn is_linked(&self, a: SocketAddr, b: SocketAddr) -> bool {
-        self.nodes.get(&a).is_some_and(|n| n.links.contains(&b))
+        let (Some(node), Some(b)) = (self.nodes.get(&a), NodeTable::id(&b)) else {
+            return false;
+        };
+        node.channels.get(&b).is_some_and(|c| c.open)
+    }
+
+    /// Opens or closes the link between `a` and `b`; whether it was open.
+    fn set_link(&mut self, a: SocketAddr, b: SocketAddr, open: bool) -> bool {
+        if let Some(channel) = self.channel(b, a) {
+            channel.open = open;
+        }
+        self.channel(a, b)
+            .is_some_and(|c| std::mem::replace(&mut c.open, open))
     }
 
     /// Opens the link between `a` and `b`; whether it was not open.
     fn link(&mut self, a: SocketAddr, b: SocketAddr) -> bool {
-        let fresh = self.nodes.get_mut(&a).is_some_and(|n| n.links.insert(b));
-        if let Some(n) = self.nodes.get_mut(&b) {
-            n.links.insert(a);
-        }
-        fresh
+        !self.set_link(a, b, true)
     }
 
     /// Closes the link between `a` and `b`; whether it was open.
     fn unlink(&mut self, a: SocketAddr, b: SocketAddr) -> bool {
-        let open = self.nodes.get_mut(&a).is_some_and(|n| n.links.remove(&b));
-        if let Some(n) = self.nodes.get_mut(&b) {
-            n.links.remove(&a);
-        }
-        open
+        self.set_link(a, b, false)
     }
 
     fn schedule(&mut self, at: Timestamp, action: Action) {
