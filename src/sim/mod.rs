@@ -1083,51 +1083,63 @@ impl Sim {
                 query: query.clone(),
             },
         );
-        self.schedule(
-            self.now + timeout,
-            Action::QueryDone {
-                token,
-                result: Err(format!("no answer within {timeout:?}")),
-            },
-        );
-        if self.severed(asker, to) {
-            return;
+        let deadline = self.now + timeout;
+        let reachable = !self.severed(asker, to);
+        let fate = self.query_fate(to, &query, reachable);
+        // An answer sure to come in time is always handled before the time
+        // limit would be, so the limit is left out of the queue.
+        if !matches!(fate, QueryFate::Answered(at, _) if at < deadline) {
+            let result = Err(format!("no answer within {timeout:?}"));
+            self.schedule(deadline, Action::QueryDone { token, result });
+        }
+        match fate {
+            QueryFate::Answered(at, result) => {
+                self.schedule(at, Action::QueryDone { token, result })
+            }
+            QueryFate::Arrives(at) => self.schedule(at, Action::QueryArrive { token, to, query }),
+            QueryFate::Lost => {}
+        }
+    }
+
+    /// What becomes of a query to `to` sent now.
+    fn query_fate(&mut self, to: SocketAddr, query: &Message, reachable: bool) -> QueryFate {
+        if !reachable {
+            return QueryFate::Lost;
         }
         let health = self.nodes.get(&to).map(|n| n.health);
         let there = self.now + self.latency();
-        match health {
-            Some(Health::Up) | Some(Health::Frozen) => {
-                if let Message::Probe { nonce, .. } = query {
-                    // The driver answers PROBE itself, from the node's state:
-                    // a frozen one never does.
-                    if health == Some(Health::Up) {
-                        let node = &self.nodes[&to];
-                        let reply = Message::ProbeReply {
-                            nonce,
-                            role: node.core.role(),
-                            listen: to,
-                            incarnation: each_core!(&node.core, c => c.incarnation()),
-                        };
-                        let back = there + self.latency();
-                        self.schedule(
-                            back,
-                            Action::QueryDone {
-                                token,
-                                result: Ok(reply),
-                            },
-                        );
-                    }
-                } else {
-                    self.schedule(there, Action::QueryArrive { token, to, query });
-                }
+        match (health, query) {
+            (Some(Health::Up), Message::Probe { nonce, .. }) => {
+                // The driver answers PROBE itself, from the node's state.
+                let node = &self.nodes[&to];
+                let reply = Message::ProbeReply {
+                    nonce: *nonce,
+                    role: node.core.role(),
+                    listen: to,
+                    incarnation: each_core!(&node.core, c => c.incarnation()),
+                };
+                QueryFate::Answered(there + self.latency(), Ok(reply))
             }
-            Some(Health::Crashed) | None => {
-                let back = there + self.latency();
-                let result = Err("connection refused".to_string());
-                self.schedule(back, Action::QueryDone { token, result });
+            // A frozen node's driver answers nothing.
+            (Some(Health::Frozen), Message::Probe { .. }) => QueryFate::Lost,
+            (Some(Health::Up | Health::Frozen), _) => QueryFate::Arrives(there),
+            (Some(Health::Crashed) | None, _) => {
+                let refused = Err("connection refused".to_string());
+                QueryFate::Answered(there + self.latency(), refused)
             }
         }
     }
+}
+
+/// What becomes of a query.
+enum QueryFate {
+    /// The answer reaches the asker then: the driver's own, to a probe, or
+    /// a refused connection.
+    Answered(Timestamp, Result<Message, String>),
+    /// It reaches the node then, whose core may answer it.
+    Arrives(Timestamp),
+    /// It never gets there.
+    Lost,
 }
 
 #[cfg(test)]
