@@ -338,19 +338,37 @@ struct PendingQuery {
 }
 
 /// The actions to come, earliest first and, at one instant, in the order
-/// they were scheduled. An action is large and a heap moves its entries
-/// about, so the heap orders small keys and each action waits in a slot.
+/// they were scheduled.
+///
+/// Keys sort the actions: when (high 64 bits) and sequence number (low 64
+/// bits), compared in one step. An action is large and a heap moves its
+/// entries about, so the heap orders keys and each action waits in a slot.
+/// Only the actions due before `horizon` are in the heap; later ones wait
+/// unsorted in buckets of [`ActionQueue::BUCKET`] each, and enter the heap
+/// when their bucket comes up. So the heap holds a few milliseconds of
+/// actions, not every timer of every peer, and stays small enough to be
+/// quick.
 #[derive(Default)]
 struct ActionQueue {
-    /// When (high 64 bits) and sequence number (low 64 bits) in one key,
-    /// which compares in one step, and the action's slot.
-    order: BinaryHeap<Reverse<(u128, usize)>>,
+    heap: BinaryHeap<Reverse<(u128, usize)>>,
+    /// Every key in `heap` is below it, every key in `later` at or above.
+    horizon: u128,
+    /// Keys at or after `horizon`, by bucket.
+    later: BTreeMap<u64, Vec<(u128, usize)>>,
     slots: Vec<Option<Action>>,
     free: Vec<usize>,
     next_seq: u64,
 }
 
 impl ActionQueue {
+    /// Bucket width, as a power of two of microseconds: 4 ms, about a
+    /// frame's latency.
+    const BUCKET: u32 = 12;
+
+    fn bucket(key: u128) -> u64 {
+        ((key >> 64) as u64) >> Self::BUCKET
+    }
+
     fn push(&mut self, at: Timestamp, action: Action) {
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -362,20 +380,37 @@ impl ActionQueue {
                 self.slots.len() - 1
             }
         };
-        let key = u128::from(at.0) << 64 | u128::from(self.next_seq);
-        self.order.push(Reverse((key, slot)));
+        let key = (u128::from(at.0) << 64) | u128::from(self.next_seq);
         self.next_seq += 1;
+        if key < self.horizon {
+            self.heap.push(Reverse((key, slot)));
+        } else {
+            self.later
+                .entry(Self::bucket(key))
+                .or_default()
+                .push((key, slot));
+        }
+    }
+
+    /// The earliest key, moving the next bucket into the heap if the heap
+    /// is empty.
+    fn earliest(&mut self) -> Option<u128> {
+        if self.heap.is_empty() {
+            let (bucket, keys) = self.later.pop_first()?;
+            self.horizon = u128::from((bucket + 1) << Self::BUCKET) << 64;
+            self.heap.extend(keys.into_iter().map(Reverse));
+        }
+        self.heap.peek().map(|Reverse((key, _))| *key)
     }
 
     /// When the next action is due.
-    fn next_due(&self) -> Option<Timestamp> {
-        self.order
-            .peek()
-            .map(|Reverse((key, _))| Timestamp((key >> 64) as u64))
+    fn next_due(&mut self) -> Option<Timestamp> {
+        self.earliest().map(|key| Timestamp((key >> 64) as u64))
     }
 
     fn pop(&mut self) -> Option<(Timestamp, Action)> {
-        let Reverse((key, slot)) = self.order.pop()?;
+        self.earliest()?;
+        let Reverse((key, slot)) = self.heap.pop()?;
         self.free.push(slot);
         let action = self.slots[slot].take().expect("a queued action");
         Some((Timestamp((key >> 64) as u64), action))

@@ -195,6 +195,10 @@ pub fn simulate(
         peak_memory_mb: peak.map(|b| b as f64 / 1e6),
         peak_memory_kb_per_peer: peak.map(|b| b as f64 / 1e3 / options.peers.max(1) as f64),
     };
+    // Freeing a large network's millions of allocations takes a good
+    // part of a second, which the report need not wait for: a caller
+    // that exits next never waits at all.
+    std::thread::spawn(move || drop(sim));
     Ok(Report {
         peers: options.peers,
         seed: options.seed,
