@@ -162,21 +162,17 @@ impl SeedCore {
     }
 
     /// Applies a committed log entry to this seed's directory and acts on
-    /// it; returns the outcome. Every seed reaches the same outcome, so a
-    /// caller with no log of its own (the simulator) takes the first
-    /// seed's.
+    /// it; returns the outcome.
     pub fn apply_committed(&mut self, command: &Command) -> Outcome {
-        let neighbors_before = self.neighbors_before(command);
-        let outcome = Arc::make_mut(&mut self.directory).apply(command);
-        self.act_on_applied(command, &outcome, &neighbors_before);
-        outcome
+        Self::apply_committed_shared(&mut [self], command)
     }
 
     /// Applies a committed log entry once for `seeds`, which then share
-    /// the first one's directory, and has each act on it as
-    /// [`SeedCore::apply_committed`] would. For a host that runs every
-    /// seed of a cluster over one log (the simulator): the state machine
-    /// is the same code, run once instead of once per seed.
+    /// the first one's directory, and has each act on it; returns the
+    /// outcome. A real seed is alone in `seeds` ([`SeedCore::apply_committed`]);
+    /// a host that runs every seed of a cluster over one log (the
+    /// simulator) passes them all, so the state machine runs once instead
+    /// of once per seed.
     pub fn apply_committed_shared(seeds: &mut [&mut SeedCore], command: &Command) -> Outcome {
         let Some((first, others)) = seeds.split_first_mut() else {
             return Outcome::Nothing;
