@@ -365,8 +365,12 @@ impl ActionQueue {
     /// frame's latency.
     const BUCKET: u32 = 12;
 
+    fn time_of(key: u128) -> Timestamp {
+        Timestamp((key >> 64) as u64)
+    }
+
     fn bucket(key: u128) -> u64 {
-        ((key >> 64) as u64) >> Self::BUCKET
+        Self::time_of(key).0 >> Self::BUCKET
     }
 
     fn push(&mut self, at: Timestamp, action: Action) {
@@ -405,7 +409,7 @@ impl ActionQueue {
 
     /// When the next action is due.
     fn next_due(&mut self) -> Option<Timestamp> {
-        self.earliest().map(|key| Timestamp((key >> 64) as u64))
+        self.earliest().map(Self::time_of)
     }
 
     fn pop(&mut self) -> Option<(Timestamp, Action)> {
@@ -413,7 +417,7 @@ impl ActionQueue {
         let Reverse((key, slot)) = self.heap.pop()?;
         self.free.push(slot);
         let action = self.slots[slot].take().expect("a queued action");
-        Some((Timestamp((key >> 64) as u64), action))
+        Some((Self::time_of(key), action))
     }
 }
 
@@ -809,8 +813,15 @@ impl Sim {
             return;
         };
         f(&mut n.core, now);
-        let outputs = n.core.drain();
-        for output in outputs {
+        self.carry_out_all(node);
+    }
+
+    /// Carries out what `node`'s core has asked for.
+    fn carry_out_all(&mut self, node: SocketAddr) {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        for output in n.core.drain() {
             self.carry_out(node, output);
         }
     }
@@ -906,8 +917,8 @@ impl Sim {
                     })
                     .collect();
                 SeedCore::apply_committed_shared(&mut seeds, &command);
-                for seed in self.seeds.clone() {
-                    self.call(seed, |_, _| {});
+                for i in 0..self.seeds.len() {
+                    self.carry_out_all(self.seeds[i]);
                 }
             }
             Action::IcmpDone { at, host, result } => {
@@ -1119,8 +1130,11 @@ impl Sim {
             },
         );
         let deadline = self.now + timeout;
-        let reachable = !self.severed(asker, to);
-        let fate = self.query_fate(to, &query, reachable);
+        let fate = if self.severed(asker, to) {
+            QueryFate::Lost
+        } else {
+            self.query_fate(to, &query)
+        };
         // An answer sure to come in time is always handled before the time
         // limit would be, so the limit is left out of the queue.
         if !matches!(fate, QueryFate::Answered(at, _) if at < deadline) {
@@ -1136,11 +1150,8 @@ impl Sim {
         }
     }
 
-    /// What becomes of a query to `to` sent now.
-    fn query_fate(&mut self, to: SocketAddr, query: &Message, reachable: bool) -> QueryFate {
-        if !reachable {
-            return QueryFate::Lost;
-        }
+    /// What becomes of a query sent now to `to`, no partition between.
+    fn query_fate(&mut self, to: SocketAddr, query: &Message) -> QueryFate {
         let health = self.nodes.get(&to).map(|n| n.health);
         let there = self.now + self.latency();
         match (health, query) {
