@@ -114,9 +114,19 @@ pub enum Outcome {
     },
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(from = "Stored")]
 pub struct Directory {
+    state: Stored,
+    /// Derived from the stored state, so never stored: a snapshot
+    /// rebuilds it.
+    index: LinkIndex,
+}
+
+/// What the log builds and a snapshot holds: the directory without its
+/// derived index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Stored {
     seeds: BTreeSet<SocketAddr>,
     /// Registered peers and their incarnation.
     peers: BTreeMap<SocketAddr, Incarnation>,
@@ -127,42 +137,26 @@ pub struct Directory {
     votes: BTreeMap<Change, BTreeSet<SocketAddr>>,
     /// Each registered peer's own report of its neighbours.
     links: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
-    /// Derived from `peers` and `links`, so never stored: a snapshot
-    /// rebuilds it.
-    #[serde(skip)]
-    index: LinkIndex,
-}
-
-/// What a snapshot holds: the directory without its derived index.
-#[derive(Deserialize)]
-struct Stored {
-    seeds: BTreeSet<SocketAddr>,
-    peers: BTreeMap<SocketAddr, Incarnation>,
-    removed: BTreeMap<SocketAddr, Incarnation>,
-    #[serde(with = "pairs")]
-    votes: BTreeMap<Change, BTreeSet<SocketAddr>>,
-    links: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
 }
 
 impl From<Stored> for Directory {
-    fn from(stored: Stored) -> Self {
+    fn from(state: Stored) -> Self {
         let mut index = LinkIndex::default();
-        for peer in stored.peers.keys() {
+        for peer in state.peers.keys() {
             index.register(*peer);
         }
-        for (peer, links) in &stored.links {
+        for (peer, links) in &state.links {
             for other in links {
                 index.add_report(*peer, *other);
             }
         }
-        Directory {
-            seeds: stored.seeds,
-            peers: stored.peers,
-            removed: stored.removed,
-            votes: stored.votes,
-            links: stored.links,
-            index,
-        }
+        Directory { state, index }
+    }
+}
+
+impl Serialize for Directory {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.state.serialize(serializer)
     }
 }
 
@@ -170,19 +164,7 @@ impl From<Stored> for Directory {
 /// state; the index follows from it, whatever order built it.
 impl PartialEq for Directory {
     fn eq(&self, other: &Self) -> bool {
-        (
-            &self.seeds,
-            &self.peers,
-            &self.removed,
-            &self.votes,
-            &self.links,
-        ) == (
-            &other.seeds,
-            &other.peers,
-            &other.removed,
-            &other.votes,
-            &other.links,
-        )
+        self.state == other.state
     }
 }
 
@@ -349,43 +331,46 @@ pub fn majority(n: usize) -> usize {
 
 impl Directory {
     pub fn seeds(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.seeds.iter().copied()
+        self.state.seeds.iter().copied()
     }
 
     pub fn is_initialised(&self) -> bool {
-        !self.seeds.is_empty()
+        !self.state.seeds.is_empty()
     }
 
     /// Votes a change needs: a majority of the seeds.
     pub fn quorum(&self) -> usize {
-        majority(self.seeds.len())
+        majority(self.state.seeds.len())
     }
 
     pub fn incarnation_of(&self, peer: &SocketAddr) -> Option<Incarnation> {
-        self.peers.get(peer).copied()
+        self.state.peers.get(peer).copied()
     }
 
     /// Whether the life `incarnation` of `peer` (or a later one) has been
     /// removed.
     pub fn was_removed(&self, peer: &SocketAddr, incarnation: Incarnation) -> bool {
-        self.removed.get(peer).is_some_and(|r| *r >= incarnation)
+        self.state
+            .removed
+            .get(peer)
+            .is_some_and(|r| *r >= incarnation)
     }
 
     pub fn contains(&self, peer: &SocketAddr) -> bool {
-        self.peers.contains_key(peer)
+        self.state.peers.contains_key(peer)
     }
 
     pub fn len(&self) -> usize {
-        self.peers.len()
+        self.state.peers.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
+        self.state.peers.is_empty()
     }
 
     /// Seeds that have voted for `change` and are still waiting for more.
     pub fn pending_votes(&self, change: &Change) -> usize {
-        self.votes.get(change).map_or(0, BTreeSet::len)
+        self.state.votes.get(change).map_or(0, BTreeSet::len)
     }
 
     /// Applies one log entry. Deterministic: the same commands in the same
@@ -398,7 +383,7 @@ impl Directory {
                         reason: Ignored::AlreadyInitialised,
                     };
                 }
-                self.seeds = seeds.iter().copied().collect();
+                self.state.seeds = seeds.iter().copied().collect();
                 Outcome::Initialised
             }
             Command::Vote { change, seed } => self.vote(*change, *seed),
@@ -407,6 +392,7 @@ impl Directory {
                 // Peers send their set in order, so most repeats are found
                 // without building a set. Only a registered peer has links.
                 if self
+                    .state
                     .links
                     .get(peer)
                     .is_some_and(|known| known.iter().copied().eq(reported()))
@@ -415,29 +401,29 @@ impl Directory {
                         reason: Ignored::Unchanged,
                     };
                 }
-                if !self.peers.contains_key(peer) {
+                if !self.state.peers.contains_key(peer) {
                     return Outcome::Ignored {
                         reason: Ignored::UnknownPeer,
                     };
                 }
                 let set: BTreeSet<SocketAddr> = reported().collect();
-                let (gone, new): (Vec<SocketAddr>, Vec<SocketAddr>) = match self.links.entry(*peer)
-                {
-                    Entry::Occupied(mut entry) => {
-                        if *entry.get() == set {
-                            return Outcome::Ignored {
-                                reason: Ignored::Unchanged,
-                            };
+                let (gone, new): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                    match self.state.links.entry(*peer) {
+                        Entry::Occupied(mut entry) => {
+                            if *entry.get() == set {
+                                return Outcome::Ignored {
+                                    reason: Ignored::Unchanged,
+                                };
+                            }
+                            let before = std::mem::replace(entry.get_mut(), set);
+                            let after = entry.get();
+                            let gone: Vec<_> = before.difference(after).copied().collect();
+                            (gone, after.difference(&before).copied().collect())
                         }
-                        let before = std::mem::replace(entry.get_mut(), set);
-                        let after = entry.get();
-                        let gone: Vec<_> = before.difference(after).copied().collect();
-                        (gone, after.difference(&before).copied().collect())
-                    }
-                    Entry::Vacant(entry) => {
-                        (Vec::new(), entry.insert(set).iter().copied().collect())
-                    }
-                };
+                        Entry::Vacant(entry) => {
+                            (Vec::new(), entry.insert(set).iter().copied().collect())
+                        }
+                    };
                 self.index.update_reports(*peer, &gone, &new);
                 Outcome::LinksRecorded
             }
@@ -446,10 +432,10 @@ impl Directory {
 
     /// Whether `change` could still take effect.
     fn applies(&self, change: &Change) -> bool {
-        let current = self.peers.get(&change.peer);
+        let current = self.state.peers.get(&change.peer);
         match change.kind {
             ChangeKind::Add => {
-                let removed = self.removed.get(&change.peer);
+                let removed = self.state.removed.get(&change.peer);
                 current.is_none_or(|c| *c < change.incarnation)
                     && removed.is_none_or(|r| *r < change.incarnation)
             }
@@ -459,32 +445,32 @@ impl Directory {
 
     fn vote(&mut self, change: Change, seed: SocketAddr) -> Outcome {
         let ignored = |reason| Outcome::Ignored { reason };
-        if !self.seeds.contains(&seed) {
+        if !self.state.seeds.contains(&seed) {
             return ignored(Ignored::NotASeed);
         }
         if !self.applies(&change) {
             return ignored(Ignored::Stale);
         }
-        let voters = self.votes.entry(change).or_default();
+        let voters = self.state.votes.entry(change).or_default();
         if !voters.insert(seed) {
             return ignored(Ignored::DuplicateVote);
         }
-        let (votes, needed) = (voters.len(), majority(self.seeds.len()));
+        let (votes, needed) = (voters.len(), majority(self.state.seeds.len()));
         if votes < needed {
             return Outcome::VoteCounted { votes, needed };
         }
-        let voters = self.votes.remove(&change).unwrap_or_default();
+        let voters = self.state.votes.remove(&change).unwrap_or_default();
         let peer = change.peer;
         // A new life at this address starts with no links.
         self.forget_links(peer);
         match change.kind {
             ChangeKind::Add => {
-                self.peers.insert(peer, change.incarnation);
+                self.state.peers.insert(peer, change.incarnation);
                 self.index.register(peer);
             }
             ChangeKind::Remove => {
-                self.peers.remove(&peer);
-                self.removed.insert(peer, change.incarnation);
+                self.state.peers.remove(&peer);
+                self.state.removed.insert(peer, change.incarnation);
                 self.index.unregister(peer);
             }
         }
@@ -496,7 +482,7 @@ impl Directory {
                 peer,
                 incarnation,
             };
-            self.votes.range(change(0)..=change(Incarnation::MAX))
+            self.state.votes.range(change(0)..=change(Incarnation::MAX))
         };
         let stale: Vec<Change> = about_peer(ChangeKind::Add)
             .chain(about_peer(ChangeKind::Remove))
@@ -504,17 +490,18 @@ impl Directory {
             .filter(|c| !self.applies(c))
             .collect();
         for c in stale {
-            self.votes.remove(&c);
+            self.state.votes.remove(&c);
         }
         Outcome::Committed {
             voters: voters.into_iter().collect(),
-            seeds: self.seeds.len(),
+            seeds: self.state.seeds.len(),
         }
     }
 
     /// Forgets `peer`'s report of its neighbours.
     fn forget_links(&mut self, peer: SocketAddr) {
         let gone: Vec<SocketAddr> = self
+            .state
             .links
             .remove(&peer)
             .unwrap_or_default()
@@ -526,17 +513,21 @@ impl Directory {
     /// Undirected edges between registered peers, each once, smaller
     /// address first. An edge counts if either end reports it.
     pub fn edges(&self) -> BTreeSet<(SocketAddr, SocketAddr)> {
-        self.links
+        self.state
+            .links
             .iter()
             .flat_map(|(a, ns)| ns.iter().map(move |b| (*a.min(b), *a.max(b))))
-            .filter(|(a, b)| a != b && self.peers.contains_key(a) && self.peers.contains_key(b))
+            .filter(|(a, b)| {
+                a != b && self.state.peers.contains_key(a) && self.state.peers.contains_key(b)
+            })
             .collect()
     }
 
     /// Each registered peer's neighbours in the recorded topology; peers
     /// without links are present with an empty set.
     pub fn adjacency(&self) -> BTreeMap<SocketAddr, BTreeSet<SocketAddr>> {
-        self.peers
+        self.state
+            .peers
             .keys()
             .map(|p| (*p, self.index.neighbors(p).collect()))
             .collect()
@@ -545,7 +536,7 @@ impl Directory {
     /// `peer`'s neighbours in the recorded topology: the peers it reports,
     /// and those that report it, if registered.
     pub fn neighbors_of(&self, peer: &SocketAddr) -> BTreeSet<SocketAddr> {
-        if !self.peers.contains_key(peer) {
+        if !self.state.peers.contains_key(peer) {
             return BTreeSet::new();
         }
         self.index.neighbors(peer).collect()
@@ -566,7 +557,7 @@ impl Directory {
 
     /// The whole PL with each peer's degree in the recorded topology (R4).
     pub fn peer_list(&self) -> Vec<PeerEntry> {
-        self.peers.keys().map(|p| self.entry(*p)).collect()
+        self.state.peers.keys().map(|p| self.entry(*p)).collect()
     }
 
     /// The PL for a join: all of it up to `limit` peers, and beyond that
@@ -627,7 +618,7 @@ impl Directory {
             .collect();
         let mut pieces_served: BTreeSet<usize> = relinking.iter().map(|f| piece_of[f]).collect();
         pieces_served.insert(largest);
-        for peer in self.links.keys() {
+        for peer in self.state.links.keys() {
             let Some(piece) = piece_of.get(peer) else {
                 continue;
             };
@@ -657,7 +648,7 @@ impl Directory {
 
     /// Registered peers with their incarnations.
     pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Incarnation)> + '_ {
-        self.peers.iter().map(|(a, i)| (*a, *i))
+        self.state.peers.iter().map(|(a, i)| (*a, *i))
     }
 }
 
