@@ -91,8 +91,8 @@ pub type Adjacency = BTreeMap<SocketAddr, BTreeSet<SocketAddr>>;
 
 /// An adjacency with nodes numbered in address order and each node's
 /// neighbours in one flat array: a search over 100,000 nodes then walks
-/// arrays instead of trees.
-struct Indexed {
+/// arrays instead of trees. Build it once for several measures.
+pub struct Indexed {
     nodes: Vec<SocketAddr>,
     /// Node i's neighbours are `targets[starts[i]..starts[i + 1]]`.
     starts: Vec<usize>,
@@ -100,7 +100,7 @@ struct Indexed {
 }
 
 impl Indexed {
-    fn new(adjacency: &Adjacency) -> Indexed {
+    pub fn new(adjacency: &Adjacency) -> Indexed {
         let nodes: Vec<SocketAddr> = adjacency.keys().copied().collect();
         let mut starts = Vec::with_capacity(nodes.len() + 1);
         let mut targets = Vec::new();
@@ -150,6 +150,31 @@ impl Indexed {
                 |best, (i, d)| if d > best.1 { (i, d) } else { best },
             )
     }
+
+    /// Whether every node is reachable from every other.
+    pub fn is_connected(&self) -> bool {
+        self.nodes.is_empty() || self.distances(0).iter().all(|d| *d != u32::MAX)
+    }
+
+    /// The diameter: exact (a search from every node) up to `exact_limit`
+    /// nodes; above that, a lower bound from repeated double sweeps (search
+    /// from a node, then from the farthest node found), which is usually
+    /// exact on sparse graphs. Returns (diameter, exact).
+    pub fn diameter(&self, exact_limit: usize) -> (u32, bool) {
+        let n = self.nodes.len();
+        if n <= exact_limit {
+            let d = (0..n).map(|i| self.farthest(i).1).max().unwrap_or(0);
+            return (d, true);
+        }
+        let step = (n / 8).max(1);
+        let best = (0..n)
+            .step_by(step)
+            .take(8)
+            .map(|start| self.farthest(self.farthest(start).0).1)
+            .max()
+            .unwrap_or(0);
+        (best, false)
+    }
 }
 
 /// Hop distances from `start` to every node it reaches.
@@ -169,29 +194,7 @@ pub fn distances(adjacency: &Adjacency, start: SocketAddr) -> BTreeMap<SocketAdd
 
 /// Whether every node of `adjacency` is reachable from every other.
 pub fn is_connected(adjacency: &Adjacency) -> bool {
-    let graph = Indexed::new(adjacency);
-    graph.nodes.is_empty() || graph.distances(0).iter().all(|d| *d != u32::MAX)
-}
-
-/// The diameter: exact (a search from every node) up to `exact_limit`
-/// nodes; above that, a lower bound from repeated double sweeps (search
-/// from a node, then from the farthest node found), which is usually exact
-/// on sparse graphs. Returns (diameter, exact).
-pub fn diameter(adjacency: &Adjacency, exact_limit: usize) -> (u32, bool) {
-    let graph = Indexed::new(adjacency);
-    let n = graph.nodes.len();
-    if n <= exact_limit {
-        let d = (0..n).map(|i| graph.farthest(i).1).max().unwrap_or(0);
-        return (d, true);
-    }
-    let step = (n / 8).max(1);
-    let best = (0..n)
-        .step_by(step)
-        .take(8)
-        .map(|start| graph.farthest(graph.farthest(start).0).1)
-        .max()
-        .unwrap_or(0);
-    (best, false)
+    Indexed::new(adjacency).is_connected()
 }
 
 /// The `p`-th percentile (0 to 100) of `values`, by the nearest rank.
@@ -267,8 +270,9 @@ mod tests {
 
     #[test]
     fn a_path_has_its_length_as_diameter_exactly_or_by_sweeps() {
-        assert_eq!(diameter(&path(50), 100), (49, true));
-        assert_eq!(diameter(&path(50), 10), (49, false));
+        let graph = Indexed::new(&path(50));
+        assert_eq!(graph.diameter(100), (49, true));
+        assert_eq!(graph.diameter(10), (49, false));
         assert!(is_connected(&path(50)));
         let mut cut = path(50);
         cut.get_mut(&a(10)).unwrap().remove(&a(11));

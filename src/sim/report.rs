@@ -177,9 +177,10 @@ pub fn simulate(
     let degrees: Vec<u32> = adjacency.values().map(|l| l.len() as u32).collect();
     let fit = metrics::fit_power_law(&degrees);
     let degree = degree_report(&degrees, fit);
-    let (diameter, diameter_exact) = metrics::diameter(&adjacency, 2000);
+    let graph = metrics::Indexed::new(&adjacency);
+    let (diameter, diameter_exact) = graph.diameter(2000);
     let overlay = OverlayReport {
-        connected: metrics::is_connected(&adjacency),
+        connected: graph.is_connected(),
         diameter,
         diameter_exact,
     };
