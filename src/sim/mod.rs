@@ -119,14 +119,14 @@ impl NodeCore {
         each_core!(self, c => c.role())
     }
 
-    fn drain(&mut self) -> Vec<Output<NodeTimer>> {
+    fn drain_into(&mut self, outputs: &mut Vec<Output<NodeTimer>>) {
         match self {
-            NodeCore::Peer(c) => std::iter::from_fn(|| c.poll_output())
-                .map(|o| o.map_timer(NodeTimer::Peer))
-                .collect(),
-            NodeCore::Seed(c) => std::iter::from_fn(|| c.poll_output())
-                .map(|o| o.map_timer(NodeTimer::Seed))
-                .collect(),
+            NodeCore::Peer(c) => outputs.extend(
+                std::iter::from_fn(|| c.poll_output()).map(|o| o.map_timer(NodeTimer::Peer)),
+            ),
+            NodeCore::Seed(c) => outputs.extend(
+                std::iter::from_fn(|| c.poll_output()).map(|o| o.map_timer(NodeTimer::Seed)),
+            ),
         }
     }
 }
@@ -137,7 +137,36 @@ struct Node {
     /// Actions that arrived while frozen, handled on resume.
     held: Vec<Action>,
     /// This node's end of its connections with others, open or once open.
-    channels: BTreeMap<NodeId, Channel>,
+    channels: Channels,
+}
+
+/// A node's connection ends, sorted by the other end's number. A sorted
+/// vector rather than a tree: a peer has tens of connections and a seed's
+/// grow mostly at the end, as peers join in number order, so a search
+/// touches one allocation instead of a chain of tree nodes.
+#[derive(Default)]
+struct Channels(Vec<(NodeId, Channel)>);
+
+impl Channels {
+    fn get(&self, other: NodeId) -> Option<&Channel> {
+        let at = self.0.binary_search_by_key(&other, |(id, _)| *id).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    fn get_or_insert(&mut self, other: NodeId) -> &mut Channel {
+        let at = match self.0.binary_search_by_key(&other, |(id, _)| *id) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (other, Channel::default()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (NodeId, &Channel)> {
+        self.0.iter().map(|(id, c)| (*id, c))
+    }
 }
 
 /// One end of a connection between two nodes.
@@ -156,7 +185,7 @@ impl Node {
         self.channels
             .iter()
             .filter(|(_, c)| c.open)
-            .map(|(id, _)| NodeTable::address(*id))
+            .map(|(id, _)| NodeTable::address(id))
     }
 
     fn new(core: NodeCore) -> Node {
@@ -164,7 +193,7 @@ impl Node {
             core,
             health: Health::Up,
             held: Vec::new(),
-            channels: BTreeMap::new(),
+            channels: Channels::default(),
         }
     }
 }
@@ -455,6 +484,8 @@ pub struct Sim {
     held_by_cut: Vec<Action>,
     /// Actions handled so far.
     handled: u64,
+    /// Kept between calls for a core's outputs, to save an allocation.
+    outputs: Vec<Output<NodeTimer>>,
 }
 
 /// The simulated start of time: 2025-01-01, so that timestamps look real.
@@ -483,6 +514,7 @@ impl Sim {
             cut: None,
             held_by_cut: Vec::new(),
             handled: 0,
+            outputs: Vec::new(),
         };
         for addr in &seed_addrs {
             let core = SeedCore::new(*addr, seed_addrs.clone());
@@ -769,14 +801,21 @@ impl Sim {
     /// `from`'s end of its connection with `to`, if both are nodes.
     fn channel(&mut self, from: SocketAddr, to: SocketAddr) -> Option<&mut Channel> {
         let to = NodeTable::id(&to)?;
-        Some(self.nodes.get_mut(&from)?.channels.entry(to).or_default())
+        Some(self.nodes.get_mut(&from)?.channels.get_or_insert(to))
     }
 
     fn is_linked(&self, a: SocketAddr, b: SocketAddr) -> bool {
-        let (Some(node), Some(b)) = (self.nodes.get(&a), NodeTable::id(&b)) else {
+        let (Some(id_a), Some(id_b)) = (NodeTable::id(&a), NodeTable::id(&b)) else {
             return false;
         };
-        node.channels.get(&b).is_some_and(|c| c.open)
+        // Both ends hold the link. Asking the higher-numbered end asks a
+        // peer, with tens of connections, rather than a seed with one per
+        // peer, whenever one end is a seed.
+        let (end, other) = if id_a > id_b { (a, id_b) } else { (b, id_a) };
+        self.nodes
+            .get(&end)
+            .and_then(|n| n.channels.get(other))
+            .is_some_and(|c| c.open)
     }
 
     /// Opens or closes the link between `a` and `b`; whether it was open.
@@ -821,9 +860,14 @@ impl Sim {
         let Some(n) = self.nodes.get_mut(&node) else {
             return;
         };
-        for output in n.core.drain() {
+        // One buffer for every call rather than a vector each; a call
+        // made while carrying out takes a fresh one.
+        let mut outputs = std::mem::take(&mut self.outputs);
+        n.core.drain_into(&mut outputs);
+        for output in outputs.drain(..) {
             self.carry_out(node, output);
         }
+        self.outputs = outputs;
     }
 
     fn handle(&mut self, action: Action) {

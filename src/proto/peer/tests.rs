@@ -1269,3 +1269,27 @@ fn a_registered_seed_that_drops_is_asked_again_until_it_answers() {
     core.handle_timer(PeerTimer::Reverify, due + Duration::from_secs(10));
     assert!(sends_of(&drain(&mut core), "REGISTER_REQUEST").is_empty());
 }
+
+#[test]
+fn candidates_merge_the_lists_keeping_each_peer_once_at_its_highest_degree() {
+    let mut core = peer(3, 8);
+    core.lists.insert(
+        addr(5001),
+        vec![
+            entry(6001, 1),
+            entry(6002, 5),
+            entry(6000, 3),
+            entry(6001, 4),
+        ],
+    );
+    core.lists
+        .insert(addr(5002), vec![entry(6002, 7), entry(6003, 0)]);
+    let merged: Vec<(u16, u32)> = core
+        .candidates()
+        .iter()
+        .map(|e| (e.addr.port(), e.degree))
+        .collect();
+    // Ourselves (6000) left out; each other peer once, in first-listed
+    // order, at the highest degree any list gave it.
+    assert_eq!(merged, vec![(6001, 4), (6002, 7), (6003, 0)]);
+}

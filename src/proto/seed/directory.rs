@@ -21,6 +21,7 @@ use std::{
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::proto::{message::PeerEntry, topology};
@@ -175,8 +176,11 @@ impl Eq for Directory {}
 #[derive(Debug, Clone, Default)]
 struct LinkIndex {
     /// Each address that is registered or touches a report. One record per
-    /// address, so that a report costs one search at each end.
-    records: BTreeMap<SocketAddr, AddressRecord>,
+    /// address, so that a report costs one lookup at each end. Hashed, not
+    /// sorted: it is only ever looked up, never walked, so its order cannot
+    /// show, and a lookup among a million addresses is one probe instead
+    /// of a tree descent.
+    records: FxHashMap<SocketAddr, AddressRecord>,
     /// Registered peers in no particular order, to sample from, each with
     /// its degree: how many of its `touching` are registered.
     roster: Vec<(SocketAddr, u32)>,
@@ -356,8 +360,10 @@ impl Directory {
             .is_some_and(|r| *r >= incarnation)
     }
 
+    /// Whether `peer` is registered; asks the hashed index, which holds
+    /// exactly the registered peers, rather than searching the tree.
     pub fn contains(&self, peer: &SocketAddr) -> bool {
-        self.state.peers.contains_key(peer)
+        self.index.is_registered(peer)
     }
 
     pub fn len(&self) -> usize {
@@ -401,7 +407,7 @@ impl Directory {
                         reason: Ignored::Unchanged,
                     };
                 }
-                if !self.state.peers.contains_key(peer) {
+                if !self.contains(peer) {
                     return Outcome::Ignored {
                         reason: Ignored::UnknownPeer,
                     };
@@ -517,9 +523,7 @@ impl Directory {
             .links
             .iter()
             .flat_map(|(a, ns)| ns.iter().map(move |b| (*a.min(b), *a.max(b))))
-            .filter(|(a, b)| {
-                a != b && self.state.peers.contains_key(a) && self.state.peers.contains_key(b)
-            })
+            .filter(|(a, b)| a != b && self.contains(a) && self.contains(b))
             .collect()
     }
 
@@ -536,7 +540,7 @@ impl Directory {
     /// `peer`'s neighbours in the recorded topology: the peers it reports,
     /// and those that report it, if registered.
     pub fn neighbors_of(&self, peer: &SocketAddr) -> BTreeSet<SocketAddr> {
-        if !self.state.peers.contains_key(peer) {
+        if !self.contains(peer) {
             return BTreeSet::new();
         }
         self.index.neighbors(peer).collect()
