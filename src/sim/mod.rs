@@ -3,8 +3,8 @@
 //! The very `PeerCore` and `SeedCore` that run on sockets run here, driven
 //! by a virtual clock and one time-ordered queue of actions. Everything
 //! random comes from one ChaCha8 generator seeded by the caller, and every
-//! structure is ordered (`BTreeMap`), so a seed gives the same run, event
-//! for event.
+//! structure that is ever walked is ordered (`BTreeMap`; hashed maps are
+//! only looked up), so a seed gives the same run, event for event.
 //!
 //! What the simulator stands in for:
 //! - **The seeds' Raft log**: proposals are appended to one in-process log
@@ -14,6 +14,11 @@
 //!   machine), and each core then acts on it as if it had applied it
 //!   itself. The seed cores themselves are real: registration probes,
 //!   evidence checks, votes, Peer Lists.
+//! - **Seed faults**: an entry commits only while a majority of the seeds
+//!   runs; proposed without one, it waits and commits, in order, once a
+//!   majority is back, as Raft would. A frozen seed's state follows the
+//!   log, and what it does about the entries (acks, notices) waits for
+//!   its resume; a crashed seed does nothing more.
 //! - **TCP, as the driver sees it**: a dial opens a link that both ends learn
 //!   of (`handle_link_up`); frames on a link arrive in order after the link
 //!   latency; a lost segment costs a retransmission timeout rather than the
@@ -28,7 +33,8 @@
 //!   queries across it fail at their time limits; healing delivers what
 //!   waited.
 //!
-//! Not modelled yet: seed faults, bandwidth.
+//! Not modelled: bandwidth; a partition that cuts the seeds from each
+//! other (the log commits as long as a majority runs).
 
 pub mod metrics;
 pub mod plot;
@@ -48,7 +54,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::proto::{
     message::{Message, Role},
     peer::{PeerCore, PeerSettings, PeerTimer},
-    seed::{SeedCore, SeedTimer},
+    seed::{directory, SeedCore, SeedTimer},
     Command, Core, Directory, Event, Output, Timestamp,
 };
 
@@ -136,6 +142,9 @@ struct Node {
     health: Health,
     /// Actions that arrived while frozen, handled on resume.
     held: Vec<Action>,
+    /// What a frozen seed's core asked for after a commit it applied while
+    /// frozen; carried out on resume, when its log would have caught up.
+    held_outputs: Vec<Output<NodeTimer>>,
     /// This node's end of its connections with others, open or once open.
     channels: Channels,
 }
@@ -193,6 +202,7 @@ impl Node {
             core,
             health: Health::Up,
             held: Vec::new(),
+            held_outputs: Vec::new(),
             channels: Channels::default(),
         }
     }
@@ -482,6 +492,9 @@ pub struct Sim {
     cut: Option<BTreeSet<SocketAddr>>,
     /// Frames held by the partition, delivered if it heals in time.
     held_by_cut: Vec<Action>,
+    /// Log entries proposed while too few seeds ran to commit them, in
+    /// order; they commit when a majority runs again.
+    stalled: Vec<Command>,
     /// Actions handled so far.
     handled: u64,
     /// Kept between calls for a core's outputs, to save an allocation.
@@ -513,6 +526,7 @@ impl Sim {
             gossip_frames: BTreeMap::new(),
             cut: None,
             held_by_cut: Vec::new(),
+            stalled: Vec::new(),
             handled: 0,
             outputs: Vec::new(),
         };
@@ -667,6 +681,7 @@ impl Sim {
         };
         n.health = Health::Crashed;
         n.held.clear();
+        n.held_outputs.clear();
         let lost: Vec<SocketAddr> = n.linked().collect();
         for other in lost {
             self.unlink(node, other);
@@ -730,9 +745,29 @@ impl Sim {
             return;
         }
         n.health = Health::Up;
-        for action in std::mem::take(&mut n.held) {
+        let held = std::mem::take(&mut n.held);
+        let mut outputs = std::mem::take(&mut n.held_outputs);
+        for output in outputs.drain(..) {
+            self.carry_out(node, output);
+        }
+        for action in held {
             self.schedule(self.now, action);
         }
+        if self.seeds_have_quorum() {
+            for command in std::mem::take(&mut self.stalled) {
+                self.schedule(self.now, Action::Commit { command });
+            }
+        }
+    }
+
+    /// A majority of the seeds runs, so the log can commit.
+    fn seeds_have_quorum(&self) -> bool {
+        let running = self
+            .seeds
+            .iter()
+            .filter(|s| self.health(**s) == Some(Health::Up))
+            .count();
+        running >= directory::majority(self.seeds.len())
     }
 
     /// Runs every action due up to `until`; the clock ends there.
@@ -948,9 +983,14 @@ impl Sim {
                     });
                 }
             }
+            Action::Commit { command } if !self.seeds_have_quorum() => {
+                self.stalled.push(command);
+            }
             Action::Commit { command } => {
                 // Every seed applies the entry, through one shared state
-                // machine: the log's.
+                // machine: the log's. A stopped seed's state is the log's
+                // too (a frozen one catches up on resume), but only a
+                // running one acts on it now.
                 let mut seeds: Vec<&mut SeedCore> = self
                     .nodes
                     .seeds
@@ -962,7 +1002,13 @@ impl Sim {
                     .collect();
                 SeedCore::apply_committed_shared(&mut seeds, &command);
                 for i in 0..self.seeds.len() {
-                    self.carry_out_all(self.seeds[i]);
+                    let seed = self.seeds[i];
+                    let n = self.nodes.get_mut(&seed).expect("seeds are nodes");
+                    match n.health {
+                        Health::Up => self.carry_out_all(seed),
+                        Health::Frozen => n.core.drain_into(&mut n.held_outputs),
+                        Health::Crashed => n.core.drain_into(&mut Vec::new()),
+                    }
                 }
             }
             Action::IcmpDone { at, host, result } => {

@@ -24,7 +24,11 @@ pub enum Step {
     Crash(usize),
     /// SIGSTOP this many live peers, picked at random.
     Freeze(usize),
-    /// SIGCONT every frozen peer.
+    /// SIGKILL this many running seeds, picked at random.
+    CrashSeeds(usize),
+    /// SIGSTOP this many running seeds, picked at random.
+    FreezeSeeds(usize),
+    /// SIGCONT every frozen node, peers and seeds.
     ResumeAll,
     /// Cut this many live peers, picked at random, off from every other
     /// node (they still reach each other). The seeds may remove them: they
@@ -123,6 +127,17 @@ impl Run {
         live.into_iter().choose_multiple(self.sim.rng(), n)
     }
 
+    fn pick_running_seeds(&mut self, n: usize) -> Vec<SocketAddr> {
+        let running: Vec<SocketAddr> = self
+            .sim
+            .seeds()
+            .iter()
+            .copied()
+            .filter(|s| self.sim.health(*s) == Some(Health::Up))
+            .collect();
+        running.into_iter().choose_multiple(self.sim.rng(), n)
+    }
+
     fn step(&mut self, step: &Step) -> Result<(), String> {
         match step {
             Step::Join(n) => {
@@ -151,9 +166,19 @@ impl Run {
                     self.sim.freeze(peer);
                 }
             }
+            Step::CrashSeeds(n) => {
+                for seed in self.pick_running_seeds(*n) {
+                    self.sim.crash(seed);
+                }
+            }
+            Step::FreezeSeeds(n) => {
+                for seed in self.pick_running_seeds(*n) {
+                    self.sim.freeze(seed);
+                }
+            }
             Step::ResumeAll => {
-                for peer in self.sim.peers().to_vec() {
-                    self.sim.resume(peer);
+                for node in [self.sim.seeds(), self.sim.peers()].concat() {
+                    self.sim.resume(node);
                 }
             }
             Step::Isolate(n) => {

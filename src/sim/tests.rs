@@ -8,7 +8,10 @@ use super::{
     scenario::{run, Check, Step},
     NetworkModel,
 };
-use crate::proto::peer::{ping_timeout, PeerSettings};
+use crate::proto::{
+    peer::{ping_timeout, PeerSettings},
+    Event,
+};
 
 /// Seeds per property in CI; the ignored tests run 200.
 const CI_SEEDS: u64 = 25;
@@ -202,4 +205,88 @@ fn the_same_seed_gives_the_same_run_event_for_event() {
     assert_eq!(a.sim.handled(), b.sim.handled());
     let c = run(8, &crash_steps(), settings(), wan()).unwrap();
     assert_ne!(a.sim.events(), c.sim.events(), "the seed changes nothing");
+}
+
+/// One seed dies early; the other two are a majority, so peers still join,
+/// dead peers are still removed and gossip still spreads.
+fn seed_crash_steps() -> Vec<Step> {
+    vec![
+        Step::Join(10),
+        Step::CrashSeeds(1),
+        Step::Join(10),
+        Step::Wait(Duration::from_secs(2)),
+        Step::Crash(3),
+        Step::Expect(
+            Check::FaultyRemoved,
+            detection_bound(&settings()) + Duration::from_secs(4),
+        ),
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+        Step::Gossip,
+        Step::Expect(Check::GossipEverywhere, Duration::from_secs(5)),
+    ]
+}
+
+#[test]
+fn the_network_keeps_working_with_one_seed_of_three_crashed() {
+    check_property(
+        "the_network_keeps_working_with_one_seed_of_three_crashed",
+        CI_SEEDS,
+        wan(),
+        &seed_crash_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn the_network_keeps_working_with_one_seed_of_three_crashed_over_200_seeds() {
+    check_property(
+        "the_network_keeps_working_with_one_seed_of_three_crashed_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &seed_crash_steps(),
+    );
+}
+
+#[test]
+fn nothing_commits_while_a_majority_of_seeds_is_frozen_and_all_of_it_does_after() {
+    let steps = [
+        Step::Join(10),
+        Step::Wait(Duration::from_secs(2)),
+        Step::FreezeSeeds(2),
+    ];
+    // Votes are log entries: each seed's vote shows when it commits.
+    let committed_votes = |sim: &super::Sim| {
+        sim.events()
+            .iter()
+            .filter(|e| matches!(e.event, Event::Vote { .. }))
+            .count()
+    };
+    for seed in 0..5 {
+        let mut run = run(seed, &steps, settings(), wan()).unwrap();
+        let votes_before = committed_votes(&run.sim);
+        let crashed: Vec<_> = run.sim.live_peers().into_iter().take(2).collect();
+        for peer in &crashed {
+            run.sim.crash(*peer);
+        }
+        run.sim.run_for(detection_bound(&settings()) * 2);
+        let directory = run.sim.directory();
+        assert!(
+            crashed.iter().all(|p| directory.contains(p)),
+            "seed {seed}: a removal committed without a majority of seeds"
+        );
+        assert_eq!(
+            committed_votes(&run.sim),
+            votes_before,
+            "seed {seed}: the running seed's vote committed on its own"
+        );
+        for node in run.sim.seeds().to_vec() {
+            run.sim.resume(node);
+        }
+        let removed = run
+            .sim
+            .run_until_true(detection_bound(&settings()) * 2, |sim| {
+                crashed.iter().all(|p| !sim.directory().contains(p))
+            });
+        assert!(removed, "seed {seed}: the crashed peers stayed registered");
+    }
 }

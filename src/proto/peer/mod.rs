@@ -1144,19 +1144,30 @@ impl<R: Rng> Core for PeerCore<R> {
             PeerTimer::AgreementRetry => self.retry_agreements(now),
             PeerTimer::Reverify => {
                 self.reverify_armed = false;
-                let unreachable: Vec<SocketAddr> = self
+                let mut ask: BTreeSet<SocketAddr> = self
                     .acked
                     .difference(&self.reachable_seeds)
                     .copied()
                     .collect();
-                if self.phase != Phase::Active || unreachable.is_empty() {
+                if self.phase != Phase::Active || ask.is_empty() {
                     self.reverify_wait = self.settings.retry_interval;
                     return;
+                }
+                // A Dead Node report goes to the seeds this peer is
+                // connected to (R14), and a removal needs a majority of
+                // them to hear one (R15). With fewer in reach, because a
+                // seed died, reach the others too.
+                if self.reachable_seeds.len() < self.quorum() {
+                    ask.extend(
+                        self.seeds
+                            .iter()
+                            .filter(|s| !self.reachable_seeds.contains(s)),
+                    );
                 }
                 // A REGISTER_REQUEST of the current life is acknowledged if
                 // it is still registered, and answered with DEAD_CONFIRMED
                 // if it was removed.
-                for seed in unreachable {
+                for seed in ask {
                     let incarnation = self.incarnation;
                     self.send(seed, Message::RegisterRequest { incarnation });
                 }

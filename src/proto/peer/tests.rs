@@ -1239,15 +1239,19 @@ fn a_line_typed_while_alone_goes_to_the_next_neighbour() {
     assert!(gossip_sends(&drain(&mut core)).is_empty());
 }
 
-#[test]
-fn a_registered_seed_that_drops_is_asked_again_until_it_answers() {
+/// A peer of 3 seeds, registered with 2 and connected to `linked` of all
+/// of them, loses the first registered seed; it is then checking again.
+/// Returns the core, the dropped seed and when the check is due.
+fn peer_losing_a_registered_seed(
+    linked: impl Fn(&[SocketAddr]) -> Vec<SocketAddr>,
+) -> (PeerCore<ChaCha8Rng>, SocketAddr, Timestamp) {
     let mut core = linked_peer(&[6001]);
-    let seeds: Vec<SocketAddr> = core.registered_seeds().collect();
-    for s in &seeds {
-        core.handle_link_up(*s, Role::Seed, now());
+    let registered: Vec<SocketAddr> = core.registered_seeds().collect();
+    for s in linked(&registered) {
+        core.handle_link_up(s, Role::Seed, now());
     }
     drain(&mut core);
-    core.handle_link_down(seeds[0], now());
+    core.handle_link_down(registered[0], now());
     let out = drain(&mut core);
     let due = out.iter().find_map(|o| match o {
         Output::Timer {
@@ -1256,18 +1260,41 @@ fn a_registered_seed_that_drops_is_asked_again_until_it_answers() {
         } => Some(*at),
         _ => None,
     });
-    let due = due.expect("a check is armed");
+    (core, registered[0], due.expect("a check is armed"))
+}
+
+#[test]
+fn a_registered_seed_that_drops_is_asked_again_until_it_answers() {
+    let (mut core, dropped, due) = peer_losing_a_registered_seed(|_| seeds(3));
     core.handle_timer(PeerTimer::Reverify, due);
     let out = drain(&mut core);
+    // Two seeds are still in reach, a majority: only the dropped one.
     assert_eq!(
         sends_of(&out, "REGISTER_REQUEST"),
-        vec![seeds[0]],
+        vec![dropped],
         "only the dropped seed"
     );
     // Reachable again: the checks stop.
-    core.handle_link_up(seeds[0], Role::Seed, now());
+    core.handle_link_up(dropped, Role::Seed, now());
     core.handle_timer(PeerTimer::Reverify, due + Duration::from_secs(10));
     assert!(sends_of(&drain(&mut core), "REGISTER_REQUEST").is_empty());
+}
+
+#[test]
+fn a_peer_left_with_too_few_seeds_in_reach_for_a_report_reaches_the_others() {
+    let (mut core, dropped, due) = peer_losing_a_registered_seed(|registered| registered.to_vec());
+    core.handle_timer(PeerTimer::Reverify, due);
+    let mut asked = sends_of(&drain(&mut core), "REGISTER_REQUEST");
+    asked.sort();
+    // One seed of three in reach could not carry a removal: the dropped
+    // seed and the one it never registered with are both asked.
+    let mut expected: Vec<SocketAddr> = seeds(3)
+        .into_iter()
+        .filter(|s| *s == dropped || !core.registered_seeds().any(|r| r == *s))
+        .collect();
+    expected.sort();
+    assert_eq!(asked, expected);
+    assert_eq!(asked.len(), 2);
 }
 
 #[test]
