@@ -92,6 +92,7 @@ pub type Adjacency = BTreeMap<SocketAddr, BTreeSet<SocketAddr>>;
 /// An adjacency with nodes numbered in address order and each node's
 /// neighbours in one flat array: a search over 100,000 nodes then walks
 /// arrays instead of trees. Build it once for several measures.
+#[derive(Debug, PartialEq)]
 pub struct Indexed {
     nodes: Vec<SocketAddr>,
     /// Node i's neighbours are `targets[starts[i]..starts[i + 1]]`.
@@ -101,15 +102,27 @@ pub struct Indexed {
 
 impl Indexed {
     pub fn new(adjacency: &Adjacency) -> Indexed {
-        let nodes: Vec<SocketAddr> = adjacency.keys().copied().collect();
+        Indexed::from_lists(
+            adjacency.keys().copied().collect(),
+            adjacency.values().map(|links| links.iter().copied()),
+        )
+    }
+
+    /// `nodes` in address order, and each one's neighbours, in order too;
+    /// a neighbour that is not among `nodes` is left out.
+    pub fn from_lists<L: IntoIterator<Item = SocketAddr>>(
+        nodes: Vec<SocketAddr>,
+        lists: impl IntoIterator<Item = L>,
+    ) -> Indexed {
+        debug_assert!(nodes.is_sorted(), "nodes must be in address order");
         let mut starts = Vec::with_capacity(nodes.len() + 1);
         let mut targets = Vec::new();
-        for links in adjacency.values() {
+        for links in lists {
             starts.push(targets.len());
             targets.extend(
                 links
-                    .iter()
-                    .filter_map(|n| nodes.binary_search(n).ok())
+                    .into_iter()
+                    .filter_map(|n| nodes.binary_search(&n).ok())
                     .map(|i| i as u32),
             );
         }
@@ -119,6 +132,14 @@ impl Indexed {
             starts,
             targets,
         }
+    }
+
+    /// Each node's number of neighbours, in address order.
+    pub fn degrees(&self) -> Vec<u32> {
+        self.starts
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as u32)
+            .collect()
     }
 
     /// Hop distances from node `start`; u32::MAX where it does not reach.

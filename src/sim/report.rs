@@ -173,11 +173,10 @@ pub fn simulate(
     // Let the last link reports commit.
     sim.run_for(Duration::from_secs(1));
 
-    let adjacency = sim.live_adjacency();
-    let degrees: Vec<u32> = adjacency.values().map(|l| l.len() as u32).collect();
+    let graph = sim.live_graph();
+    let degrees = graph.degrees();
     let fit = metrics::fit_power_law(&degrees);
     let degree = degree_report(&degrees, fit);
-    let graph = metrics::Indexed::new(&adjacency);
     let (diameter, diameter_exact) = graph.diameter(2000);
     let overlay = OverlayReport {
         connected: graph.is_connected(),
@@ -382,7 +381,7 @@ fn crash(sim: &mut Sim, fraction: f64) -> FailureReport {
         detection_ms_p50: metrics::percentile(&latencies, 50.0),
         detection_ms_p99: metrics::percentile(&latencies, 99.0),
         false_removals: false_removals.len(),
-        connected_after_repair: metrics::is_connected(&sim.live_adjacency()),
+        connected_after_repair: sim.live_graph().is_connected(),
     }
 }
 

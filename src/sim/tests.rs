@@ -290,3 +290,30 @@ fn nothing_commits_while_a_majority_of_seeds_is_frozen_and_all_of_it_does_after(
         assert!(removed, "seed {seed}: the crashed peers stayed registered");
     }
 }
+
+#[test]
+fn the_live_graph_has_the_links_of_the_live_adjacency() {
+    // Frozen peers, removed meanwhile, still list their old neighbours
+    // right after they resume, and those no longer list them: a link
+    // listed at one end only, which both views must leave out.
+    let steps = [
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(2)),
+        Step::Freeze(3),
+        Step::Expect(Check::FaultyRemoved, detection_bound(&settings())),
+        Step::ResumeAll,
+        Step::Wait(Duration::from_millis(1)),
+    ];
+    let run = run(3, &steps, settings(), wan()).unwrap();
+    let adjacency = run.sim.live_adjacency();
+    let one_sided = run
+        .sim
+        .live_peers()
+        .into_iter()
+        .any(|p| run.sim.neighbors_of(p).len() > adjacency[&p].len());
+    assert!(one_sided, "the scenario should leave a one-sided link");
+    assert_eq!(
+        run.sim.live_graph(),
+        super::metrics::Indexed::new(&adjacency)
+    );
+}
