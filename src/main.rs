@@ -202,8 +202,16 @@ impl PeerSettingArgs {
 #[derive(Args)]
 struct UpArgs {
     /// Number of seed processes.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, conflicts_with = "config")]
     seeds: usize,
+    /// Start the seeds this config file lists, at their addresses, and
+    /// pass its `[peer]` settings to every peer (options given here win).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Run the commands in this file first, one per line (`#` starts a
+    /// comment); then take commands from the terminal or standard input.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
     /// Number of peer processes to start with.
     #[arg(long, default_value_t = 10)]
     peers: usize,
@@ -330,12 +338,28 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let (seed_addrs, file_settings) = match &args.config {
+                Some(path) => match config::load(path) {
+                    Ok(config) => (config.seeds, config.peer),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                },
+                None => (Vec::new(), Default::default()),
+            };
             let options = UpOptions {
-                seeds: args.seeds,
+                seeds: if seed_addrs.is_empty() {
+                    args.seeds
+                } else {
+                    seed_addrs.len()
+                },
                 peers: args.peers,
                 run_dir: args.run_dir,
                 duration: args.duration,
-                peer: args.settings.overrides(),
+                peer: args.settings.overrides().or(file_settings),
+                seed_addrs,
+                script: args.script,
                 exe,
             };
             match cluster::run(options) {

@@ -139,32 +139,21 @@ fn a_seed_must_be_listed_in_the_config() {
 fn up_with_a_duration_runs_a_network_and_stops_it_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["up", "--seeds", "3", "--peers", "4", "--duration", "3s"])
-        .args([
+    let (status, stdout) = run_up_to_the_end(
+        dir.path(),
+        &[
+            "--seeds",
+            "3",
+            "--peers",
+            "4",
+            "--duration",
+            "3s",
             "--gossip-interval",
             "200ms",
             "--gossip-count",
             "5",
-            "--run-dir",
-        ])
-        .arg(&run_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = LineReader::new(child.stdout.take().unwrap());
-    let mut child = Reap(child);
-    lines.wait_line("stopped every node", Duration::from_secs(60));
-    let status = common::wait_for(
-        "up to exit",
-        Duration::from_secs(10),
-        || child.0.try_wait().unwrap(),
-        || "still running".into(),
+        ],
     );
-    let stdout = lines.seen.join("\n");
     assert!(status.success(), "{stdout}");
     assert!(
         stdout.contains(&format!(
@@ -266,6 +255,155 @@ fn up_takes_add_kill_list_and_survives_a_bad_command() {
         || "still running".into(),
     );
     assert!(status.success());
+}
+
+/// Runs `gossipnet up` in `dir` with `args` and run directory `run` until
+/// it stops by itself; its exit status and standard output.
+fn run_up_to_the_end(dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let child = Command::new(BIN)
+        .current_dir(dir)
+        .arg("up")
+        .args(args)
+        .args(["--run-dir", "run"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let mut lines = LineReader::new(child.0.stdout.take().unwrap());
+    lines.wait_line("stopped every node", Duration::from_secs(60));
+    let status = common::wait_for(
+        "up to exit",
+        Duration::from_secs(10),
+        || child.0.try_wait().unwrap(),
+        || "still running".into(),
+    );
+    (status, lines.seen.join("\n") + "\n")
+}
+
+/// The rows of the `list` table printed after the script's `> list`
+/// number `n` (from 0), keyed by node name: (status, degree, messages).
+fn list_table(
+    stdout: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, (String, String, String)> {
+    let after = stdout
+        .split("> list\n")
+        .nth(n + 1)
+        .unwrap_or_else(|| panic!("no list number {n} in:\n{stdout}"));
+    after
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("seed ") || l.starts_with("peer "))
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (
+                cols[1].to_string(),
+                (
+                    cols[3].to_string(),
+                    cols[4].to_string(),
+                    cols[5].to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn up_runs_a_script_whose_commands_change_what_list_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "\
+add
+list
+pause peer-1
+list
+send peer-2 hello from the script
+sleep 1s
+resume peer-1
+list
+kill peer-2
+stop peer-3
+frobnicate
+resume peer-2
+list
+stats
+topology --json topology.json
+exit
+";
+    std::fs::write(dir.path().join("script.txt"), script).unwrap();
+    let (status, stdout) = run_up_to_the_end(
+        dir.path(),
+        &[
+            "--seeds",
+            "2",
+            "--peers",
+            "2",
+            "--gossip-count",
+            "0",
+            "--script",
+            "script.txt",
+        ],
+    );
+    assert!(status.success(), "{stdout}");
+
+    let status_of = |n: usize, name: &str| list_table(&stdout, n)[name].0.clone();
+    // `add` started a third peer.
+    assert_eq!(list_table(&stdout, 0).len(), 5, "{stdout}");
+    assert_eq!(status_of(0, "peer-3"), "running", "{stdout}");
+    assert_eq!(status_of(1, "peer-1"), "paused", "{stdout}");
+    assert_eq!(status_of(2, "peer-1"), "running", "{stdout}");
+    // peer-2 gossiped the line it was sent.
+    let (_, _, seen) = &list_table(&stdout, 2)["peer-2"];
+    assert!(seen.parse::<u32>().unwrap() >= 1, "{stdout}");
+    assert_eq!(status_of(3, "peer-2"), "killed", "{stdout}");
+    assert_eq!(status_of(3, "peer-3"), "stopped", "{stdout}");
+    assert_eq!(status_of(3, "peer-1"), "running", "{stdout}");
+    // Mistakes get one line each, and the script goes on.
+    assert!(
+        stdout.contains("error: unknown command `frobnicate`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("error: peer-2 (port "), "{stdout}");
+    assert!(stdout.contains(") is killed"), "{stdout}");
+    let messages = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("messages:"))
+        .expect("stats printed");
+    assert!(messages.trim().parse::<u32>().unwrap() >= 1, "{stdout}");
+    let topology: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("topology.json")).unwrap())
+            .unwrap();
+    assert_eq!(topology["nodes"].as_array().unwrap().len(), 5, "{topology}");
+    assert!(topology["links"].is_array(), "{topology}");
+}
+
+#[test]
+fn up_with_a_config_starts_its_seeds_and_passes_its_settings_to_the_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let config = format!(
+        "seeds = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\n[peer]\ngossip_count = 2\ngossip_interval = \"100ms\"\nping_interval = \"3s\"\n",
+        ports[0], ports[1]
+    );
+    std::fs::write(dir.path().join("mine.toml"), config).unwrap();
+    let (_, stdout) = run_up_to_the_end(
+        dir.path(),
+        &["--config", "mine.toml", "--peers", "2", "--duration", "2s"],
+    );
+    assert!(
+        stdout.contains(&format!(
+            "seeds: 127.0.0.1:{}, 127.0.0.1:{}",
+            ports[0], ports[1]
+        )),
+        "{stdout}"
+    );
+    // The nodes read the file's settings: 2 peers x 2 messages.
+    let last = stdout.lines().find(|l| l.starts_with("final: ")).unwrap();
+    assert!(last.contains("4 messages"), "{last}");
+    let written = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    assert!(written.contains("ping_interval = \"3s\""), "{written}");
 }
 
 #[cfg(unix)]

@@ -5,6 +5,7 @@
 //! own files in a run directory. The manager learns what happens by
 //! following the nodes' event streams, never by asking them.
 
+mod command;
 mod tail;
 mod view;
 
@@ -21,8 +22,9 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+pub use command::{parse_command, ManagerCommand, NodeRef, TopologyFile};
 pub use tail::EventTail;
-pub use view::{NetworkView, NodeState, Summary};
+pub use view::{NetworkView, NodeState, Stats, Summary};
 
 use crate::{
     config::PeerOverrides,
@@ -52,6 +54,11 @@ pub struct UpOptions {
     pub duration: Option<Duration>,
     /// Settings passed to every peer; unset ones come from the example config.
     pub peer: PeerOverrides,
+    /// Start the seeds at these addresses (from `--config`); empty: as
+    /// many as `seeds` on free ports of 127.0.0.1.
+    pub seed_addrs: Vec<SocketAddr>,
+    /// Commands to run first, one per line (`--script`).
+    pub script: Option<PathBuf>,
     /// The gossipnet binary to start nodes from.
     pub exe: PathBuf,
 }
@@ -85,6 +92,11 @@ pub enum UpError {
     Interrupted,
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot read the script {path}: {source}")]
+    Script {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +105,24 @@ enum Status {
     Paused,
     Killed,
     Stopped,
+    /// It ended by itself; its stderr file says why.
+    Exited,
+}
+
+impl Status {
+    fn is_alive(self) -> bool {
+        matches!(self, Status::Running | Status::Paused)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Killed => "killed",
+            Status::Stopped => "stopped",
+            Status::Exited => "exited",
+        }
+    }
 }
 
 struct Node {
@@ -100,8 +130,20 @@ struct Node {
     name: String,
     addr: Option<SocketAddr>,
     child: Child,
+    /// A peer's standard input: `send` writes the line it gossips.
+    stdin: Option<tokio::process::ChildStdin>,
     tail: EventTail,
     status: Status,
+}
+
+impl Node {
+    /// Its name and port, as messages show a node.
+    fn label(&self) -> String {
+        match self.addr {
+            Some(addr) => format!("{} (port {})", self.name, addr.port()),
+            None => self.name.clone(),
+        }
+    }
 }
 
 struct Manager {
@@ -154,7 +196,7 @@ fn write_config(
 
 /// Runs `gossipnet up` to the end and returns the last summary.
 pub fn run(options: UpOptions) -> Result<Summary, UpError> {
-    if options.seeds < 2 {
+    if options.seeds < 2 && options.seed_addrs.is_empty() {
         return Err(UpError::TooFewSeeds(options.seeds));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -193,8 +235,8 @@ impl Manager {
         };
         std::fs::create_dir_all(&run_dir).map_err(dir_error)?;
         let run_dir = run_dir.canonicalize().map_err(dir_error)?;
-        let mut seeds = Vec::new();
-        while seeds.len() < options.seeds {
+        let mut seeds = options.seed_addrs.clone();
+        while seeds.len() < options.seeds && options.seed_addrs.is_empty() {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
             if !seeds.contains(&addr) {
                 seeds.push(addr);
@@ -239,16 +281,21 @@ impl Manager {
             .arg("--events")
             .arg(&events)
             .arg("--quiet")
-            .stdin(Stdio::null())
+            .args((role == Role::Peer).then_some("--stdin"))
+            .stdin(match role {
+                Role::Peer => Stdio::piped(),
+                Role::Seed => Stdio::null(),
+            })
             .stdout(Stdio::null())
             .stderr(stderr)
             .kill_on_drop(true);
         die_with_parent(&mut command);
-        let child = command.spawn().map_err(|source| UpError::Spawn {
+        let mut child = command.spawn().map_err(|source| UpError::Spawn {
             what: name.clone(),
             source,
         })?;
         Ok(Node {
+            stdin: child.stdin.take(),
             role,
             addr: (addr.port() != 0).then_some(addr),
             tail: EventTail::new(self.run_dir.join(events)),
@@ -348,11 +395,25 @@ impl Manager {
                 .join(", ")
         );
         self.add_peers(self.options.peers).await?;
+        let script = match &self.options.script {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| UpError::Script {
+                path: path.clone(),
+                source,
+            })?,
+            None => String::new(),
+        };
         let interactive = std::io::stdin().is_terminal() && self.options.duration.is_none();
         if interactive {
             println!("type `help` for commands; `exit` or Ctrl+C stops the network");
         }
-        let mut commands = spawn_command_reader();
+        let input = match (interactive, self.options.duration) {
+            (true, _) => Input::Terminal(self.run_dir.join("history.txt")),
+            (false, None) => Input::Lines,
+            // A timed run with no terminal takes its commands from the
+            // script alone: standard input may be anything.
+            (false, Some(_)) => Input::Nothing,
+        };
+        let mut commands = spawn_command_reader(script, input);
         let stop_at = self
             .options
             .duration
@@ -360,10 +421,13 @@ impl Manager {
         let mut stop = self.stop.clone();
         let mut poll = tokio::time::interval(POLL_EVERY);
         let mut last_print = Instant::now() - SUMMARY_EVERY;
+        // Set by `sleep`: no command is taken before then.
+        let mut asleep_until: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return Ok(()),
                 () = sleep_until(stop_at) => return Ok(()),
+                () = sleep_until(asleep_until), if asleep_until.is_some() => asleep_until = None,
                 _ = poll.tick() => {
                     let summary = self.refresh();
                     if self.last_summary != Some(summary) && last_print.elapsed() >= SUMMARY_EVERY {
@@ -372,10 +436,17 @@ impl Manager {
                         last_print = Instant::now();
                     }
                 }
-                line = recv(&mut commands) => match line {
+                line = recv(&mut commands), if asleep_until.is_none() => match line {
                     Some(line) => {
-                        if !self.command(&line).await {
-                            return Ok(());
+                        if line.from_script {
+                            println!("> {}", line.text);
+                        }
+                        match self.command(&line.text).await {
+                            Next::Continue => {}
+                            Next::SleepFor(span) => {
+                                asleep_until = Some(tokio::time::Instant::now() + span);
+                            }
+                            Next::Exit => return Ok(()),
                         }
                     }
                     None => commands = None,
@@ -384,51 +455,171 @@ impl Manager {
         }
     }
 
-    /// Carries out one command line; false means exit.
-    async fn command(&mut self, line: &str) -> bool {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            [] => {}
-            ["help"] => println!(
-                "commands:\n  add [k]      start k more peers (default 1)\n  kill <port>  SIGKILL the node on that port\n  list         show every node\n  exit         stop every node and quit"
-            ),
-            ["add"] => report(self.add_peers(1).await),
-            ["add", k] => match k.parse::<usize>() {
-                Ok(k) if k > 0 => report(self.add_peers(k).await),
-                _ => println!("error: `add {k}`: k must be a positive number"),
-            },
-            ["kill", port] => self.kill(port).await,
-            ["list"] => self.list(),
-            ["exit"] | ["quit"] => return false,
-            _ => println!("error: unknown command `{line}`; type `help` for the list"),
+    /// Carries out one command line.
+    async fn command(&mut self, line: &str) -> Next {
+        let command = match parse_command(line) {
+            Ok(Some(command)) => command,
+            Ok(None) => return Next::Continue,
+            Err(e) => {
+                println!("error: {e}");
+                return Next::Continue;
+            }
+        };
+        let done = match command {
+            ManagerCommand::Help => {
+                println!("{}", command::HELP);
+                Ok(())
+            }
+            ManagerCommand::Add(k) => self.add_peers(k).await.map_err(|e| e.to_string()),
+            ManagerCommand::Kill(node) => self.kill(&node).await,
+            ManagerCommand::Stop(node) => self.stop(&node).await,
+            ManagerCommand::Pause(node) => self.pause(&node, true),
+            ManagerCommand::Resume(node) => self.pause(&node, false),
+            ManagerCommand::Send(node, text) => self.send(&node, &text).await,
+            ManagerCommand::List => {
+                self.list();
+                Ok(())
+            }
+            ManagerCommand::Topology(file) => self.topology(file),
+            ManagerCommand::Stats => {
+                self.refresh();
+                println!("{}", self.view.stats());
+                Ok(())
+            }
+            ManagerCommand::Sleep(span) => return Next::SleepFor(span),
+            ManagerCommand::Exit => return Next::Exit,
+        };
+        if let Err(e) = done {
+            println!("error: {e}");
         }
-        true
+        Next::Continue
     }
 
-    async fn kill(&mut self, port: &str) {
-        let Ok(port) = port.parse::<u16>() else {
-            return println!("error: `{port}` is not a port number");
-        };
-        let Some(node) = self
+    /// Notes nodes that ended by themselves.
+    fn reap(&mut self) {
+        for node in &mut self.nodes {
+            if node.status.is_alive() && matches!(node.child.try_wait(), Ok(Some(_))) {
+                node.status = Status::Exited;
+                if let Some(addr) = node.addr {
+                    self.view.mark_down(addr);
+                }
+            }
+        }
+    }
+
+    /// The node `which` names, if it is still running or paused.
+    fn live_node(&mut self, which: &NodeRef) -> Result<usize, String> {
+        self.reap();
+        let index = self
             .nodes
-            .iter_mut()
-            .find(|n| n.addr.is_some_and(|a| a.port() == port))
-        else {
-            return println!("error: no node on port {port}; `list` shows the ports");
+            .iter()
+            .position(|n| match which {
+                NodeRef::Port(port) => n.addr.is_some_and(|a| a.port() == *port),
+                NodeRef::Name(name) => n.name == *name,
+            })
+            .ok_or_else(|| match which {
+                NodeRef::Port(port) => format!("no node on port {port}; `list` shows the ports"),
+                NodeRef::Name(name) => format!("no node named `{name}`; `list` shows the names"),
+            })?;
+        let node = &self.nodes[index];
+        if !node.status.is_alive() {
+            return Err(format!("{} is {}", node.label(), node.status.as_str()));
+        }
+        Ok(index)
+    }
+
+    fn mark(&mut self, index: usize, status: Status) {
+        let node = &mut self.nodes[index];
+        node.status = status;
+        if !status.is_alive() {
+            node.stdin = None;
+            if let Some(addr) = node.addr {
+                self.view.mark_down(addr);
+            }
+        }
+    }
+
+    async fn kill(&mut self, which: &NodeRef) -> Result<(), String> {
+        let index = self.live_node(which)?;
+        let _ = self.nodes[index].child.kill().await;
+        self.mark(index, Status::Killed);
+        println!("killed {}", self.nodes[index].label());
+        Ok(())
+    }
+
+    /// SIGTERM, and SIGKILL if it has not ended by the deadline.
+    async fn stop(&mut self, which: &NodeRef) -> Result<(), String> {
+        let index = self.live_node(which)?;
+        let node = &mut self.nodes[index];
+        signal(&node.child, Signal::Terminate)?;
+        if node.status == Status::Paused {
+            // A stopped process takes SIGTERM only once it runs again.
+            signal(&node.child, Signal::Continue)?;
+        }
+        let ended = tokio::time::timeout(STOP_DEADLINE, node.child.wait()).await;
+        let how = if ended.is_ok() {
+            "stopped"
+        } else {
+            let _ = node.child.kill().await;
+            "killed after the stop deadline:"
         };
-        if node.status != Status::Running && node.status != Status::Paused {
-            return println!("error: {} is already down", node.name);
+        self.mark(index, Status::Stopped);
+        println!("{how} {}", self.nodes[index].label());
+        Ok(())
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT.
+    fn pause(&mut self, which: &NodeRef, pause: bool) -> Result<(), String> {
+        let index = self.live_node(which)?;
+        let node = &self.nodes[index];
+        let (from, to, sig, done) = if pause {
+            (Status::Running, Status::Paused, Signal::Stop, "paused")
+        } else {
+            (Status::Paused, Status::Running, Signal::Continue, "resumed")
+        };
+        if node.status != from {
+            return Err(format!(
+                "{} is {}, not {}",
+                node.label(),
+                node.status.as_str(),
+                from.as_str()
+            ));
         }
-        let _ = node.child.kill().await;
-        node.status = Status::Killed;
-        if let Some(addr) = node.addr {
-            self.view.mark_down(addr);
+        signal(&node.child, sig)?;
+        self.mark(index, to);
+        println!("{done} {}", self.nodes[index].label());
+        Ok(())
+    }
+
+    /// Writes `text` to the peer's standard input, which it gossips.
+    async fn send(&mut self, which: &NodeRef, text: &str) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        let index = self.live_node(which)?;
+        let node = &mut self.nodes[index];
+        let label = node.label();
+        let Some(stdin) = node.stdin.as_mut() else {
+            return Err(format!("{label} is a seed; only peers gossip"));
+        };
+        let line = format!("{text}\n");
+        let written = tokio::time::timeout(STOP_DEADLINE, async {
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) if node.status == Status::Paused => {
+                println!("queued for {label}: it is paused and gossips the line when resumed")
+            }
+            Ok(Ok(())) => println!("{label} gossips: {text}"),
+            Ok(Err(e)) => return Err(format!("cannot write to {label}: {e}")),
+            Err(_) => return Err(format!("{label} is not reading its input")),
         }
-        println!("killed {} (port {port})", node.name);
+        Ok(())
     }
 
     fn list(&mut self) {
         self.refresh();
+        self.reap();
         println!(
             "{:<5} {:<10} {:<22} {:<8} {:>6} {:>9}",
             "role", "name", "address", "status", "degree", "messages"
@@ -436,12 +627,7 @@ impl Manager {
         for node in &self.nodes {
             let state = node.addr.and_then(|a| self.view.node(&a));
             let role = node.role.as_str();
-            let status = match node.status {
-                Status::Running => "running",
-                Status::Paused => "paused",
-                Status::Killed => "killed",
-                Status::Stopped => "stopped",
-            };
+            let status = node.status.as_str();
             let (degree, seen) = match (node.role, state) {
                 (Role::Peer, Some(s)) => {
                     (s.neighbors.len().to_string(), s.messages_seen.to_string())
@@ -459,17 +645,115 @@ impl Manager {
         }
     }
 
+    /// The live overlay as the peers' own event streams show it.
+    fn topology(&mut self, file: Option<TopologyFile>) -> Result<(), String> {
+        self.refresh();
+        self.reap();
+        let links = self.view.links();
+        let nodes: Vec<(&Node, usize)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let addr = n.addr?;
+                let degree = links
+                    .iter()
+                    .filter(|(a, b)| *a == addr || *b == addr)
+                    .count();
+                Some((n, degree))
+            })
+            .collect();
+        let (path, text) = match file {
+            None => {
+                println!(
+                    "{} nodes, {} links between live peers",
+                    nodes.len(),
+                    links.len()
+                );
+                for (node, _) in nodes.iter().filter(|(n, _)| n.role == Role::Peer) {
+                    let addr = node.addr.expect("listed nodes have addresses");
+                    let ports: Vec<String> = links
+                        .iter()
+                        .filter_map(|(a, b)| match (*a == addr, *b == addr) {
+                            (true, _) => Some(b.port().to_string()),
+                            (_, true) => Some(a.port().to_string()),
+                            _ => None,
+                        })
+                        .collect();
+                    println!(
+                        "{} ({}): {}",
+                        addr.port(),
+                        node.status.as_str(),
+                        if ports.is_empty() {
+                            "-".into()
+                        } else {
+                            ports.join(" ")
+                        }
+                    );
+                }
+                return Ok(());
+            }
+            Some(TopologyFile::Dot(path)) => {
+                let mut text = String::from("graph gossipnet {\n");
+                for (node, degree) in &nodes {
+                    let shape = if node.role == Role::Seed {
+                        "box"
+                    } else {
+                        "ellipse"
+                    };
+                    text += &format!(
+                        "  \"{}\" [label=\"{}\\n{}\", shape={shape}, degree={degree}, status={}];\n",
+                        node.addr.expect("listed nodes have addresses"),
+                        node.name,
+                        node.addr.expect("listed nodes have addresses").port(),
+                        node.status.as_str()
+                    );
+                }
+                for (a, b) in &links {
+                    text += &format!("  \"{a}\" -- \"{b}\";\n");
+                }
+                text += "}\n";
+                (path, text)
+            }
+            Some(TopologyFile::Json(path)) => {
+                let json = serde_json::json!({
+                    "nodes": nodes.iter().map(|(n, degree)| serde_json::json!({
+                        "address": n.addr,
+                        "name": n.name,
+                        "role": n.role.as_str(),
+                        "status": n.status.as_str(),
+                        "degree": degree,
+                    })).collect::<Vec<_>>(),
+                    "links": links.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
+                });
+                let text = serde_json::to_string_pretty(&json).expect("JSON of plain values");
+                (path, text + "\n")
+            }
+        };
+        std::fs::write(&path, text)
+            .map_err(|e| format!("cannot write the topology to {}: {e}", path.display()))?;
+        println!(
+            "wrote {} ({} nodes, {} links)",
+            path.display(),
+            nodes.len(),
+            links.len()
+        );
+        Ok(())
+    }
+
     /// SIGTERM to every live node, then SIGKILL to any still there after
     /// the deadline.
     async fn stop_all(&mut self) {
         for node in &mut self.nodes {
-            if matches!(node.status, Status::Running | Status::Paused) {
-                terminate(&mut node.child);
+            if node.status.is_alive() {
+                let _ = signal(&node.child, Signal::Terminate);
+                if node.status == Status::Paused {
+                    let _ = signal(&node.child, Signal::Continue);
+                }
             }
         }
         let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
         for node in &mut self.nodes {
-            if !matches!(node.status, Status::Running | Status::Paused) {
+            if !node.status.is_alive() {
                 continue;
             }
             if tokio::time::timeout_at(deadline, node.child.wait())
@@ -483,12 +767,6 @@ impl Manager {
     }
 }
 
-fn report(result: Result<(), UpError>) {
-    if let Err(e) = result {
-        println!("error: {e}");
-    }
-}
-
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -496,42 +774,137 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-async fn recv(lines: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
+/// What the loop does after a command.
+enum Next {
+    Continue,
+    SleepFor(Duration),
+    Exit,
+}
+
+/// One command line, and whether it came from the script (and is echoed).
+struct CommandLine {
+    text: String,
+    from_script: bool,
+}
+
+/// Where commands come from once the script's are done.
+enum Input {
+    /// A terminal: line editing, with history kept in this file.
+    Terminal(PathBuf),
+    /// Lines of standard input, until it ends.
+    Lines,
+    Nothing,
+}
+
+async fn recv(lines: &mut Option<mpsc::Receiver<CommandLine>>) -> Option<CommandLine> {
     match lines {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
 
-/// Standard input is read on a plain thread: a blocked read must not hold
-/// up the runtime, and the thread simply ends with the process.
-fn spawn_command_reader() -> Option<mpsc::Receiver<String>> {
+/// Commands are read on a plain thread: a blocked read must not hold up
+/// the runtime, and the thread simply ends with the process. The script's
+/// lines come first.
+fn spawn_command_reader(script: String, input: Input) -> Option<mpsc::Receiver<CommandLine>> {
     let (tx, rx) = mpsc::channel(16);
     std::thread::Builder::new()
         .name("commands".into())
         .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
+            for text in script.lines() {
+                let line = CommandLine {
+                    text: text.to_string(),
+                    from_script: true,
+                };
                 if tx.blocking_send(line).is_err() {
-                    break;
+                    return;
                 }
+            }
+            let typed = |text: String| CommandLine {
+                text,
+                from_script: false,
+            };
+            match input {
+                Input::Terminal(history) => {
+                    read_terminal(&history, |text| tx.blocking_send(typed(text)).is_ok())
+                }
+                Input::Lines => {
+                    for text in std::io::stdin().lock().lines() {
+                        let Ok(text) = text else { break };
+                        if tx.blocking_send(typed(text)).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Input::Nothing => {}
             }
         })
         .ok()?;
     Some(rx)
 }
 
-#[cfg(unix)]
-fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+/// Reads lines with editing and history until `take` refuses one. Ctrl+C
+/// and Ctrl+D mean `exit`: the terminal is in raw mode while a line is
+/// edited, so they arrive here rather than as signals.
+fn read_terminal(history: &Path, mut take: impl FnMut(String) -> bool) {
+    use rustyline::{error::ReadlineError, DefaultEditor};
+    let Ok(mut editor) = DefaultEditor::new() else {
+        // No line editing here: plain lines still work.
+        for text in std::io::stdin().lock().lines() {
+            let Ok(text) = text else { break };
+            if !take(text) {
+                break;
+            }
+        }
+        return;
+    };
+    let _ = editor.load_history(history);
+    loop {
+        match editor.readline("gossipnet> ") {
+            Ok(text) => {
+                if !text.trim().is_empty() {
+                    let _ = editor.add_history_entry(text.as_str());
+                    let _ = editor.save_history(history);
+                }
+                if !take(text) {
+                    break;
+                }
+            }
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => {
+                take("exit".into());
+                break;
+            }
+            Err(_) => break,
+        }
     }
 }
 
+/// The signals the manager sends, besides SIGKILL (`Child::kill`).
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Terminate,
+    Stop,
+    Continue,
+}
+
+#[cfg(unix)]
+fn signal(child: &Child, signal: Signal) -> Result<(), String> {
+    use nix::sys::signal::Signal as Unix;
+    let Some(pid) = child.id() else {
+        return Err("the process has already ended".into());
+    };
+    let unix = match signal {
+        Signal::Terminate => Unix::SIGTERM,
+        Signal::Stop => Unix::SIGSTOP,
+        Signal::Continue => Unix::SIGCONT,
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), unix)
+        .map_err(|e| format!("cannot send {unix} to process {pid}: {e}"))
+}
+
 #[cfg(not(unix))]
-fn terminate(child: &mut Child) {
-    let _ = child.start_kill();
+fn signal(_child: &Child, signal: Signal) -> Result<(), String> {
+    Err(format!("{signal:?} needs a Unix system"))
 }
 
 /// On Linux, a node dies with the manager even if the manager is killed

@@ -39,6 +39,36 @@ pub struct NetworkView {
     nodes: BTreeMap<SocketAddr, NodeState>,
     /// Keyed by origin and text, as the Message List is.
     messages: HashMap<(SocketAddr, String), MessageState>,
+    /// Suspicions started, over all peers.
+    suspicions: u64,
+    /// Removals each seed committed; every seed logs each one.
+    removals_by_seed: BTreeMap<SocketAddr, u64>,
+}
+
+/// Counters for the `stats` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub summary: Summary,
+    pub suspicions: u64,
+    /// Removals committed, as the seed that logged most of them saw.
+    pub removals: u64,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.summary;
+        let ratio = s.delivery_percent();
+        writeln!(f, "peers up:       {}/{}", s.peers_up, s.peers_total)?;
+        writeln!(f, "links:          {}", s.links)?;
+        writeln!(f, "messages:       {}", s.messages)?;
+        writeln!(
+            f,
+            "delivered:      {}/{} ({ratio:.1}%)",
+            s.delivered, s.expected
+        )?;
+        writeln!(f, "suspicions:     {}", self.suspicions)?;
+        write!(f, "removals:       {}", self.removals)
+    }
 }
 
 /// The one-line figures `up` shows.
@@ -56,13 +86,20 @@ pub struct Summary {
     pub spread_max_us: Option<u64>,
 }
 
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ratio = if self.expected == 0 {
+impl Summary {
+    /// Receipts over receipts expected; 100 when none is expected.
+    pub fn delivery_percent(&self) -> f64 {
+        if self.expected == 0 {
             100.0
         } else {
             100.0 * self.delivered as f64 / self.expected as f64
-        };
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ratio = self.delivery_percent();
         write!(
             f,
             "peers {}/{} up | links {} | gossip: {} messages, delivered {}/{} ({ratio:.1}%)",
@@ -94,6 +131,10 @@ impl NetworkView {
                 node.neighbors.remove(peer);
             }
             Event::Shutdown => node.down = true,
+            Event::SuspicionStarted { .. } => self.suspicions += 1,
+            Event::RemoveCommitted { .. } => {
+                *self.removals_by_seed.entry(record.node).or_default() += 1;
+            }
             Event::GossipCreated { msg } => {
                 node.messages_seen += 1;
                 self.messages
@@ -123,6 +164,24 @@ impl NetworkView {
         self.nodes.get(addr)
     }
 
+    pub fn stats(&self) -> Stats {
+        Stats {
+            summary: self.summary(),
+            suspicions: self.suspicions,
+            removals: self.removals_by_seed.values().copied().max().unwrap_or(0),
+        }
+    }
+
+    /// Links between live peers, each once, smaller address first: both
+    /// ends' event streams are read, and either one's word counts.
+    pub fn links(&self) -> BTreeSet<(SocketAddr, SocketAddr)> {
+        let live: BTreeSet<&SocketAddr> = self.live_peers().map(|(a, _)| a).collect();
+        self.live_peers()
+            .flat_map(|(a, n)| n.neighbors.iter().map(move |b| (*a.min(b), *a.max(b))))
+            .filter(|(a, b)| live.contains(a) && live.contains(b))
+            .collect()
+    }
+
     fn live_peers(&self) -> impl Iterator<Item = (&SocketAddr, &NodeState)> {
         self.nodes
             .iter()
@@ -130,14 +189,7 @@ impl NetworkView {
     }
 
     pub fn summary(&self) -> Summary {
-        let mut links = BTreeSet::new();
-        for (a, n) in self.live_peers() {
-            for b in &n.neighbors {
-                if self.nodes.get(b).is_some_and(|s| !s.down) {
-                    links.insert((*a.min(b), *a.max(b)));
-                }
-            }
-        }
+        let links = self.links();
         // A live peer should get every message created after it joined,
         // except its own.
         let (mut delivered, mut expected) = (0, 0);
