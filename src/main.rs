@@ -83,6 +83,19 @@ fn parse_probability(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_web_address(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+        .or_else(|_| {
+            text.parse::<u16>()
+                .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        })
+        .map_err(|_| {
+            format!("`{text}` is not an address; write IP:PORT (127.0.0.1:8080), an IP, or a port")
+        })
+}
+
 fn parse_latency(text: &str) -> Result<(Duration, Duration), String> {
     let (low, high) = match text.split_once("..") {
         Some((low, high)) => (parse_duration(low)?, parse_duration(high)?),
@@ -212,6 +225,11 @@ struct UpArgs {
     /// comment); then take commands from the terminal or standard input.
     #[arg(long, value_name = "FILE")]
     script: Option<PathBuf>,
+    /// Serve a live view of the network in a browser, and print its URL.
+    /// ADDR is IP:PORT, an IP (free port) or a port (on 127.0.0.1);
+    /// default: 127.0.0.1 on a free port.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0", value_parser = parse_web_address)]
+    web: Option<SocketAddr>,
     /// Number of peer processes to start with.
     #[arg(long, default_value_t = 10)]
     peers: usize,
@@ -360,6 +378,7 @@ fn main() -> ExitCode {
                 peer: args.settings.overrides().or(file_settings),
                 seed_addrs,
                 script: args.script,
+                web: args.web,
                 exe,
             };
             match cluster::run(options) {

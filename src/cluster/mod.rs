@@ -8,6 +8,7 @@
 mod command;
 mod tail;
 mod view;
+pub mod web;
 
 use std::{
     io::{BufRead, IsTerminal},
@@ -59,6 +60,8 @@ pub struct UpOptions {
     pub seed_addrs: Vec<SocketAddr>,
     /// Commands to run first, one per line (`--script`).
     pub script: Option<PathBuf>,
+    /// Serve the live web view on this address (`--web`; port 0: a free one).
+    pub web: Option<SocketAddr>,
     /// The gossipnet binary to start nodes from.
     pub exe: PathBuf,
 }
@@ -92,6 +95,11 @@ pub enum UpError {
     Interrupted,
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot serve the web view on {addr}: {source}; give another address, e.g. --web 127.0.0.1:0")]
+    Web {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot read the script {path}: {source}")]
     Script {
         path: PathBuf,
@@ -156,6 +164,10 @@ struct Manager {
     view: NetworkView,
     peers_started: usize,
     last_summary: Option<Summary>,
+    /// What the web view shows, when it is on.
+    web: Option<web::SharedWebData>,
+    /// Commands from the web view's buttons.
+    web_commands: Option<mpsc::Receiver<web::WebCommand>>,
 }
 
 /// Hands out free ports by binding port 0; the listener is closed again at
@@ -253,6 +265,8 @@ impl Manager {
             view: NetworkView::default(),
             peers_started: 0,
             last_summary: None,
+            web: None,
+            web_commands: None,
         };
         for seed in seeds {
             manager.nodes.push(manager.spawn(Role::Seed, seed)?);
@@ -307,15 +321,73 @@ impl Manager {
 
     /// Reads new events from every node into the view.
     fn refresh(&mut self) -> Summary {
-        for node in &mut self.nodes {
-            for record in node.tail.poll().unwrap_or_default() {
-                if node.addr.is_none() {
-                    node.addr = Some(record.node);
-                }
-                self.view.apply(&record);
+        for index in 0..self.nodes.len() {
+            self.read_events(index);
+        }
+        self.publish();
+        self.view.summary()
+    }
+
+    /// Reads node `index`'s new events into the view and the web view.
+    fn read_events(&mut self, index: usize) -> Vec<EventRecord> {
+        let node = &mut self.nodes[index];
+        let records = node.tail.poll().unwrap_or_default();
+        for record in &records {
+            node.addr.get_or_insert(record.node);
+            self.view.apply(record);
+        }
+        if let Some(web) = &self.web {
+            let mut web = web.lock().expect("web data lock");
+            for record in &records {
+                web.push_event(record);
             }
         }
-        self.view.summary()
+        records
+    }
+
+    /// Starts the web view: the server, and the questions to the seeds.
+    async fn start_web(&mut self, addr: SocketAddr) -> Result<(), UpError> {
+        let data = web::SharedWebData::default();
+        let (commands, web_commands) = mpsc::channel(8);
+        let bound = web::serve(addr, data.clone(), commands)
+            .await
+            .map_err(|source| UpError::Web { addr, source })?;
+        let seeds = self
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Seed)
+            .filter_map(|n| n.addr)
+            .collect();
+        tokio::spawn(web::follow_committed(seeds, data.clone()));
+        println!("web view: http://{bound}/");
+        self.web = Some(data);
+        self.web_commands = Some(web_commands);
+        self.publish();
+        Ok(())
+    }
+
+    /// Gives the web view, if on, the current picture of the network.
+    fn publish(&mut self) {
+        let Some(web) = self.web.clone() else {
+            return;
+        };
+        self.reap();
+        let facts: Vec<web::NodeFacts> = self
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                Some(web::NodeFacts {
+                    name: n.name.clone(),
+                    addr: n.addr?,
+                    role: n.role,
+                    alive: n.status.is_alive(),
+                    paused: n.status == Status::Paused,
+                })
+            })
+            .collect();
+        let mut web = web.lock().expect("web data lock");
+        let picture = web::picture(&facts, &self.view, web.committed());
+        web.set_picture(picture);
     }
 
     /// Polls until node `index` logs an event matching `goal`.
@@ -327,14 +399,8 @@ impl Manager {
     ) -> Result<(), UpError> {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            let node = &mut self.nodes[index];
-            let records = node.tail.poll().unwrap_or_default();
-            let mut reached = false;
-            for record in &records {
-                node.addr.get_or_insert(record.node);
-                reached |= done(record);
-                self.view.apply(record);
-            }
+            let reached = self.read_events(index).iter().any(done);
+            self.publish();
             if reached {
                 return Ok(());
             }
@@ -378,6 +444,9 @@ impl Manager {
     }
 
     async fn run(&mut self) -> Result<(), UpError> {
+        if let Some(addr) = self.options.web {
+            self.start_web(addr).await?;
+        }
         // Peers register only once the seeds' log has named its seeds.
         for index in 0..self.nodes.len() {
             self.wait_for(index, "form the seed cluster", |r| {
@@ -436,6 +505,12 @@ impl Manager {
                         last_print = Instant::now();
                     }
                 }
+                Some(request) = recv(&mut self.web_commands) => {
+                    println!("web> {}", request.line);
+                    let (_, reply) = self.carry_out(&request.line).await;
+                    print_reply(&reply);
+                    let _ = request.reply.send(reply);
+                }
                 line = recv(&mut commands), if asleep_until.is_none() => match line {
                     Some(line) => {
                         if line.from_script {
@@ -455,44 +530,43 @@ impl Manager {
         }
     }
 
-    /// Carries out one command line.
+    /// Carries out one command line and prints what it says.
     async fn command(&mut self, line: &str) -> Next {
+        let (next, reply) = self.carry_out(line).await;
+        print_reply(&reply);
+        next
+    }
+
+    /// Carries out one command line; what to do next, and what it says:
+    /// its output, or why it failed (one line).
+    async fn carry_out(&mut self, line: &str) -> (Next, Result<String, String>) {
         let command = match parse_command(line) {
             Ok(Some(command)) => command,
-            Ok(None) => return Next::Continue,
-            Err(e) => {
-                println!("error: {e}");
-                return Next::Continue;
-            }
+            Ok(None) => return (Next::Continue, Ok(String::new())),
+            Err(e) => return (Next::Continue, Err(e)),
         };
-        let done = match command {
-            ManagerCommand::Help => {
-                println!("{}", command::HELP);
-                Ok(())
-            }
-            ManagerCommand::Add(k) => self.add_peers(k).await.map_err(|e| e.to_string()),
+        let reply = match command {
+            ManagerCommand::Help => Ok(command::HELP.to_string()),
+            ManagerCommand::Add(k) => self
+                .add_peers(k)
+                .await
+                .map(|()| String::new())
+                .map_err(|e| e.to_string()),
             ManagerCommand::Kill(node) => self.kill(&node).await,
             ManagerCommand::Stop(node) => self.stop(&node).await,
             ManagerCommand::Pause(node) => self.pause(&node, true),
             ManagerCommand::Resume(node) => self.pause(&node, false),
             ManagerCommand::Send(node, text) => self.send(&node, &text).await,
-            ManagerCommand::List => {
-                self.list();
-                Ok(())
-            }
+            ManagerCommand::List => Ok(self.list()),
             ManagerCommand::Topology(file) => self.topology(file),
             ManagerCommand::Stats => {
                 self.refresh();
-                println!("{}", self.view.stats());
-                Ok(())
+                Ok(self.view.stats().to_string())
             }
-            ManagerCommand::Sleep(span) => return Next::SleepFor(span),
-            ManagerCommand::Exit => return Next::Exit,
+            ManagerCommand::Sleep(span) => return (Next::SleepFor(span), Ok(String::new())),
+            ManagerCommand::Exit => return (Next::Exit, Ok(String::new())),
         };
-        if let Err(e) = done {
-            println!("error: {e}");
-        }
-        Next::Continue
+        (Next::Continue, reply)
     }
 
     /// Notes nodes that ended by themselves.
@@ -539,16 +613,15 @@ impl Manager {
         }
     }
 
-    async fn kill(&mut self, which: &NodeRef) -> Result<(), String> {
+    async fn kill(&mut self, which: &NodeRef) -> Result<String, String> {
         let index = self.live_node(which)?;
         let _ = self.nodes[index].child.kill().await;
         self.mark(index, Status::Killed);
-        println!("killed {}", self.nodes[index].label());
-        Ok(())
+        Ok(format!("killed {}", self.nodes[index].label()))
     }
 
     /// SIGTERM, and SIGKILL if it has not ended by the deadline.
-    async fn stop(&mut self, which: &NodeRef) -> Result<(), String> {
+    async fn stop(&mut self, which: &NodeRef) -> Result<String, String> {
         let index = self.live_node(which)?;
         let node = &mut self.nodes[index];
         signal(&node.child, Signal::Terminate)?;
@@ -564,12 +637,11 @@ impl Manager {
             "killed after the stop deadline:"
         };
         self.mark(index, Status::Stopped);
-        println!("{how} {}", self.nodes[index].label());
-        Ok(())
+        Ok(format!("{how} {}", self.nodes[index].label()))
     }
 
     /// SIGSTOP (`pause`) or SIGCONT.
-    fn pause(&mut self, which: &NodeRef, pause: bool) -> Result<(), String> {
+    fn pause(&mut self, which: &NodeRef, pause: bool) -> Result<String, String> {
         let index = self.live_node(which)?;
         let node = &self.nodes[index];
         let (from, to, sig, done) = if pause {
@@ -587,12 +659,11 @@ impl Manager {
         }
         signal(&node.child, sig)?;
         self.mark(index, to);
-        println!("{done} {}", self.nodes[index].label());
-        Ok(())
+        Ok(format!("{done} {}", self.nodes[index].label()))
     }
 
     /// Writes `text` to the peer's standard input, which it gossips.
-    async fn send(&mut self, which: &NodeRef, text: &str) -> Result<(), String> {
+    async fn send(&mut self, which: &NodeRef, text: &str) -> Result<String, String> {
         use tokio::io::AsyncWriteExt;
         let index = self.live_node(which)?;
         let node = &mut self.nodes[index];
@@ -607,20 +678,19 @@ impl Manager {
         })
         .await;
         match written {
-            Ok(Ok(())) if node.status == Status::Paused => {
-                println!("queued for {label}: it is paused and gossips the line when resumed")
-            }
-            Ok(Ok(())) => println!("{label} gossips: {text}"),
-            Ok(Err(e)) => return Err(format!("cannot write to {label}: {e}")),
-            Err(_) => return Err(format!("{label} is not reading its input")),
+            Ok(Ok(())) if node.status == Status::Paused => Ok(format!(
+                "queued for {label}: it is paused and gossips the line when resumed"
+            )),
+            Ok(Ok(())) => Ok(format!("{label} gossips: {text}")),
+            Ok(Err(e)) => Err(format!("cannot write to {label}: {e}")),
+            Err(_) => Err(format!("{label} is not reading its input")),
         }
-        Ok(())
     }
 
-    fn list(&mut self) {
+    fn list(&mut self) -> String {
         self.refresh();
         self.reap();
-        println!(
+        let mut table = format!(
             "{:<5} {:<10} {:<22} {:<8} {:>6} {:>9}",
             "role", "name", "address", "status", "degree", "messages"
         );
@@ -638,15 +708,16 @@ impl Manager {
                 .addr
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "?".into());
-            println!(
-                "{role:<5} {:<10} {addr:<22} {status:<8} {degree:>6} {seen:>9}",
+            table += &format!(
+                "\n{role:<5} {:<10} {addr:<22} {status:<8} {degree:>6} {seen:>9}",
                 node.name
             );
         }
+        table
     }
 
     /// The live overlay as the peers' own event streams show it.
-    fn topology(&mut self, file: Option<TopologyFile>) -> Result<(), String> {
+    fn topology(&mut self, file: Option<TopologyFile>) -> Result<String, String> {
         self.refresh();
         self.reap();
         let links = self.view.links();
@@ -664,7 +735,7 @@ impl Manager {
             .collect();
         let (path, text) = match file {
             None => {
-                println!(
+                let mut text = format!(
                     "{} nodes, {} links between live peers",
                     nodes.len(),
                     links.len()
@@ -679,8 +750,8 @@ impl Manager {
                             _ => None,
                         })
                         .collect();
-                    println!(
-                        "{} ({}): {}",
+                    text += &format!(
+                        "\n{} ({}): {}",
                         addr.port(),
                         node.status.as_str(),
                         if ports.is_empty() {
@@ -690,7 +761,7 @@ impl Manager {
                         }
                     );
                 }
-                return Ok(());
+                return Ok(text);
             }
             Some(TopologyFile::Dot(path)) => {
                 let mut text = String::from("graph gossipnet {\n");
@@ -731,13 +802,12 @@ impl Manager {
         };
         std::fs::write(&path, text)
             .map_err(|e| format!("cannot write the topology to {}: {e}", path.display()))?;
-        println!(
+        Ok(format!(
             "wrote {} ({} nodes, {} links)",
             path.display(),
             nodes.len(),
             links.len()
-        );
-        Ok(())
+        ))
     }
 
     /// SIGTERM to every live node, then SIGKILL to any still there after
@@ -774,6 +844,15 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// A command's output, or its error on one line.
+fn print_reply(reply: &Result<String, String>) {
+    match reply {
+        Ok(text) if text.is_empty() => {}
+        Ok(text) => println!("{text}"),
+        Err(e) => println!("error: {e}"),
+    }
+}
+
 /// What the loop does after a command.
 enum Next {
     Continue,
@@ -796,7 +875,7 @@ enum Input {
     Nothing,
 }
 
-async fn recv(lines: &mut Option<mpsc::Receiver<CommandLine>>) -> Option<CommandLine> {
+async fn recv<T>(lines: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match lines {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

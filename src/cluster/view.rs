@@ -41,6 +41,8 @@ pub struct NetworkView {
     messages: HashMap<(SocketAddr, String), MessageState>,
     /// Suspicions started, over all peers.
     suspicions: u64,
+    /// Each peer under suspicion now, with the peers that suspect it.
+    suspected_by: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
     /// Removals each seed committed; every seed logs each one.
     removals_by_seed: BTreeMap<SocketAddr, u64>,
 }
@@ -131,7 +133,19 @@ impl NetworkView {
                 node.neighbors.remove(peer);
             }
             Event::Shutdown => node.down = true,
-            Event::SuspicionStarted { .. } => self.suspicions += 1,
+            Event::SuspicionStarted { peer, .. } => {
+                self.suspicions += 1;
+                self.suspected_by
+                    .entry(*peer)
+                    .or_default()
+                    .insert(record.node);
+            }
+            Event::SuspicionCleared { peer } | Event::SuspicionAbandoned { peer, .. } => {
+                self.drop_suspicion(*peer, record.node);
+            }
+            Event::DeadConfirmed { peer } => {
+                self.suspected_by.remove(peer);
+            }
             Event::RemoveCommitted { .. } => {
                 *self.removals_by_seed.entry(record.node).or_default() += 1;
             }
@@ -158,6 +172,25 @@ impl NetworkView {
         let state = self.nodes.entry(node).or_default();
         state.down = true;
         state.neighbors.clear();
+        // A dead peer suspects nobody any more.
+        let suspects: Vec<SocketAddr> = self.suspected_by.keys().copied().collect();
+        for suspect in suspects {
+            self.drop_suspicion(suspect, node);
+        }
+    }
+
+    fn drop_suspicion(&mut self, suspect: SocketAddr, by: SocketAddr) {
+        if let Some(by_whom) = self.suspected_by.get_mut(&suspect) {
+            by_whom.remove(&by);
+            if by_whom.is_empty() {
+                self.suspected_by.remove(&suspect);
+            }
+        }
+    }
+
+    /// Some live peer suspects `peer` now.
+    pub fn is_suspected(&self, peer: &SocketAddr) -> bool {
+        self.suspected_by.contains_key(peer)
     }
 
     pub fn node(&self, addr: &SocketAddr) -> Option<&NodeState> {
@@ -252,6 +285,27 @@ mod tests {
 
     fn a(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_peer_is_suspected_while_some_live_peer_suspects_it() {
+        let mut view = NetworkView::default();
+        let suspect = |reason: &str| Event::SuspicionStarted {
+            peer: a(6003),
+            reason: reason.into(),
+        };
+        view.apply(&rec(6001, 1, suspect("lost")));
+        view.apply(&rec(6002, 2, suspect("no pong")));
+        assert!(view.is_suspected(&a(6003)));
+        view.apply(&rec(6001, 3, Event::SuspicionCleared { peer: a(6003) }));
+        assert!(view.is_suspected(&a(6003)), "6002 still suspects it");
+        // The last suspecter dies: nobody suspects it any more.
+        view.mark_down(a(6002));
+        assert!(!view.is_suspected(&a(6003)));
+        view.apply(&rec(6001, 4, suspect("lost")));
+        view.apply(&rec(6001, 5, Event::DeadConfirmed { peer: a(6003) }));
+        assert!(!view.is_suspected(&a(6003)));
+        assert_eq!(view.stats().suspicions, 3);
     }
 
     #[test]

@@ -1,0 +1,383 @@
+//! The live web view of `gossipnet up --web` in headless Chromium: the page
+//! draws every node, and a click on Kill turns a peer red, then takes it
+//! off the graph once the seeds commit its removal.
+//!
+//! Chromium is driven over its DevTools protocol on a pipe pair
+//! (`--remote-debugging-pipe`: commands on fd 3, answers on fd 4), so the
+//! test needs no WebSocket client and no port. `.ci/run` installs Debian's
+//! chromium and sets GOSSIPNET_REQUIRE_BROWSER=1, which makes a missing
+//! browser a failure; elsewhere the test says it was skipped.
+#![cfg(unix)]
+
+mod common;
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Write},
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::process::CommandExt,
+    },
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::{LineReader, BIN};
+use serde_json::{json, Value};
+
+/// Screenshots of the page, kept for people to look at: with the killed
+/// peer red, and after it left the graph.
+const SCREENSHOT_KILLED: &str = "target/test-artifacts/web-view-killed.png";
+const SCREENSHOT: &str = "target/test-artifacts/web-view.png";
+
+fn find_chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("GOSSIPNET_CHROMIUM") {
+        return Some(path.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// A pipe whose ends sit at fd 10 or above, so that putting them at fds 3
+/// and 4 in the child cannot overwrite one with the other.
+fn high_pipe() -> (OwnedFd, OwnedFd) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+    let lift = |fd: OwnedFd| -> OwnedFd {
+        let high = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(10)).unwrap();
+        // SAFETY: fcntl just returned this new descriptor; nothing else owns it.
+        unsafe { std::os::fd::FromRawFd::from_raw_fd(high) }
+    };
+    (lift(read), lift(write))
+}
+
+/// Headless Chromium with one page, killed when dropped.
+struct Browser {
+    child: Child,
+    commands: File,
+    answers: mpsc::Receiver<Value>,
+    session: String,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn launch(chromium: &Path) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let (to_browser_read, to_browser_write) = high_pipe();
+        let (from_browser_read, from_browser_write) = high_pipe();
+        let (child_in, child_out) = (to_browser_read.as_raw_fd(), from_browser_write.as_raw_fd());
+        let mut command = Command::new(chromium);
+        command
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--remote-debugging-pipe",
+                "--window-size=1280,800",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: only dup2 runs between fork and exec; it is
+        // async-signal-safe and the descriptors are open in the child.
+        unsafe {
+            command.pre_exec(move || {
+                for (from, to) in [(child_in, 3), (child_out, 4)] {
+                    let from = std::os::fd::BorrowedFd::borrow_raw(from);
+                    let placed = nix::unistd::dup2_raw(from, to).map_err(std::io::Error::from)?;
+                    std::mem::forget(placed);
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start chromium");
+        drop((to_browser_read, from_browser_write));
+        let (tx, answers) = mpsc::channel();
+        let mut reader = BufReader::new(File::from(from_browser_read));
+        std::thread::spawn(move || loop {
+            let mut frame = Vec::new();
+            match reader.read_until(0, &mut frame) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    frame.pop();
+                    if let Ok(value) = serde_json::from_slice(&frame) {
+                        if tx.send(value).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let mut browser = Browser {
+            child,
+            commands: File::from(to_browser_write),
+            answers,
+            session: String::new(),
+            next_id: 0,
+            _profile: profile,
+        };
+        let targets = browser.call("Target.getTargets", json!({}));
+        let page = targets["targetInfos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .expect("a page target")["targetId"]
+            .clone();
+        let attached = browser.call(
+            "Target.attachToTarget",
+            json!({ "targetId": page, "flatten": true }),
+        );
+        browser.session = attached["sessionId"].as_str().unwrap().to_string();
+        browser
+    }
+
+    /// Sends one command (to the page once attached) and waits for its answer.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({ "id": id, "method": method, "params": params });
+        if !self.session.is_empty() {
+            message["sessionId"] = json!(self.session);
+        }
+        let mut frame = serde_json::to_vec(&message).unwrap();
+        frame.push(0);
+        self.commands.write_all(&frame).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = self
+                .answers
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no answer from chromium to {method}"));
+            if answer["id"] == json!(id) {
+                assert!(answer.get("error").is_none(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    fn eval(&mut self, script: &str) -> Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": script, "returnByValue": true }),
+        );
+        assert!(
+            result.get("exceptionDetails").is_none(),
+            "{script}: {result}"
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Evaluates `script` until it gives `true`; panics with `what` and
+    /// the last value of `show` after `limit`.
+    fn wait_until(&mut self, what: &str, limit: Duration, script: &str, show: &str) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.eval(script) == json!(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "{what} not within {limit:?}; page shows: {}",
+            self.eval(show)
+        );
+    }
+
+    /// A real mouse click at the middle of the element `selector` names,
+    /// once it has stopped moving (the graph's layout settles).
+    fn click(&mut self, selector: &str) {
+        let centre_of = format!(
+            "(() => {{ const r = document.querySelector({selector:?}).getBoundingClientRect();
+                       return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut centre = self.eval(&centre_of);
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.eval(&centre_of);
+            let moved = (0..2)
+                .map(|i| (now[i].as_f64().unwrap() - centre[i].as_f64().unwrap()).abs())
+                .fold(0.0, f64::max);
+            centre = now;
+            if moved < 0.5 || Instant::now() > deadline {
+                break;
+            }
+        }
+        let (x, y) = (centre[0].as_f64().unwrap(), centre[1].as_f64().unwrap());
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }),
+            );
+        }
+    }
+
+    fn screenshot(&mut self, path: &Path) {
+        use base64_png::decode;
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        let png = decode(shot["data"].as_str().unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Base64 as the DevTools protocol sends screenshots; a few lines rather
+/// than a dependency.
+mod base64_png {
+    pub fn decode(text: &str) -> Vec<u8> {
+        let value = |c: u8| match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        };
+        let digits: Vec<u8> = text.bytes().filter(|c| *c != b'=').map(value).collect();
+        digits
+            .chunks(4)
+            .flat_map(|chunk| {
+                let bits = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, d)| acc | u32::from(*d) << (18 - 6 * i));
+                let bytes = bits.to_be_bytes();
+                bytes[1..chunk.len()].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decodes_with_and_without_padding() {
+        assert_eq!(decode("aGk="), b"hi");
+        assert_eq!(decode("aGV5"), b"hey");
+        assert_eq!(decode("aGVsbG8="), b"hello");
+    }
+}
+
+/// Kills and reaps `gossipnet up` when dropped.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn clicking_kill_turns_a_peer_red_then_removes_it_from_the_graph() {
+    let Some(chromium) = find_chromium() else {
+        assert!(
+            std::env::var_os("GOSSIPNET_REQUIRE_BROWSER").is_none(),
+            "GOSSIPNET_REQUIRE_BROWSER is set but no chromium was found on PATH"
+        );
+        eprintln!("SKIPPED: no chromium on PATH (apt-get install chromium, or run .ci/run)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "up",
+            "--seeds",
+            "3",
+            "--peers",
+            "5",
+            "--web",
+            "--run-dir",
+            "run",
+        ])
+        // Quick detection: a killed peer is removed within a few seconds.
+        .args([
+            "--ping-interval",
+            "1s",
+            "--gossip-interval",
+            "1s",
+            "--gossip-count",
+            "3",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = Reap(child);
+    let mut lines = LineReader::new(up.0.stdout.take().unwrap());
+    let url_line = lines.wait_line("web view: http://", Duration::from_secs(30));
+    let url = url_line.trim_start_matches("web view: ").trim().to_string();
+    lines.wait_line("started peer-5", Duration::from_secs(60));
+
+    let mut browser = Browser::launch(&chromium);
+    browser.call("Page.enable", json!({}));
+    browser.call("Page.navigate", json!({ "url": url }));
+    let nodes = "JSON.stringify([...document.querySelectorAll('g.node')].map(g => [g.dataset.name, g.dataset.state]))";
+    // 1 and 2: the page loads and draws every node, all alive.
+    browser.wait_until(
+        "all 8 nodes drawn and alive",
+        Duration::from_secs(20),
+        "document.body.dataset.ready === '1' && \
+         document.querySelectorAll('g.node').length === 8 && \
+         [...document.querySelectorAll('g.node')].every(g => g.dataset.state === 'alive')",
+        nodes,
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('g.node[data-role=seed]').length"),
+        json!(3)
+    );
+    // 3: select peer-2 and click Kill.
+    browser.click("g.node[data-name='peer-2'] .shape");
+    browser.wait_until(
+        "the kill button enabled for peer-2",
+        Duration::from_secs(5),
+        "!document.querySelector('#kill').disabled",
+        nodes,
+    );
+    browser.click("#kill");
+    // 4: red at once, then gone once the removal commits.
+    browser.wait_until(
+        "peer-2 shown as removed",
+        Duration::from_secs(10),
+        "document.querySelector(\"g.node[data-name='peer-2']\")?.dataset.state === 'removed'",
+        nodes,
+    );
+    let status = browser.eval("document.querySelector('#status-line').textContent");
+    assert!(
+        status.as_str().unwrap().contains("killed peer-2"),
+        "{status}"
+    );
+    browser.screenshot(Path::new(SCREENSHOT_KILLED));
+    browser.wait_until(
+        "peer-2 gone from the graph after its removal committed",
+        Duration::from_secs(30),
+        "document.querySelector(\"g.node[data-name='peer-2']\") === null && \
+         document.querySelectorAll('g.node').length === 7",
+        nodes,
+    );
+    // 5: the page as it is now, for people to look at.
+    browser.screenshot(Path::new(SCREENSHOT));
+    assert!(std::fs::metadata(SCREENSHOT).unwrap().len() > 10_000);
+
+    writeln!(up.0.stdin.as_mut().unwrap(), "exit").unwrap();
+    lines.wait_line("stopped every node", Duration::from_secs(20));
+}
