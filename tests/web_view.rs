@@ -88,7 +88,9 @@ impl Browser {
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::null())
+            // Its own group, so that its helper processes go with it.
+            .process_group(0);
         // SAFETY: only dup2 runs between fork and exec; it is
         // async-signal-safe and the descriptors are open in the child.
         unsafe {
@@ -236,6 +238,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -142,6 +142,8 @@ struct Node {
     stdin: Option<tokio::process::ChildStdin>,
     tail: EventTail,
     status: Status,
+    /// When the manager saw it go down (killed, stopped or exited).
+    down_at: Option<Instant>,
 }
 
 impl Node {
@@ -316,6 +318,7 @@ impl Manager {
             name,
             child,
             status: Status::Running,
+            down_at: None,
         })
     }
 
@@ -381,6 +384,7 @@ impl Manager {
                     addr: n.addr?,
                     role: n.role,
                     alive: n.status.is_alive(),
+                    down_for: n.down_at.map_or(Duration::ZERO, |at| at.elapsed()),
                     paused: n.status == Status::Paused,
                 })
             })
@@ -574,6 +578,7 @@ impl Manager {
         for node in &mut self.nodes {
             if node.status.is_alive() && matches!(node.child.try_wait(), Ok(Some(_))) {
                 node.status = Status::Exited;
+                node.down_at = Some(Instant::now());
                 if let Some(addr) = node.addr {
                     self.view.mark_down(addr);
                 }
@@ -606,6 +611,7 @@ impl Manager {
         let node = &mut self.nodes[index];
         node.status = status;
         if !status.is_alive() {
+            node.down_at.get_or_insert_with(Instant::now);
             node.stdin = None;
             if let Some(addr) = node.addr {
                 self.view.mark_down(addr);

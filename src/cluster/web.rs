@@ -40,6 +40,10 @@ pub const API_VERSION: u32 = 1;
 const EVENTS_KEPT: usize = 500;
 /// How often a seed is asked for the committed directory.
 const COMMITTED_EVERY: Duration = Duration::from_secs(1);
+/// A peer that went down is drawn red at least this long, even if its
+/// removal commits sooner, so that a person (and a page polling twice a
+/// second) sees it go.
+const SHOWN_DOWN_AT_LEAST: Duration = Duration::from_secs(2);
 /// How long one seed may take to answer before the next is tried.
 const SEED_ANSWER_LIMIT: Duration = Duration::from_millis(700);
 
@@ -83,6 +87,8 @@ pub struct NodeFacts {
     /// Running or paused: not killed, stopped or exited.
     pub alive: bool,
     pub paused: bool,
+    /// How long ago it went down; zero while alive.
+    pub down_for: Duration,
 }
 
 /// Shared between the manager, which writes, and the server, which reads.
@@ -139,14 +145,18 @@ pub type SharedWebData = Arc<Mutex<WebData>>;
 /// The nodes, links and counters the page draws.
 ///
 /// A peer that is down stays, red, until the seeds' committed directory
-/// no longer lists it; then it is left out, and vanishes from the page.
+/// no longer lists it (and for [`SHOWN_DOWN_AT_LEAST`] in any case); then
+/// it is left out, and vanishes from the page.
 /// Links are the committed ones (until a seed has answered, the peers' own
 /// word), between peers that are drawn and alive.
 pub fn picture(nodes: &[NodeFacts], view: &NetworkView, committed: Option<&Committed>) -> Value {
     let drawn: Vec<&NodeFacts> = nodes
         .iter()
         .filter(|n| {
-            n.alive || n.role == Role::Seed || committed.is_none_or(|c| c.peers.contains(&n.addr))
+            n.alive
+                || n.role == Role::Seed
+                || n.down_for < SHOWN_DOWN_AT_LEAST
+                || committed.is_none_or(|c| c.peers.contains(&n.addr))
         })
         .collect();
     let alive_peers: BTreeSet<SocketAddr> = drawn
@@ -303,6 +313,11 @@ mod tests {
             role,
             alive,
             paused,
+            down_for: if alive {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(60)
+            },
         }
     }
 
@@ -350,6 +365,16 @@ mod tests {
         let picture2 = picture(&nodes, &view, Some(&committed));
         assert_eq!(state_of(&picture2, 6004), None);
         assert_eq!(picture2["nodes"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_peer_that_just_went_down_is_shown_red_even_if_already_removed() {
+        let view = NetworkView::default();
+        let mut just_killed = facts(6004, Role::Peer, false, false);
+        just_killed.down_for = Duration::from_millis(300);
+        let committed = Committed::default();
+        let shown = picture(&[just_killed], &view, Some(&committed));
+        assert_eq!(state_of(&shown, 6004).as_deref(), Some("removed"));
     }
 
     #[test]
