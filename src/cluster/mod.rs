@@ -47,6 +47,7 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
+    /// How many seeds; the length of `seed_addrs` when those are given.
     pub seeds: usize,
     pub peers: usize,
     /// Default: `gossipnet-runs/<unix time>` in the working directory.
@@ -147,6 +148,16 @@ struct Node {
 }
 
 impl Node {
+    /// SIGTERM; and SIGCONT if paused, since a stopped process takes
+    /// SIGTERM only once it runs again.
+    fn terminate(&self) -> Result<(), String> {
+        signal(&self.child, Signal::Terminate)?;
+        if self.status == Status::Paused {
+            signal(&self.child, Signal::Continue)?;
+        }
+        Ok(())
+    }
+
     /// Its name and port, as messages show a node.
     fn label(&self) -> String {
         match self.addr {
@@ -210,7 +221,7 @@ fn write_config(
 
 /// Runs `gossipnet up` to the end and returns the last summary.
 pub fn run(options: UpOptions) -> Result<Summary, UpError> {
-    if options.seeds < 2 && options.seed_addrs.is_empty() {
+    if options.seeds < 2 {
         return Err(UpError::TooFewSeeds(options.seeds));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -250,7 +261,7 @@ impl Manager {
         std::fs::create_dir_all(&run_dir).map_err(dir_error)?;
         let run_dir = run_dir.canonicalize().map_err(dir_error)?;
         let mut seeds = options.seed_addrs.clone();
-        while seeds.len() < options.seeds && options.seed_addrs.is_empty() {
+        while seeds.len() < options.seeds {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
             if !seeds.contains(&addr) {
                 seeds.push(addr);
@@ -322,11 +333,13 @@ impl Manager {
         })
     }
 
-    /// Reads new events from every node into the view.
+    /// Reads new events from every node into the view, and notes nodes
+    /// that ended by themselves.
     fn refresh(&mut self) -> Summary {
         for index in 0..self.nodes.len() {
             self.read_events(index);
         }
+        self.reap();
         self.publish();
         self.view.summary()
     }
@@ -374,7 +387,6 @@ impl Manager {
         let Some(web) = self.web.clone() else {
             return;
         };
-        self.reap();
         let facts: Vec<web::NodeFacts> = self
             .nodes
             .iter()
@@ -575,13 +587,10 @@ impl Manager {
 
     /// Notes nodes that ended by themselves.
     fn reap(&mut self) {
-        for node in &mut self.nodes {
+        for index in 0..self.nodes.len() {
+            let node = &mut self.nodes[index];
             if node.status.is_alive() && matches!(node.child.try_wait(), Ok(Some(_))) {
-                node.status = Status::Exited;
-                node.down_at = Some(Instant::now());
-                if let Some(addr) = node.addr {
-                    self.view.mark_down(addr);
-                }
+                self.mark(index, Status::Exited);
             }
         }
     }
@@ -630,11 +639,7 @@ impl Manager {
     async fn stop(&mut self, which: &NodeRef) -> Result<String, String> {
         let index = self.live_node(which)?;
         let node = &mut self.nodes[index];
-        signal(&node.child, Signal::Terminate)?;
-        if node.status == Status::Paused {
-            // A stopped process takes SIGTERM only once it runs again.
-            signal(&node.child, Signal::Continue)?;
-        }
+        node.terminate()?;
         let ended = tokio::time::timeout(STOP_DEADLINE, node.child.wait()).await;
         let how = if ended.is_ok() {
             "stopped"
@@ -695,7 +700,6 @@ impl Manager {
 
     fn list(&mut self) -> String {
         self.refresh();
-        self.reap();
         let mut table = format!(
             "{:<5} {:<10} {:<22} {:<8} {:>6} {:>9}",
             "role", "name", "address", "status", "degree", "messages"
@@ -725,19 +729,12 @@ impl Manager {
     /// The live overlay as the peers' own event streams show it.
     fn topology(&mut self, file: Option<TopologyFile>) -> Result<String, String> {
         self.refresh();
-        self.reap();
         let links = self.view.links();
+        let degrees = view::degrees(&links);
         let nodes: Vec<(&Node, usize)> = self
             .nodes
             .iter()
-            .filter_map(|n| {
-                let addr = n.addr?;
-                let degree = links
-                    .iter()
-                    .filter(|(a, b)| *a == addr || *b == addr)
-                    .count();
-                Some((n, degree))
-            })
+            .filter_map(|n| Some((n, degrees.get(&n.addr?).copied().unwrap_or(0))))
             .collect();
         let (path, text) = match file {
             None => {
@@ -821,10 +818,7 @@ impl Manager {
     async fn stop_all(&mut self) {
         for node in &mut self.nodes {
             if node.status.is_alive() {
-                let _ = signal(&node.child, Signal::Terminate);
-                if node.status == Status::Paused {
-                    let _ = signal(&node.child, Signal::Continue);
-                }
+                let _ = node.terminate();
             }
         }
         let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
@@ -913,19 +907,22 @@ fn spawn_command_reader(script: String, input: Input) -> Option<mpsc::Receiver<C
                 Input::Terminal(history) => {
                     read_terminal(&history, |text| tx.blocking_send(typed(text)).is_ok())
                 }
-                Input::Lines => {
-                    for text in std::io::stdin().lock().lines() {
-                        let Ok(text) = text else { break };
-                        if tx.blocking_send(typed(text)).is_err() {
-                            break;
-                        }
-                    }
-                }
+                Input::Lines => read_lines(|text| tx.blocking_send(typed(text)).is_ok()),
                 Input::Nothing => {}
             }
         })
         .ok()?;
     Some(rx)
+}
+
+/// Reads lines of standard input until it ends or `take` refuses one.
+fn read_lines(mut take: impl FnMut(String) -> bool) {
+    for text in std::io::stdin().lock().lines() {
+        let Ok(text) = text else { break };
+        if !take(text) {
+            break;
+        }
+    }
 }
 
 /// Reads lines with editing and history until `take` refuses one. Ctrl+C
@@ -935,13 +932,7 @@ fn read_terminal(history: &Path, mut take: impl FnMut(String) -> bool) {
     use rustyline::{error::ReadlineError, DefaultEditor};
     let Ok(mut editor) = DefaultEditor::new() else {
         // No line editing here: plain lines still work.
-        for text in std::io::stdin().lock().lines() {
-            let Ok(text) = text else { break };
-            if !take(text) {
-                break;
-            }
-        }
-        return;
+        return read_lines(take);
     };
     let _ = editor.load_history(history);
     loop {

@@ -11,6 +11,18 @@ use crate::{
     proto::{Event, Role},
 };
 
+/// How many of `links` touch each address.
+pub fn degrees<'a>(
+    links: impl IntoIterator<Item = &'a (SocketAddr, SocketAddr)>,
+) -> BTreeMap<SocketAddr, usize> {
+    let mut degrees = BTreeMap::new();
+    for (a, b) in links {
+        *degrees.entry(*a).or_default() += 1;
+        *degrees.entry(*b).or_default() += 1;
+    }
+    degrees
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
     pub role: Option<Role>,

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{command::ManagerCommand, parse_command, NetworkView};
+use super::{command::ManagerCommand, parse_command, view, NetworkView};
 use crate::{
     net::conn,
     output::EventRecord,
@@ -169,12 +169,7 @@ pub fn picture(nodes: &[NodeFacts], view: &NetworkView, committed: Option<&Commi
         .into_iter()
         .filter(|(a, b)| alive_peers.contains(a) && alive_peers.contains(b))
         .collect();
-    let degree = |addr: SocketAddr| {
-        links
-            .iter()
-            .filter(|(a, b)| *a == addr || *b == addr)
-            .count()
-    };
+    let degrees = view::degrees(&links);
     let state = |n: &NodeFacts| match () {
         _ if !n.alive => "removed",
         _ if n.paused => "paused",
@@ -188,7 +183,7 @@ pub fn picture(nodes: &[NodeFacts], view: &NetworkView, committed: Option<&Commi
             "address": n.addr,
             "role": n.role.as_str(),
             "state": state(n),
-            "degree": degree(n.addr),
+            "degree": degrees.get(&n.addr).copied().unwrap_or(0),
             "messages": view.node(&n.addr).map_or(0, |s| s.messages_seen),
         })).collect::<Vec<_>>(),
         "links": links.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
@@ -360,6 +355,16 @@ mod tests {
         // The link to the dead peer is not drawn.
         assert_eq!(picture1["links"], json!([[a(6001), a(6002)]]));
         assert_eq!(picture1["counters"]["peers_up"], json!(3));
+        let degree_of = |port: u16| {
+            picture1["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["address"] == json!(a(port)))
+                .unwrap()["degree"]
+                .clone()
+        };
+        assert_eq!((degree_of(6001), degree_of(6003)), (json!(1), json!(0)));
 
         committed.peers.remove(&a(6004));
         let picture2 = picture(&nodes, &view, Some(&committed));
