@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use common::{free_ports, LineReader, BIN};
+use common::{free_ports, LineReader, Reap, BIN};
 
 fn run_peer_with_config(name: &str, text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -23,17 +23,6 @@ fn run_peer_with_config(name: &str, text: &str) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into(),
     )
-}
-
-/// Kills and reaps the child when dropped, so a failing test leaves nothing
-/// running.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Each of the `nodes` output files in `run_dir` ends with the clean

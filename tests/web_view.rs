@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{LineReader, BIN};
+use common::{LineReader, Reap, BIN};
 use serde_json::{json, Value};
 
 /// Screenshots of the page, kept for people to look at: with the killed
@@ -276,16 +276,6 @@ mod base64_png {
         assert_eq!(decode("aGk="), b"hi");
         assert_eq!(decode("aGV5"), b"hey");
         assert_eq!(decode("aGVsbG8="), b"hello");
-    }
-}
-
-/// Kills and reaps `gossipnet up` when dropped.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

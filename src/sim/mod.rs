@@ -618,13 +618,23 @@ impl Sim {
         }
     }
 
-    /// Peers neither crashed nor frozen.
-    pub fn live_peers(&self) -> Vec<SocketAddr> {
-        self.peers
+    /// Seeds neither crashed nor frozen.
+    pub fn running_seeds(&self) -> Vec<SocketAddr> {
+        self.up(&self.seeds)
+    }
+
+    /// Those of `nodes` that are neither crashed nor frozen.
+    fn up(&self, nodes: &[SocketAddr]) -> Vec<SocketAddr> {
+        nodes
             .iter()
             .copied()
-            .filter(|p| self.health(*p) == Some(Health::Up))
+            .filter(|n| self.health(*n) == Some(Health::Up))
             .collect()
+    }
+
+    /// Peers neither crashed nor frozen.
+    pub fn live_peers(&self) -> Vec<SocketAddr> {
+        self.up(&self.peers)
     }
 
     /// The live peers' links that both ends list: gossip crosses only
@@ -784,12 +794,7 @@ impl Sim {
 
     /// A majority of the seeds runs, so the log can commit.
     fn seeds_have_quorum(&self) -> bool {
-        let running = self
-            .seeds
-            .iter()
-            .filter(|s| self.health(**s) == Some(Health::Up))
-            .count();
-        running >= directory::majority(self.seeds.len())
+        self.running_seeds().len() >= directory::majority(self.seeds.len())
     }
 
     /// Runs every action due up to `until`; the clock ends there.

@@ -128,13 +128,7 @@ impl Run {
     }
 
     fn pick_running_seeds(&mut self, n: usize) -> Vec<SocketAddr> {
-        let running: Vec<SocketAddr> = self
-            .sim
-            .seeds()
-            .iter()
-            .copied()
-            .filter(|s| self.sim.health(*s) == Some(Health::Up))
-            .collect();
+        let running = self.sim.running_seeds();
         running.into_iter().choose_multiple(self.sim.rng(), n)
     }
 

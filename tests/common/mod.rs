@@ -349,6 +349,17 @@ impl RawClient {
 
 /// Lines a child prints, collected on a thread so that tests can wait for
 /// one with a deadline.
+/// Kills and reaps the child when dropped, so a failing test leaves nothing
+/// running.
+pub struct Reap(pub std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct LineReader {
     rx: mpsc::Receiver<String>,
     pub seen: Vec<String>,
