@@ -18,7 +18,14 @@ pub enum StatusError {
 }
 
 async fn ask(seed: SocketAddr) -> Result<Value, StatusError> {
-    match conn::query(seed, &Message::StatusRequest {}, conn::CONNECT_TIMEOUT).await {
+    match conn::query(
+        seed,
+        &Message::StatusRequest {},
+        conn::CONNECT_TIMEOUT,
+        &Default::default(),
+    )
+    .await
+    {
         Ok(Message::StatusReply { status }) => match status.get("error") {
             Some(reason) => Err(StatusError::Refused {
                 seed,

@@ -32,6 +32,17 @@ impl EventTail {
     /// Records appended since the last call. A missing file is simply not
     /// written yet; a line that does not parse is skipped.
     pub fn poll(&mut self) -> io::Result<Vec<EventRecord>> {
+        Ok(self
+            .poll_lines()?
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect())
+    }
+
+    /// The complete lines appended since the last call, as one buffer of
+    /// newline-terminated lines, for readers of other JSON-lines streams.
+    pub fn poll_lines(&mut self) -> io::Result<Vec<u8>> {
         let mut file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -45,12 +56,7 @@ impl EventTail {
         let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
             return Ok(Vec::new());
         };
-        let complete: Vec<u8> = self.partial.drain(..=end).collect();
-        Ok(complete
-            .split(|b| *b == b'\n')
-            .filter(|line| !line.is_empty())
-            .filter_map(|line| serde_json::from_slice(line).ok())
-            .collect())
+        Ok(self.partial.drain(..=end).collect())
     }
 }
 

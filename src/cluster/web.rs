@@ -280,7 +280,13 @@ pub async fn follow_committed(seeds: Vec<SocketAddr>, data: SharedWebData) {
     loop {
         every.tick().await;
         for seed in &seeds {
-            let answer = conn::query(*seed, &Message::StatusRequest {}, SEED_ANSWER_LIMIT).await;
+            let answer = conn::query(
+                *seed,
+                &Message::StatusRequest {},
+                SEED_ANSWER_LIMIT,
+                &Default::default(),
+            )
+            .await;
             let Ok(Message::StatusReply { status }) = answer else {
                 continue;
             };

@@ -1,7 +1,14 @@
 //! One task per TCP connection: framing, the HELLO check, and the copy of
 //! frames between the socket and the node's driver.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::{net::TcpStream, sync::mpsc, time::timeout};
@@ -10,7 +17,10 @@ use tokio_util::{
     codec::{Framed, LengthDelimitedCodec},
 };
 
-use crate::proto::message::{Message, Role, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use crate::proto::{
+    message::{Message, Role, MAX_FRAME_LEN, PROTOCOL_VERSION},
+    Event,
+};
 
 /// A peer that says nothing this long after connecting is dropped, so idle
 /// sockets cannot pile up.
@@ -32,6 +42,56 @@ pub enum CloseReason {
     Io(String),
     /// The remote broke the protocol; logged as a protocol error.
     Protocol(String),
+}
+
+/// Frames and bytes all of a node's connections carried, for the `traffic`
+/// event. Connection tasks may run on several threads (seeds), hence
+/// atomics. Bytes count the 4-byte length prefix as well as the body.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    frames_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    gossip_sent: AtomicU64,
+    frames_received: AtomicU64,
+    bytes_received: AtomicU64,
+}
+
+impl Traffic {
+    fn sent(&self, msg: &Message, body_len: usize) {
+        self.frames_sent.fetch_add(1, Relaxed);
+        self.bytes_sent.fetch_add(body_len as u64 + 4, Relaxed);
+        if matches!(msg, Message::Gossip { .. }) {
+            self.gossip_sent.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn received(&self, body_len: usize) {
+        self.frames_received.fetch_add(1, Relaxed);
+        self.bytes_received.fetch_add(body_len as u64 + 4, Relaxed);
+    }
+
+    /// The totals so far, as the event that reports them.
+    pub fn event(&self) -> Event {
+        Event::Traffic {
+            frames_sent: self.frames_sent.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            gossip_sent: self.gossip_sent.load(Relaxed),
+            frames_received: self.frames_received.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+        }
+    }
+}
+
+/// Encodes `msg` and writes it, counting it in `traffic`; `feed` leaves the
+/// flush to the caller, so a burst of frames goes out in one write.
+async fn feed(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    msg: &Message,
+    traffic: &Traffic,
+) -> std::io::Result<()> {
+    let body = Bytes::from(msg.to_json());
+    traffic.sent(msg, body.len());
+    framed.feed(body).await
 }
 
 /// What a connection task tells the driver.
@@ -76,6 +136,7 @@ pub async fn dial(
     hello: Message,
     outbox: mpsc::Receiver<Message>,
     events: mpsc::Sender<ConnEvent>,
+    traffic: Arc<Traffic>,
 ) {
     let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
         Ok(Ok(stream)) => stream,
@@ -87,10 +148,14 @@ pub async fn dial(
     };
     let _ = stream.set_nodelay(true);
     let mut framed = Framed::new(stream, codec());
-    if let Err(e) = framed.send(Bytes::from(hello.to_json())).await {
+    let said_hello = async {
+        feed(&mut framed, &hello, &traffic).await?;
+        SinkExt::<Bytes>::flush(&mut framed).await
+    };
+    if let Err(e) = said_hello.await {
         return report_closed(&events, id, CloseReason::Io(e.to_string())).await;
     }
-    serve(id, framed, outbox, events).await
+    serve(id, framed, outbox, events, traffic).await
 }
 
 /// Runs an accepted connection.
@@ -99,9 +164,10 @@ pub async fn accept(
     stream: TcpStream,
     outbox: mpsc::Receiver<Message>,
     events: mpsc::Sender<ConnEvent>,
+    traffic: Arc<Traffic>,
 ) {
     let _ = stream.set_nodelay(true);
-    serve(id, Framed::new(stream, codec()), outbox, events).await
+    serve(id, Framed::new(stream, codec()), outbox, events, traffic).await
 }
 
 /// Dials `target` afresh, sends the one-shot `query` (PROBE,
@@ -111,14 +177,17 @@ pub async fn query(
     target: SocketAddr,
     query: &Message,
     limit: Duration,
+    traffic: &Traffic,
 ) -> Result<Message, String> {
     let exchange = async {
         let stream = TcpStream::connect(target)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
         let mut framed = Framed::new(stream, codec());
-        framed
-            .send(Bytes::from(query.to_json()))
+        feed(&mut framed, query, traffic)
+            .await
+            .map_err(|e| e.to_string())?;
+        SinkExt::<Bytes>::flush(&mut framed)
             .await
             .map_err(|e| e.to_string())?;
         let body = framed
@@ -126,6 +195,7 @@ pub async fn query(
             .await
             .ok_or("closed without answering")?
             .map_err(|e| e.to_string())?;
+        traffic.received(body.len());
         Message::from_json(&body).map_err(|e| e.to_string())
     };
     timeout(limit, exchange)
@@ -143,6 +213,7 @@ async fn serve(
     mut framed: Framed<TcpStream, LengthDelimitedCodec>,
     mut outbox: mpsc::Receiver<Message>,
     events: mpsc::Sender<ConnEvent>,
+    traffic: Arc<Traffic>,
 ) {
     let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
     tokio::pin!(hello_deadline);
@@ -160,6 +231,7 @@ async fn serve(
                     Some(Err(e)) => break CloseReason::Io(e.to_string()),
                     Some(Ok(body)) => body,
                 };
+                traffic.received(body.len());
                 let event = match (Message::from_json(&body), greeted) {
                     (Err(e), _) => break CloseReason::Protocol(e.to_string()),
                     (Ok(Message::Hello { version, role, listen }), false) => {
@@ -209,9 +281,18 @@ async fn serve(
             }
             out = outbox.recv() => match out {
                 Some(msg) => {
+                    // Whatever else is already queued goes out in the same
+                    // write: one syscall per burst, not per frame.
+                    let write = async {
+                        feed(&mut framed, &msg, &traffic).await?;
+                        while let Ok(more) = outbox.try_recv() {
+                            feed(&mut framed, &more, &traffic).await?;
+                        }
+                        SinkExt::<Bytes>::flush(&mut framed).await
+                    };
                     // A remote that stops reading (a frozen process) must
                     // not hold this task, its socket and its queue forever.
-                    match timeout(WRITE_TIMEOUT, framed.send(Bytes::from(msg.to_json()))).await {
+                    match timeout(WRITE_TIMEOUT, write).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => break CloseReason::Io(e.to_string()),
                         Err(_) => {

@@ -9,6 +9,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -20,7 +21,7 @@ use tokio::{
 };
 
 use super::{
-    conn::{self, CloseReason, ConnEvent, ConnId},
+    conn::{self, CloseReason, ConnEvent, ConnId, Traffic},
     icmp::{Icmp, Unavailable},
 };
 use crate::{
@@ -119,6 +120,7 @@ struct Driver<C: Core> {
     /// Nodes whose last dial failed, so that repeated failures log once.
     unreachable: HashSet<SocketAddr>,
     icmp: Icmp,
+    traffic: Arc<Traffic>,
 }
 
 type PendingRpc = (SocketAddr, oneshot::Sender<Result<Value, String>>);
@@ -199,6 +201,7 @@ pub async fn run<C: Core>(
         deferred_tx,
         unreachable: HashSet::new(),
         icmp: Icmp::new(std::process::id() as u16),
+        traffic: Arc::default(),
     };
     let role = driver.core.role();
     driver.log(Event::Listening { role });
@@ -309,7 +312,9 @@ impl<C: Core> Driver<C> {
     fn accept(&mut self, stream: tokio::net::TcpStream, socket_addr: SocketAddr) {
         let (id, rx) = self.new_conn(ConnState::AwaitingHello, Some(socket_addr));
         let events = self.events_tx.clone();
-        self.tasks.spawn(conn::accept(id, stream, rx, events));
+        let traffic = self.traffic.clone();
+        self.tasks
+            .spawn(conn::accept(id, stream, rx, events, traffic));
     }
 
     fn dial(&mut self, target: SocketAddr) -> ConnId {
@@ -317,7 +322,9 @@ impl<C: Core> Driver<C> {
         self.by_remote.insert(target, id);
         let events = self.events_tx.clone();
         let hello = self.hello.clone();
-        self.tasks.spawn(conn::dial(id, target, hello, rx, events));
+        let traffic = self.traffic.clone();
+        self.tasks
+            .spawn(conn::dial(id, target, hello, rx, events, traffic));
         id
     }
 
@@ -717,8 +724,9 @@ impl<C: Core> Driver<C> {
     /// Sends a one-shot query on a fresh connection, in its own task.
     fn start_query(&mut self, to: SocketAddr, query: Message, limit: Duration) {
         let deferred = self.deferred_tx.clone();
+        let traffic = self.traffic.clone();
         tokio::spawn(async move {
-            let result = conn::query(to, &query, limit).await;
+            let result = conn::query(to, &query, limit, &traffic).await;
             let _ = deferred.send(Deferred::QueryResult { to, query, result });
         });
     }
@@ -734,6 +742,7 @@ impl<C: Core> Driver<C> {
     }
 
     async fn shut_down(mut self) {
+        self.log(self.traffic.event());
         self.log(Event::Shutdown);
         self.sink.flush();
         // Dropping the outboxes lets each task flush and close its socket.

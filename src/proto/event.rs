@@ -40,6 +40,17 @@ pub enum Event {
         peer: SocketAddr,
         reason: String,
     },
+    /// What this node's connections carried since it started; logged at a
+    /// clean shutdown, just before `shutdown`.
+    Traffic {
+        frames_sent: u64,
+        bytes_sent: u64,
+        /// GOSSIP frames among `frames_sent`: one per neighbour a message
+        /// went to.
+        gossip_sent: u64,
+        frames_received: u64,
+        bytes_received: u64,
+    },
     /// Last event of a clean shutdown.
     Shutdown,
 
@@ -255,6 +266,16 @@ impl fmt::Display for Event {
             Event::ConnectFailed { peer, reason } => {
                 write!(f, "CONNECT to {peer} failed: {reason}")
             }
+            Event::Traffic {
+                frames_sent,
+                bytes_sent,
+                gossip_sent,
+                frames_received,
+                bytes_received,
+            } => write!(
+                f,
+                "TRAFFIC sent {frames_sent} frames ({gossip_sent} GOSSIP), {bytes_sent} bytes; received {frames_received} frames, {bytes_received} bytes"
+            ),
             Event::Shutdown => write!(f, "Shutting down."),
             Event::Registered { seeds } => write!(f, "REGISTERED with seeds {}", addrs(seeds)),
             Event::RegisterWaiting {
