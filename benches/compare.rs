@@ -61,6 +61,8 @@ const STEP_DRAIN: Duration = Duration::from_secs(5);
 const STEP_P99_LIMIT_MS: f64 = 1000.0;
 const SUSTAINED_PAYLOAD: usize = 1024;
 const KILLS: usize = 3;
+/// Publishing this far behind its schedule stops the workload.
+const BEHIND_LIMIT: Duration = Duration::from_secs(30);
 const START_DEADLINE: Duration = Duration::from_secs(120);
 
 fn unix_us() -> u64 {
@@ -283,13 +285,24 @@ impl Network {
         }
     }
 
-    /// Publishes `schedule` (time from start, peer, text) in time order.
-    fn run_schedule(&mut self, schedule: &[(Duration, usize, String)]) {
+    /// Publishes `schedule` (time from start, peer, text) in time order,
+    /// and returns how many it published: it gives up on the rest once it
+    /// falls `BEHIND_LIMIT` behind, as on an overloaded machine.
+    fn run_schedule(&mut self, schedule: &[(Duration, usize, String)]) -> usize {
         let start = Instant::now();
-        for (at, peer, text) in schedule {
+        for (i, (at, peer, text)) in schedule.iter().enumerate() {
+            if start.elapsed() > *at + BEHIND_LIMIT {
+                eprintln!(
+                    "[{}] overloaded: {BEHIND_LIMIT:?} behind schedule, published {i} of {}",
+                    self.system.name(),
+                    schedule.len()
+                );
+                return i;
+            }
             thread::sleep(at.saturating_sub(start.elapsed()));
             self.publish(*peer, text);
         }
+        schedule.len()
     }
 
     /// Waits until every key has reached every other live peer, or `drain`
@@ -563,12 +576,10 @@ fn burst(system: System, n: usize, rate: f64, rng: &mut rand_chacha::ChaCha8Rng)
     thread::sleep(SETTLE);
     let idle = net.memory();
     let mut schedule = Vec::new();
-    let mut keys = HashSet::new();
     for seq in 0..MESSAGES_PER_PEER {
         for peer in 0..n {
             let at = Duration::from_secs_f64(schedule.len() as f64 / rate);
             schedule.push((at, peer, text(peer, seq, 0)));
-            keys.insert(((peer as u64) << 32) | seq as u64);
         }
     }
     eprintln!(
@@ -577,7 +588,11 @@ fn burst(system: System, n: usize, rate: f64, rng: &mut rand_chacha::ChaCha8Rng)
         schedule.len()
     );
     let (cpu0, seed_cpu0) = net.cpu_seconds();
-    net.run_schedule(&schedule);
+    let published = net.run_schedule(&schedule);
+    let keys: HashSet<Key> = schedule[..published]
+        .iter()
+        .filter_map(|(_, _, text)| key_of(text))
+        .collect();
     let load = net.memory();
     let waited = net.wait_coverage(&keys, DRAIN);
     let (cpu1, seed_cpu1) = net.cpu_seconds();
@@ -597,9 +612,17 @@ fn burst(system: System, n: usize, rate: f64, rng: &mut rand_chacha::ChaCha8Rng)
         );
     }
     let delivered = delivery.delivered.max(1) as f64;
+    // On stderr at once, so that a run cut short keeps what it measured.
+    eprintln!(
+        "[{}] N = {n}: latency ms {}, coverage ms {}, peer CPU {:.3} ms per delivery",
+        system.name(),
+        ms(delivery.latency_ms),
+        ms(delivery.coverage_ms),
+        (cpu1 - cpu0) * 1000.0 / delivered
+    );
     let all_covered = delivery.coverage_ms.map_or(0, |c| c.n);
     Figures {
-        messages: keys.len(),
+        messages: schedule.len(),
         all_covered,
         idle,
         load,
@@ -657,13 +680,19 @@ fn sustained(
             keys.len()
         );
         let (cpu0, _) = net.cpu_seconds();
-        net.run_schedule(&schedule);
+        let published = net.run_schedule(&schedule);
+        let sent: HashSet<Key> = schedule[..published]
+            .iter()
+            .filter_map(|(_, _, text)| key_of(text))
+            .collect();
+        keys.retain(|k| sent.contains(k));
         let memory = net.memory();
         net.wait_coverage(&keys, STEP_DRAIN);
         let (cpu1, _) = net.cpu_seconds();
         let delivery = delivery(&net.log, &keys, n - 1);
         let p99 = delivery.latency_ms.map_or(f64::INFINITY, |l| l.p99);
-        let degraded = delivery.ratio < 1.0 || p99 > STEP_P99_LIMIT_MS;
+        let degraded =
+            published < schedule.len() || delivery.ratio < 1.0 || p99 > STEP_P99_LIMIT_MS;
         eprintln!(
             "[{}] {rate}/s per peer: ratio {:.4}, p99 {p99:.1} ms{}",
             system.name(),
@@ -827,7 +856,7 @@ fn print_sustained(n: usize, system: System, steps: &[Step]) {
             if s.degraded { " degraded" } else { "" }
         );
     }
-    let sustained = steps.iter().filter(|s| !s.degraded).map(|s| s.rate).last();
+    let sustained = steps.iter().rev().find(|s| !s.degraded).map(|s| s.rate);
     match sustained {
         Some(rate) => println!("\nHighest rate sustained (every message delivered, p99 ≤ {STEP_P99_LIMIT_MS} ms): **{rate} msgs/s per peer**."),
         None => println!("\nNo rate tried was sustained."),
