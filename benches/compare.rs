@@ -38,7 +38,7 @@ use std::{
     path::Path,
     process::{Child, ChildStdin, Command, Stdio},
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use gossipnet::{cluster::EventTail, proto::Event};
@@ -64,13 +64,6 @@ const KILLS: usize = 3;
 /// Publishing this far behind its schedule stops the workload.
 const BEHIND_LIMIT: Duration = Duration::from_secs(30);
 const START_DEADLINE: Duration = Duration::from_secs(120);
-
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum System {
@@ -221,7 +214,7 @@ impl Network {
                 c
             }
         };
-        let spawned_us = unix_us();
+        let spawned_us = common::unix_us();
         let mut child = command
             .arg("--events")
             .arg(&events)
@@ -286,23 +279,27 @@ impl Network {
     }
 
     /// Publishes `schedule` (time from start, peer, text) in time order,
-    /// and returns how many it published: it gives up on the rest once it
-    /// falls `BEHIND_LIMIT` behind, as on an overloaded machine.
-    fn run_schedule(&mut self, schedule: &[(Duration, usize, String)]) -> usize {
+    /// and returns the keys of the messages it published: it gives up on
+    /// the rest once it falls `BEHIND_LIMIT` behind, as on an overloaded
+    /// machine.
+    fn run_schedule(&mut self, schedule: &[(Duration, usize, String)]) -> HashSet<Key> {
         let start = Instant::now();
-        for (i, (at, peer, text)) in schedule.iter().enumerate() {
+        let mut published = HashSet::new();
+        for (at, peer, text) in schedule {
             if start.elapsed() > *at + BEHIND_LIMIT {
                 eprintln!(
-                    "[{}] overloaded: {BEHIND_LIMIT:?} behind schedule, published {i} of {}",
+                    "[{}] overloaded: {BEHIND_LIMIT:?} behind schedule, published {} of {}",
                     self.system.name(),
+                    published.len(),
                     schedule.len()
                 );
-                return i;
+                break;
             }
             thread::sleep(at.saturating_sub(start.elapsed()));
             self.publish(*peer, text);
+            published.extend(key_of(text));
         }
-        schedule.len()
+        published
     }
 
     /// Waits until every key has reached every other live peer, or `drain`
@@ -374,7 +371,7 @@ impl Network {
             let cluster = self.seeds.as_mut().unwrap();
             let peer = &mut self.peers[victim];
             let addr = listen_addr(peer.events.path());
-            let t0 = unix_us();
+            let t0 = common::unix_us();
             let _ = peer.child.kill();
             let _ = peer.child.wait();
             peer.alive = false;
@@ -469,14 +466,19 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / clock_ticks())
 }
 
+/// Clock ticks per second, asked of `getconf` once: it is needed for every
+/// peer at every reading.
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// p50, p99 and max of a sample.
@@ -588,11 +590,7 @@ fn burst(system: System, n: usize, rate: f64, rng: &mut rand_chacha::ChaCha8Rng)
         schedule.len()
     );
     let (cpu0, seed_cpu0) = net.cpu_seconds();
-    let published = net.run_schedule(&schedule);
-    let keys: HashSet<Key> = schedule[..published]
-        .iter()
-        .filter_map(|(_, _, text)| key_of(text))
-        .collect();
+    let keys = net.run_schedule(&schedule);
     let load = net.memory();
     let waited = net.wait_coverage(&keys, DRAIN);
     let (cpu1, seed_cpu1) = net.cpu_seconds();
@@ -661,7 +659,6 @@ fn sustained(
         // Each peer publishes every 1/rate s, peers evenly staggered.
         let per_peer = (rate * STEP.as_secs_f64()).round().max(1.0) as u32;
         let mut schedule = Vec::new();
-        let mut keys = HashSet::new();
         for round in 0..per_peer {
             for peer in 0..n {
                 let at = (round as f64 + peer as f64 / n as f64) / rate;
@@ -670,29 +667,23 @@ fn sustained(
                     peer,
                     text(peer, seq + round, SUSTAINED_PAYLOAD),
                 ));
-                keys.insert(((peer as u64) << 32) | (seq + round) as u64);
             }
         }
         seq += per_peer;
         eprintln!(
             "[{}] sustained: {rate} msgs/s per peer, {} messages of {SUSTAINED_PAYLOAD} bytes",
             system.name(),
-            keys.len()
+            schedule.len()
         );
         let (cpu0, _) = net.cpu_seconds();
-        let published = net.run_schedule(&schedule);
-        let sent: HashSet<Key> = schedule[..published]
-            .iter()
-            .filter_map(|(_, _, text)| key_of(text))
-            .collect();
-        keys.retain(|k| sent.contains(k));
+        let keys = net.run_schedule(&schedule);
         let memory = net.memory();
         net.wait_coverage(&keys, STEP_DRAIN);
         let (cpu1, _) = net.cpu_seconds();
         let delivery = delivery(&net.log, &keys, n - 1);
         let p99 = delivery.latency_ms.map_or(f64::INFINITY, |l| l.p99);
         let degraded =
-            published < schedule.len() || delivery.ratio < 1.0 || p99 > STEP_P99_LIMIT_MS;
+            keys.len() < schedule.len() || delivery.ratio < 1.0 || p99 > STEP_P99_LIMIT_MS;
         eprintln!(
             "[{}] {rate}/s per peer: ratio {:.4}, p99 {p99:.1} ms{}",
             system.name(),

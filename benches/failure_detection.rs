@@ -16,11 +16,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::{
-    collections::BTreeSet,
-    net::SocketAddr,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use common::{committed_topology, Cluster};
 use gossipnet::proto::Event;
@@ -29,13 +25,6 @@ use rand::{seq::IteratorRandom, SeedableRng};
 
 const PEERS: usize = 50;
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 /// When `event` first matched in `proc`'s stream, waiting for it if needed.
 fn time_of(proc: &mut common::Proc, what: &str, event: impl Fn(&Event) -> bool) -> u64 {
@@ -78,7 +67,7 @@ fn run(
         let neighbours: BTreeSet<SocketAddr> = adjacency[&victim].clone();
         let v = net.peers.iter().position(|p| p.addr() == victim).unwrap();
         let pid = Pid::from_raw(net.peers[v].child.id() as i32);
-        let t0 = unix_us();
+        let t0 = common::unix_us();
         signal::kill(pid, signal).unwrap();
 
         let is_removal =

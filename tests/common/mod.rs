@@ -13,7 +13,7 @@ use std::{
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::mpsc,
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use gossipnet::{
@@ -23,6 +23,15 @@ use gossipnet::{
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gossipnet");
+
+/// Now, in microseconds since the Unix epoch: the clock of the nodes'
+/// event timestamps.
+pub fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
 
 /// Polls `check` until it returns `Some`, or panics after `deadline` with
 /// `what` and the last thing `describe` saw.
