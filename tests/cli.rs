@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use common::{free_ports, LineReader, Reap, BIN};
+use common::{free_ports, BIN};
 
 fn run_peer_with_config(name: &str, text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -177,27 +177,12 @@ fn up_with_a_duration_runs_a_network_and_stops_it_cleanly() {
 #[test]
 fn up_takes_add_kill_list_and_survives_a_bad_command() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .args([
-            "up",
-            "--seeds",
-            "2",
-            "--peers",
-            "2",
-            "--gossip-count",
-            "0",
-            "--run-dir",
-            "run",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = LineReader::new(child.stdout.take().unwrap());
-    let mut stdin = child.stdin.take().unwrap();
-    let mut child = Reap(child);
+    let (mut child, mut lines) = common::start_up(
+        dir.path(),
+        &["--seeds", "2", "--peers", "2", "--gossip-count", "0"],
+        true,
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
     let deadline = Duration::from_secs(20);
     lines.wait_line("started peer-2", deadline);
 
@@ -249,18 +234,7 @@ fn up_takes_add_kill_list_and_survives_a_bad_command() {
 /// Runs `gossipnet up` in `dir` with `args` and run directory `run` until
 /// it stops by itself; its exit status and standard output.
 fn run_up_to_the_end(dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
-    let child = Command::new(BIN)
-        .current_dir(dir)
-        .arg("up")
-        .args(args)
-        .args(["--run-dir", "run"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Reap(child);
-    let mut lines = LineReader::new(child.0.stdout.take().unwrap());
+    let (mut child, mut lines) = common::start_up(dir, args, false);
     lines.wait_line("stopped every node", Duration::from_secs(60));
     let status = common::wait_for(
         "up to exit",
@@ -399,16 +373,8 @@ fn up_with_a_config_starts_its_seeds_and_passes_its_settings_to_the_nodes() {
 #[test]
 fn ctrl_c_stops_up_and_every_node_it_started() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["up", "--seeds", "2", "--peers", "2", "--run-dir", "run"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = LineReader::new(child.stdout.take().unwrap());
-    let mut child = Reap(child);
+    let (mut child, mut lines) =
+        common::start_up(dir.path(), &["--seeds", "2", "--peers", "2"], false);
     lines.wait_line("started peer-2", Duration::from_secs(20));
     let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();

@@ -24,7 +24,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{LineReader, Reap, BIN};
 use serde_json::{json, Value};
 
 /// Screenshots of the page, kept for people to look at: with the killed
@@ -290,34 +289,24 @@ fn clicking_kill_turns_a_peer_red_then_removes_it_from_the_graph() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(BIN)
-        .current_dir(dir.path())
-        .args([
-            "up",
+    let (mut up, mut lines) = common::start_up(
+        dir.path(),
+        &[
             "--seeds",
             "3",
             "--peers",
             "5",
             "--web",
-            "--run-dir",
-            "run",
-        ])
-        // Quick detection: a killed peer is removed within a few seconds.
-        .args([
+            // Quick detection: a killed peer is removed within a few seconds.
             "--ping-interval",
             "1s",
             "--gossip-interval",
             "1s",
             "--gossip-count",
             "3",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut up = Reap(child);
-    let mut lines = LineReader::new(up.0.stdout.take().unwrap());
+        ],
+        true,
+    );
     let url_line = lines.wait_line("web view: http://", Duration::from_secs(30));
     let url = url_line.trim_start_matches("web view: ").trim().to_string();
     lines.wait_line("started peer-5", Duration::from_secs(60));

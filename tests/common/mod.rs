@@ -369,6 +369,24 @@ impl Drop for Reap {
     }
 }
 
+/// Starts `gossipnet up ARGS --run-dir run` in `dir`, its standard output
+/// read line by line; standard input is piped when `stdin` (for typed
+/// commands), else empty.
+pub fn start_up(dir: &Path, args: &[&str], stdin: bool) -> (Reap, LineReader) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .arg("up")
+        .args(args)
+        .args(["--run-dir", "run"])
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gossipnet up");
+    let lines = LineReader::new(child.stdout.take().unwrap());
+    (Reap(child), lines)
+}
+
 pub struct LineReader {
     rx: mpsc::Receiver<String>,
     pub seen: Vec<String>,
