@@ -45,6 +45,9 @@ pub struct Config {
     pub seeds: Vec<SocketAddr>,
     /// Peer settings the file sets; `None` = not set (the caller applies defaults).
     pub peer: PeerOverrides,
+    /// The network key file (`network_key`), relative paths taken from
+    /// the config file's directory; `None`: connections are not encrypted.
+    pub network_key: Option<PathBuf>,
 }
 
 /// Peer settings a config file may override; `None` means the file left it alone.
@@ -221,15 +224,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         text,
         format: Format::of(path),
     };
-    let (seeds, peer) = match src.format {
-        Format::Lines => (parse_lines(&src)?, PeerOverrides::default()),
+    let (seeds, peer, network_key) = match src.format {
+        Format::Lines => (parse_lines(&src)?, PeerOverrides::default(), None),
         Format::Toml => parse_tree(&src, toml_tree(&src)?)?,
         Format::Yaml => parse_tree(&src, yaml_tree(&src)?)?,
     };
+    let network_key = network_key.map(|key: PathBuf| match path.parent() {
+        Some(dir) if key.is_relative() => dir.join(key),
+        _ => key,
+    });
     Ok(Config {
         path: path.to_path_buf(),
         seeds,
         peer,
+        network_key,
     })
 }
 
@@ -833,7 +841,10 @@ fn yaml_tree(src: &Source) -> Result<Node, ConfigError> {
 }
 
 /// Checks the tree against the schema: `seeds` (required) and `peer`.
-fn parse_tree(src: &Source, root: Node) -> Result<(Vec<SocketAddr>, PeerOverrides), ConfigError> {
+/// What a TOML or YAML file sets: seeds, peer settings, network key file.
+type TreeSettings = (Vec<SocketAddr>, PeerOverrides, Option<PathBuf>);
+
+fn parse_tree(src: &Source, root: Node) -> Result<TreeSettings, ConfigError> {
     let entries = match root.kind {
         Kind::Map(entries) => entries,
         Kind::Null => Vec::new(),
@@ -854,19 +865,32 @@ fn parse_tree(src: &Source, root: Node) -> Result<(Vec<SocketAddr>, PeerOverride
     };
     let mut seeds = SeedList::default();
     let mut peer = PeerOverrides::default();
+    let mut network_key = None;
     for (key, value) in entries {
         match key_name(src, &key)? {
             "seeds" => parse_seed_list(src, value, &mut seeds)?,
             "peer" => parse_peer(src, value, &mut peer)?,
+            "network_key" => match value.kind {
+                Kind::Str(file) if !file.trim().is_empty() => network_key = Some(PathBuf::from(file)),
+                _ => {
+                    return Err(src.at(
+                        value.pos,
+                        format!(
+                            "network_key is {}, not a file name; write network_key = \"network.key\" (made by `gossipnet keygen`)",
+                            value.describe()
+                        ),
+                    ))
+                }
+            },
             other => {
                 return Err(src.at(
                     key.pos,
-                    format!("unknown key \"{other}\"; known keys: seeds, peer"),
+                    format!("unknown key \"{other}\"; known keys: seeds, peer, network_key"),
                 ))
             }
         }
     }
-    Ok((seeds.finish(src)?, peer))
+    Ok((seeds.finish(src)?, peer, network_key))
 }
 
 fn key_name<'n>(src: &Source, key: &'n Node) -> Result<&'n str, ConfigError> {
@@ -1580,5 +1604,24 @@ mod tests {
         );
         let back = parse(Path::new("x.toml"), &text).unwrap();
         assert_eq!(back.peer, merged);
+    }
+
+    #[test]
+    fn network_key_is_a_file_next_to_the_config_unless_absolute() {
+        let seeds = "seeds = [\"127.0.0.1:5010\", \"127.0.0.1:5011\"]\n";
+        let relative = ok(
+            "conf/net.toml",
+            &format!("{seeds}network_key = \"keys/n.key\"\n"),
+        );
+        assert_eq!(relative.network_key, Some(PathBuf::from("conf/keys/n.key")));
+        let absolute = ok(
+            "conf/net.yml",
+            "seeds: [\"127.0.0.1:5010\", \"127.0.0.1:5011\"]\nnetwork_key: /etc/n.key\n",
+        );
+        assert_eq!(absolute.network_key, Some(PathBuf::from("/etc/n.key")));
+        assert_eq!(ok("net.toml", seeds).network_key, None);
+        let (line, message) = fail("net.toml", &format!("{seeds}network_key = 5\n"));
+        assert_eq!(line, Some(2));
+        assert!(message.contains("gossipnet keygen"), "{message}");
     }
 }

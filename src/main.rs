@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use gossipnet::{
     cluster::{self, UpOptions},
     config::{self, parse_duration, PeerOverrides},
+    net::secure::NetworkKey,
     node::{self, NodeOptions},
     proto::{peer::PeerSettings, Role},
     status,
@@ -37,6 +38,10 @@ enum Command {
     Up(UpArgs),
     /// Show a seed cluster's committed Peer List, topology and leader.
     Status(StatusArgs),
+    /// Write a new network key: give it to every node with --network-key
+    /// FILE (or network_key in the config) to authenticate and encrypt
+    /// every connection.
+    Keygen(KeygenArgs),
     /// Simulate a network deterministically and report its quality: degree
     /// distribution and power-law fit, connectivity, dissemination, and
     /// failure detection.
@@ -123,10 +128,20 @@ struct SeedArgs {
 }
 
 #[derive(Args)]
+struct KeygenArgs {
+    /// Where to write the key; an existing file is never overwritten.
+    #[arg(long, value_name = "FILE", default_value = "network.key")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
 struct StatusArgs {
     /// Any seed of the cluster, as IP:PORT.
     #[arg(long, value_name = "IP:PORT")]
     seed: SocketAddr,
+    /// The network's key file, when its nodes run with one.
+    #[arg(long, value_name = "FILE")]
+    network_key: Option<PathBuf>,
     /// `json` for tools, `table` for people.
     #[arg(long, value_enum, default_value = "json")]
     format: StatusFormat,
@@ -157,6 +172,11 @@ struct NodeArgs {
     /// Do not print log lines on the console; the output file still gets them.
     #[arg(long)]
     quiet: bool,
+    /// Authenticate and encrypt every connection with this network key
+    /// (made by `gossipnet keygen`); nodes without it are refused.
+    /// Default: the config's network_key, if any; else no encryption.
+    #[arg(long, value_name = "FILE")]
+    network_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -239,6 +259,10 @@ struct UpArgs {
     /// Run this long, then stop every node and print a summary (no terminal needed).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// Every node of the run authenticates and encrypts its connections
+    /// with this network key (default: the --config file's network_key).
+    #[arg(long, value_name = "FILE")]
+    network_key: Option<PathBuf>,
     #[command(flatten)]
     settings: PeerSettingArgs,
 }
@@ -290,6 +314,7 @@ fn node_options(
         read_stdin,
         peer,
         data_dir,
+        network_key: args.network_key.clone(),
     })
 }
 
@@ -320,7 +345,29 @@ fn main() -> ExitCode {
             Some(false),
             args.data_dir,
         )),
-        Command::Status(args) => match status::fetch(args.seed) {
+        Command::Keygen(args) => match NetworkKey::create(&args.out) {
+            Ok(_) => {
+                println!(
+                    "wrote a new network key to {}; give every seed and peer a copy, with --network-key {} or network_key = \"{}\" in the config",
+                    args.out.display(),
+                    args.out.display(),
+                    args.out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status(args) => match args
+            .network_key
+            .as_deref()
+            .map(NetworkKey::load)
+            .transpose()
+            .map_err(|e| e.to_string())
+            .and_then(|key| status::fetch(args.seed, key.as_ref()).map_err(|e| e.to_string()))
+        {
             Ok(report) => {
                 match args.format {
                     StatusFormat::Json => println!("{report:#}"),
@@ -356,15 +403,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let (seed_addrs, file_settings) = match &args.config {
+            let (seed_addrs, file_settings, file_key) = match &args.config {
                 Some(path) => match config::load(path) {
-                    Ok(config) => (config.seeds, config.peer),
+                    Ok(config) => (config.seeds, config.peer, config.network_key),
                     Err(e) => {
                         eprintln!("error: {e}");
                         return ExitCode::from(EXIT_USAGE);
                     }
                 },
-                None => (Vec::new(), Default::default()),
+                None => (Vec::new(), Default::default(), None),
             };
             let options = UpOptions {
                 seeds: if seed_addrs.is_empty() {
@@ -380,6 +427,7 @@ fn main() -> ExitCode {
                 script: args.script,
                 web: args.web,
                 exe,
+                network_key: args.network_key.or(file_key),
             };
             match cluster::run(options) {
                 Ok(_) => ExitCode::SUCCESS,

@@ -13,7 +13,10 @@ use tokio::{
 
 use crate::{
     config::Config,
-    net,
+    net::{
+        self,
+        secure::{KeyError, NetworkKey},
+    },
     output::{LogSink, OutputError},
     proto::{
         peer::{PeerCore, PeerSettings},
@@ -40,6 +43,10 @@ pub struct NodeOptions {
     /// Seeds: where the replicated log lives. Default:
     /// `gossipnet-data/seed-<port>` in the working directory.
     pub data_dir: Option<PathBuf>,
+    /// The network key file (`--network-key`); default: the config's
+    /// `network_key`, if any. With a key, every connection is authenticated
+    /// and encrypted (docs/SECURITY.md).
+    pub network_key: Option<PathBuf>,
 }
 
 /// Why a node could not start. Nothing was started when one is returned.
@@ -72,9 +79,20 @@ pub enum NodeError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Consensus(#[from] crate::consensus::ConsensusError),
+    #[error(transparent)]
+    NetworkKey(#[from] KeyError),
 }
 
 impl NodeOptions {
+    /// The network key this node uses: `--network-key`, else the config's.
+    pub fn load_network_key(&self) -> Result<Option<NetworkKey>, KeyError> {
+        let file = self
+            .network_key
+            .as_ref()
+            .or(self.config.network_key.as_ref());
+        file.map(|file| NetworkKey::load(file)).transpose()
+    }
+
     fn check(&self) -> Result<(), NodeError> {
         let addr = self.listen;
         if addr.ip().is_unspecified() {
@@ -106,6 +124,7 @@ impl NodeOptions {
 /// Runs a node until SIGINT or SIGTERM, then shuts it down cleanly.
 pub fn run(options: NodeOptions) -> Result<(), NodeError> {
     options.check()?;
+    let network_key = options.load_network_key()?;
     // A peer is one actor and needs one thread. A seed's log store blocks on
     // disk writes inside Raft's tasks, so it gets two workers.
     let runtime = match options.role {
@@ -118,10 +137,10 @@ pub fn run(options: NodeOptions) -> Result<(), NodeError> {
             .build(),
     }
     .map_err(NodeError::Runtime)?;
-    runtime.block_on(run_async(options))
+    runtime.block_on(run_async(options, network_key))
 }
 
-async fn run_async(options: NodeOptions) -> Result<(), NodeError> {
+async fn run_async(options: NodeOptions, network_key: Option<NetworkKey>) -> Result<(), NodeError> {
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|source| NodeError::Bind {
@@ -145,7 +164,16 @@ async fn run_async(options: NodeOptions) -> Result<(), NodeError> {
             let seeds = options.config.seeds.clone();
             let (link, raft) = crate::consensus::start(addr, &seeds, &data_dir).await?;
             let core = SeedCore::new(addr, seeds);
-            net::run(core, listener, sink, None, Some(link), shutdown).await;
+            net::run(
+                core,
+                listener,
+                sink,
+                None,
+                Some(link),
+                network_key,
+                shutdown,
+            )
+            .await;
             raft.shutdown().await;
         }
         Role::Peer => {
@@ -160,7 +188,7 @@ async fn run_async(options: NodeOptions) -> Result<(), NodeError> {
                 start_incarnation(),
                 ChaCha8Rng::from_os_rng(),
             );
-            net::run(core, listener, sink, lines, None, shutdown).await
+            net::run(core, listener, sink, lines, None, network_key, shutdown).await
         }
     }
     Ok(())

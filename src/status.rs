@@ -4,7 +4,10 @@ use std::{fmt::Write, net::SocketAddr};
 
 use serde_json::{json, Value};
 
-use crate::{net::conn, proto::message::Message};
+use crate::{
+    net::{conn, secure::NetworkKey},
+    proto::message::Message,
+};
 
 /// Why no status could be had.
 #[derive(Debug, thiserror::Error)]
@@ -17,11 +20,12 @@ pub enum StatusError {
     Runtime(std::io::Error),
 }
 
-async fn ask(seed: SocketAddr) -> Result<Value, StatusError> {
+async fn ask(seed: SocketAddr, key: Option<&NetworkKey>) -> Result<Value, StatusError> {
     match conn::query(
         seed,
         &Message::StatusRequest {},
         conn::CONNECT_TIMEOUT,
+        key,
         &Default::default(),
     )
     .await
@@ -43,13 +47,13 @@ async fn ask(seed: SocketAddr) -> Result<Value, StatusError> {
 
 /// Asks `seed` for the committed directory, then every seed it names for
 /// its own commit index. Seeds that do not answer show `null`.
-pub fn fetch(seed: SocketAddr) -> Result<Value, StatusError> {
+pub fn fetch(seed: SocketAddr, key: Option<&NetworkKey>) -> Result<Value, StatusError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(StatusError::Runtime)?;
     runtime.block_on(async {
-        let mut report = ask(seed).await?;
+        let mut report = ask(seed, key).await?;
         let seeds: Vec<String> = report["seeds"]
             .as_array()
             .map(|a| {
@@ -61,7 +65,7 @@ pub fn fetch(seed: SocketAddr) -> Result<Value, StatusError> {
         let mut indexes = serde_json::Map::new();
         for other in seeds {
             let index = match other.parse::<SocketAddr>() {
-                Ok(addr) => ask(addr).await.ok().map(|s| s["commit_index"].clone()),
+                Ok(addr) => ask(addr, key).await.ok().map(|s| s["commit_index"].clone()),
                 Err(_) => None,
             };
             indexes.insert(other, index.unwrap_or(Value::Null));

@@ -319,7 +319,7 @@ fn clicking_kill_turns_a_peer_red_then_removes_it_from_the_graph() {
     browser.wait_until(
         "all 8 nodes drawn and alive",
         Duration::from_secs(20),
-        "document.body.dataset.ready === '1' && \
+        "document.body?.dataset.ready === '1' && \
          document.querySelectorAll('g.node').length === 8 && \
          [...document.querySelectorAll('g.node')].every(g => g.dataset.state === 'alive')",
         nodes,

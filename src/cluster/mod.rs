@@ -15,6 +15,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::Stdio,
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -29,6 +30,7 @@ pub use view::{NetworkView, NodeState, Stats, Summary};
 
 use crate::{
     config::PeerOverrides,
+    net::secure::{KeyError, NetworkKey},
     output::EventRecord,
     proto::{Event, Role},
 };
@@ -65,6 +67,8 @@ pub struct UpOptions {
     pub web: Option<SocketAddr>,
     /// The gossipnet binary to start nodes from.
     pub exe: PathBuf,
+    /// Every node of the run uses this network key file (`--network-key`).
+    pub network_key: Option<PathBuf>,
 }
 
 /// Why `up` stopped early. Nodes already started have been stopped.
@@ -92,6 +96,8 @@ pub enum UpError {
     #[error("at least 2 seeds are needed; --seeds {0}")]
     TooFewSeeds(usize),
     /// Ctrl+C or SIGTERM arrived while nodes were starting.
+    #[error(transparent)]
+    NetworkKey(#[from] KeyError),
     #[error("interrupted")]
     Interrupted,
     #[error("cannot start the async runtime: {0}")]
@@ -181,6 +187,8 @@ struct Manager {
     web: Option<web::SharedWebData>,
     /// Commands from the web view's buttons.
     web_commands: Option<mpsc::Receiver<web::WebCommand>>,
+    /// The run's network key, for the web view's questions to the seeds.
+    network_key: Option<Arc<NetworkKey>>,
 }
 
 /// Hands out free ports by binding port 0; the listener is closed again at
@@ -205,12 +213,20 @@ fn write_config(
     dir: &Path,
     seeds: &[SocketAddr],
     peer: &PeerOverrides,
+    network_key: Option<&Path>,
 ) -> std::io::Result<PathBuf> {
     let example = crate::config::parse(Path::new("config.example.toml"), EXAMPLE_CONFIG)
         .expect("the bundled example config parses");
     let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    let network_key = match network_key {
+        Some(file) => format!(
+            "network_key = {}\n",
+            toml::Value::String(file.display().to_string())
+        ),
+        None => String::new(),
+    };
     let text = format!(
-        "# Written by `gossipnet up` for this run.\nseeds = [{}]\n\n[peer]\n{}",
+        "# Written by `gossipnet up` for this run.\nseeds = [{}]\n{network_key}\n[peer]\n{}",
         seeds.join(", "),
         peer.clone().or(example.peer).to_toml()
     );
@@ -267,7 +283,24 @@ impl Manager {
                 seeds.push(addr);
             }
         }
-        let config_file = write_config(&run_dir, &seeds, &options.peer).map_err(dir_error)?;
+        let network_key = match &options.network_key {
+            Some(file) => {
+                let key = NetworkKey::load(file)?;
+                let file = file.canonicalize().map_err(|source| UpError::RunDir {
+                    path: file.clone(),
+                    source,
+                })?;
+                Some((file, Arc::new(key)))
+            }
+            None => None,
+        };
+        let config_file = write_config(
+            &run_dir,
+            &seeds,
+            &options.peer,
+            network_key.as_ref().map(|(file, _)| file.as_path()),
+        )
+        .map_err(dir_error)?;
         println!("run directory: {}", run_dir.display());
         let mut manager = Manager {
             options,
@@ -280,6 +313,7 @@ impl Manager {
             last_summary: None,
             web: None,
             web_commands: None,
+            network_key: network_key.map(|(_, key)| key),
         };
         for seed in seeds {
             manager.nodes.push(manager.spawn(Role::Seed, seed)?);
@@ -374,7 +408,8 @@ impl Manager {
             .filter(|n| n.role == Role::Seed)
             .filter_map(|n| n.addr)
             .collect();
-        tokio::spawn(web::follow_committed(seeds, data.clone()));
+        let key = self.network_key.clone();
+        tokio::spawn(web::follow_committed(seeds, key, data.clone()));
         println!("web view: http://{bound}/");
         self.web = Some(data);
         self.web_commands = Some(web_commands);

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{command::ManagerCommand, parse_command, view, NetworkView};
 use crate::{
-    net::conn,
+    net::{conn, secure::NetworkKey},
     output::EventRecord,
     proto::{message::Message, Role},
 };
@@ -275,7 +275,11 @@ async fn command(State(app): State<App>, body: String) -> (StatusCode, Json<Valu
 
 /// Asks the seeds, in turn, for the committed directory, every second,
 /// and keeps the latest answer.
-pub async fn follow_committed(seeds: Vec<SocketAddr>, data: SharedWebData) {
+pub async fn follow_committed(
+    seeds: Vec<SocketAddr>,
+    network_key: Option<Arc<NetworkKey>>,
+    data: SharedWebData,
+) {
     let mut every = tokio::time::interval(COMMITTED_EVERY);
     loop {
         every.tick().await;
@@ -284,6 +288,7 @@ pub async fn follow_committed(seeds: Vec<SocketAddr>, data: SharedWebData) {
                 *seed,
                 &Message::StatusRequest {},
                 SEED_ANSWER_LIMIT,
+                network_key.as_deref(),
                 &Default::default(),
             )
             .await;

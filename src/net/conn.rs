@@ -1,5 +1,6 @@
-//! One task per TCP connection: framing, the HELLO check, and the copy of
-//! frames between the socket and the node's driver.
+//! One task per TCP connection: framing, the handshake when the network
+//! has a key, the HELLO check, and the copy of frames between the socket
+//! and the node's driver.
 
 use std::{
     net::SocketAddr,
@@ -11,12 +12,17 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::{net::TcpStream, sync::mpsc, time::timeout};
+use tokio::{
+    net::TcpStream,
+    sync::mpsc,
+    time::{timeout, timeout_at, Instant},
+};
 use tokio_util::{
     bytes::Bytes,
     codec::{Framed, LengthDelimitedCodec},
 };
 
+use super::secure::{self, Cipher, NetworkKey};
 use crate::proto::{
     message::{Message, Role, MAX_FRAME_LEN, PROTOCOL_VERSION},
     Event,
@@ -42,6 +48,9 @@ pub enum CloseReason {
     Io(String),
     /// The remote broke the protocol; logged as a protocol error.
     Protocol(String),
+    /// The remote failed the handshake: it does not hold the network's
+    /// key. Logged with its address as a refused connection.
+    Refused(String),
 }
 
 /// Frames and bytes all of a node's connections carried, for the `traffic`
@@ -58,11 +67,15 @@ pub struct Traffic {
 
 impl Traffic {
     fn sent(&self, msg: &Message, body_len: usize) {
-        self.frames_sent.fetch_add(1, Relaxed);
-        self.bytes_sent.fetch_add(body_len as u64 + 4, Relaxed);
+        self.count_sent(body_len);
         if matches!(msg, Message::Gossip { .. }) {
             self.gossip_sent.fetch_add(1, Relaxed);
         }
+    }
+
+    fn count_sent(&self, body_len: usize) {
+        self.frames_sent.fetch_add(1, Relaxed);
+        self.bytes_sent.fetch_add(body_len as u64 + 4, Relaxed);
     }
 
     fn received(&self, body_len: usize) {
@@ -82,16 +95,131 @@ impl Traffic {
     }
 }
 
-/// Encodes `msg` and writes it, counting it in `traffic`; `feed` leaves the
-/// flush to the caller, so a burst of frames goes out in one write.
-async fn feed(
+/// One connection's frames: 4-byte length-prefixed bodies, sealed after a
+/// Noise handshake when the network has a key (see [`secure`]).
+struct Link {
+    framed: Framed<TcpStream, LengthDelimitedCodec>,
+    cipher: Option<Cipher>,
+}
+
+/// Which end of the handshake this node is.
+#[derive(Clone, Copy)]
+enum Side {
+    Dialled,
+    Accepted,
+}
+
+impl Link {
+    /// Sets up the connection's framing and, when the network has a key,
+    /// runs the handshake; the error says why the remote is not let in.
+    async fn open(
+        stream: TcpStream,
+        key: Option<&NetworkKey>,
+        side: Side,
+        traffic: &Traffic,
+    ) -> Result<Link, String> {
+        let _ = stream.set_nodelay(true);
+        let max_body = match key {
+            Some(_) => secure::sealed_len(MAX_FRAME_LEN),
+            None => MAX_FRAME_LEN,
+        };
+        let mut framed = Framed::new(stream, codec_for(max_body));
+        let Some(key) = key else {
+            return Ok(Link {
+                framed,
+                cipher: None,
+            });
+        };
+        let mut handshake = match side {
+            Side::Dialled => key.initiator(),
+            Side::Accepted => key.responder(),
+        };
+        if let Side::Dialled = side {
+            send_raw(&mut framed, handshake.write()?, traffic).await?;
+        }
+        handshake.read(&receive_raw(&mut framed, side, traffic).await?)?;
+        if let Side::Accepted = side {
+            send_raw(&mut framed, handshake.write()?, traffic).await?;
+        }
+        Ok(Link {
+            framed,
+            cipher: Some(handshake.finish()?),
+        })
+    }
+
+    /// Encodes `msg` and writes it, sealed if need be, counting it in
+    /// `traffic`; the flush is left to the caller, so that a burst of
+    /// frames goes out in one write.
+    async fn feed(&mut self, msg: &Message, traffic: &Traffic) -> std::io::Result<()> {
+        let body = msg.to_json();
+        let wire = match &mut self.cipher {
+            Some(cipher) => cipher.seal(&body),
+            None => body,
+        };
+        traffic.sent(msg, wire.len());
+        self.framed.feed(Bytes::from(wire)).await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        SinkExt::<Bytes>::flush(&mut self.framed).await
+    }
+
+    /// The next frame body, opened; `None` once the remote has closed.
+    async fn next(&mut self, traffic: &Traffic) -> Option<Result<Vec<u8>, CloseReason>> {
+        let wire = match self.framed.next().await? {
+            Ok(wire) => wire,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Some(Err(CloseReason::Protocol(format!(
+                    "frame longer than the {MAX_FRAME_LEN}-byte limit"
+                ))))
+            }
+            Err(e) => return Some(Err(CloseReason::Io(e.to_string()))),
+        };
+        traffic.received(wire.len());
+        Some(match &mut self.cipher {
+            None => Ok(wire.to_vec()),
+            Some(cipher) => match cipher.open(&wire) {
+                Ok(body) if body.len() > MAX_FRAME_LEN => Err(CloseReason::Protocol(format!(
+                    "frame longer than the {MAX_FRAME_LEN}-byte limit"
+                ))),
+                Ok(body) => Ok(body),
+                Err(e) => Err(CloseReason::Protocol(e)),
+            },
+        })
+    }
+}
+
+/// Writes one handshake message as a frame.
+async fn send_raw(
     framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
-    msg: &Message,
+    message: Vec<u8>,
     traffic: &Traffic,
-) -> std::io::Result<()> {
-    let body = Bytes::from(msg.to_json());
-    traffic.sent(msg, body.len());
-    framed.feed(body).await
+) -> Result<(), String> {
+    traffic.count_sent(message.len());
+    framed
+        .send(Bytes::from(message))
+        .await
+        .map_err(|e| format!("handshake: {e}"))
+}
+
+/// Reads the remote's handshake message.
+async fn receive_raw(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    side: Side,
+    traffic: &Traffic,
+) -> Result<Vec<u8>, String> {
+    match framed.next().await {
+        Some(Ok(message)) => {
+            traffic.received(message.len());
+            Ok(message.to_vec())
+        }
+        Some(Err(e)) => Err(format!("handshake: {e}")),
+        None => Err(match side {
+            Side::Dialled => "it closed the connection during the handshake: does it hold this network's key (--network-key)?",
+            Side::Accepted => "it closed the connection before the handshake",
+        }
+        .to_string()),
+    }
 }
 
 /// What a connection task tells the driver.
@@ -122,22 +250,32 @@ pub enum ConnEvent {
 /// 4-byte big-endian length, then the body; bodies over 1 MiB are refused
 /// before they are read.
 pub fn codec() -> LengthDelimitedCodec {
+    codec_for(MAX_FRAME_LEN)
+}
+
+fn codec_for(max_body: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .length_field_length(4)
         .big_endian()
-        .max_frame_length(MAX_FRAME_LEN)
+        .max_frame_length(max_body)
         .new_codec()
 }
 
-/// Runs a connection we dialled: connect, say HELLO, then [`serve`].
+/// Runs a connection we dialled: connect, handshake if the network has a
+/// key, say HELLO, then [`serve`].
 pub async fn dial(
     id: ConnId,
     target: SocketAddr,
     hello: Message,
-    outbox: mpsc::Receiver<Message>,
-    events: mpsc::Sender<ConnEvent>,
-    traffic: Arc<Traffic>,
+    channels: Channels,
+    key: Option<Arc<NetworkKey>>,
 ) {
+    let Channels {
+        outbox,
+        events,
+        traffic,
+    } = channels;
+    let hello_deadline = Instant::now() + HELLO_TIMEOUT;
     let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return report_closed(&events, id, CloseReason::Io(e.to_string())).await,
@@ -146,28 +284,63 @@ pub async fn dial(
             return report_closed(&events, id, reason).await;
         }
     };
-    let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, codec());
-    let said_hello = async {
-        feed(&mut framed, &hello, &traffic).await?;
-        SinkExt::<Bytes>::flush(&mut framed).await
+    let opened = async {
+        let mut link = Link::open(stream, key.as_deref(), Side::Dialled, &traffic).await?;
+        link.feed(&hello, &traffic)
+            .await
+            .map_err(|e| e.to_string())?;
+        link.flush().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(link)
     };
-    if let Err(e) = said_hello.await {
-        return report_closed(&events, id, CloseReason::Io(e.to_string())).await;
-    }
-    serve(id, framed, outbox, events, traffic).await
+    let link = match timeout_at(hello_deadline, opened).await {
+        Ok(Ok(link)) => link,
+        Ok(Err(e)) => return report_closed(&events, id, CloseReason::Io(e)).await,
+        Err(_) => {
+            let reason = CloseReason::Io(format!("no handshake within {HELLO_TIMEOUT:?}"));
+            return report_closed(&events, id, reason).await;
+        }
+    };
+    serve(
+        id,
+        link,
+        hello_deadline,
+        Channels {
+            outbox,
+            events,
+            traffic,
+        },
+    )
+    .await
 }
 
-/// Runs an accepted connection.
+/// Runs an accepted connection: the handshake if the network has a key,
+/// then [`serve`]. A remote that fails the handshake is refused.
 pub async fn accept(
     id: ConnId,
     stream: TcpStream,
-    outbox: mpsc::Receiver<Message>,
-    events: mpsc::Sender<ConnEvent>,
-    traffic: Arc<Traffic>,
+    channels: Channels,
+    key: Option<Arc<NetworkKey>>,
 ) {
-    let _ = stream.set_nodelay(true);
-    serve(id, Framed::new(stream, codec()), outbox, events, traffic).await
+    let hello_deadline = Instant::now() + HELLO_TIMEOUT;
+    let opened = Link::open(stream, key.as_deref(), Side::Accepted, &channels.traffic);
+    let link = match timeout_at(hello_deadline, opened).await {
+        Ok(Ok(link)) => link,
+        Ok(Err(reason)) => {
+            return report_closed(&channels.events, id, CloseReason::Refused(reason)).await
+        }
+        Err(_) => {
+            let reason = format!("no handshake within {HELLO_TIMEOUT:?}");
+            return report_closed(&channels.events, id, CloseReason::Refused(reason)).await;
+        }
+    };
+    serve(id, link, hello_deadline, channels).await
+}
+
+/// The channels between a connection task and its driver.
+pub struct Channels {
+    pub outbox: mpsc::Receiver<Message>,
+    pub events: mpsc::Sender<ConnEvent>,
+    pub traffic: Arc<Traffic>,
 }
 
 /// Dials `target` afresh, sends the one-shot `query` (PROBE,
@@ -177,25 +350,24 @@ pub async fn query(
     target: SocketAddr,
     query: &Message,
     limit: Duration,
+    key: Option<&NetworkKey>,
     traffic: &Traffic,
 ) -> Result<Message, String> {
     let exchange = async {
         let stream = TcpStream::connect(target)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        let mut framed = Framed::new(stream, codec());
-        feed(&mut framed, query, traffic)
-            .await
-            .map_err(|e| e.to_string())?;
-        SinkExt::<Bytes>::flush(&mut framed)
-            .await
-            .map_err(|e| e.to_string())?;
-        let body = framed
-            .next()
-            .await
-            .ok_or("closed without answering")?
-            .map_err(|e| e.to_string())?;
-        traffic.received(body.len());
+        let mut link = Link::open(stream, key, Side::Dialled, traffic).await?;
+        link.feed(query, traffic).await.map_err(|e| e.to_string())?;
+        link.flush().await.map_err(|e| e.to_string())?;
+        let body = match link.next(traffic).await {
+            None => return Err("closed without answering".to_string()),
+            Some(Err(CloseReason::Io(e) | CloseReason::Protocol(e) | CloseReason::Refused(e))) => {
+                return Err(e)
+            }
+            Some(Err(CloseReason::Ended)) => return Err("closed without answering".to_string()),
+            Some(Ok(body)) => body,
+        };
         Message::from_json(&body).map_err(|e| e.to_string())
     };
     timeout(limit, exchange)
@@ -208,30 +380,23 @@ async fn report_closed(events: &mpsc::Sender<ConnEvent>, id: ConnId, reason: Clo
     let _ = events.send(ConnEvent::Closed { id, reason }).await;
 }
 
-async fn serve(
-    id: ConnId,
-    mut framed: Framed<TcpStream, LengthDelimitedCodec>,
-    mut outbox: mpsc::Receiver<Message>,
-    events: mpsc::Sender<ConnEvent>,
-    traffic: Arc<Traffic>,
-) {
-    let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
+async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Channels) {
+    let Channels {
+        mut outbox,
+        events,
+        traffic,
+    } = channels;
+    let hello_deadline = tokio::time::sleep_until(hello_deadline);
     tokio::pin!(hello_deadline);
     let mut greeted = false;
     let reason = loop {
         tokio::select! {
-            frame = framed.next() => {
+            frame = link.next(&traffic) => {
                 let body = match frame {
                     None => break CloseReason::Ended,
-                    Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                        break CloseReason::Protocol(format!(
-                            "frame longer than the {MAX_FRAME_LEN}-byte limit"
-                        ))
-                    }
-                    Some(Err(e)) => break CloseReason::Io(e.to_string()),
+                    Some(Err(reason)) => break reason,
                     Some(Ok(body)) => body,
                 };
-                traffic.received(body.len());
                 let event = match (Message::from_json(&body), greeted) {
                     (Err(e), _) => break CloseReason::Protocol(e.to_string()),
                     (Ok(Message::Hello { version, role, listen }), false) => {
@@ -284,11 +449,11 @@ async fn serve(
                     // Whatever else is already queued goes out in the same
                     // write: one syscall per burst, not per frame.
                     let write = async {
-                        feed(&mut framed, &msg, &traffic).await?;
+                        link.feed(&msg, &traffic).await?;
                         while let Ok(more) = outbox.try_recv() {
-                            feed(&mut framed, &more, &traffic).await?;
+                            link.feed(&more, &traffic).await?;
                         }
-                        SinkExt::<Bytes>::flush(&mut framed).await
+                        link.flush().await
                     };
                     // A remote that stops reading (a frozen process) must
                     // not hold this task, its socket and its queue forever.
@@ -308,6 +473,6 @@ async fn serve(
             }
         }
     };
-    let _ = SinkExt::<Bytes>::flush(&mut framed).await;
+    let _ = link.flush().await;
     report_closed(&events, id, reason).await;
 }

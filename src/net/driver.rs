@@ -23,6 +23,7 @@ use tokio::{
 use super::{
     conn::{self, CloseReason, ConnEvent, ConnId, Traffic},
     icmp::{Icmp, Unavailable},
+    secure::NetworkKey,
 };
 use crate::{
     consensus::{Applied, ConsensusLink, IncomingRpc, OutgoingRpc},
@@ -121,6 +122,8 @@ struct Driver<C: Core> {
     unreachable: HashSet<SocketAddr>,
     icmp: Icmp,
     traffic: Arc<Traffic>,
+    /// When set, every connection runs the handshake with it.
+    network_key: Option<Arc<NetworkKey>>,
 }
 
 type PendingRpc = (SocketAddr, oneshot::Sender<Result<Value, String>>);
@@ -163,6 +166,7 @@ pub async fn run<C: Core>(
     sink: LogSink,
     user_lines: Option<mpsc::Receiver<String>>,
     consensus: Option<ConsensusLink>,
+    network_key: Option<NetworkKey>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (events_tx, mut events_rx) = mpsc::channel(CONN_EVENT_QUEUE);
@@ -202,6 +206,7 @@ pub async fn run<C: Core>(
         unreachable: HashSet::new(),
         icmp: Icmp::new(std::process::id() as u16),
         traffic: Arc::default(),
+        network_key: network_key.map(Arc::new),
     };
     let role = driver.core.role();
     driver.log(Event::Listening { role });
@@ -311,21 +316,28 @@ impl<C: Core> Driver<C> {
 
     fn accept(&mut self, stream: tokio::net::TcpStream, socket_addr: SocketAddr) {
         let (id, rx) = self.new_conn(ConnState::AwaitingHello, Some(socket_addr));
-        let events = self.events_tx.clone();
-        let traffic = self.traffic.clone();
-        self.tasks
-            .spawn(conn::accept(id, stream, rx, events, traffic));
+        let channels = self.channels(rx);
+        let key = self.network_key.clone();
+        self.tasks.spawn(conn::accept(id, stream, channels, key));
     }
 
     fn dial(&mut self, target: SocketAddr) -> ConnId {
         let (id, rx) = self.new_conn(ConnState::Dialing { target }, Some(target));
         self.by_remote.insert(target, id);
-        let events = self.events_tx.clone();
         let hello = self.hello.clone();
-        let traffic = self.traffic.clone();
+        let channels = self.channels(rx);
+        let key = self.network_key.clone();
         self.tasks
-            .spawn(conn::dial(id, target, hello, rx, events, traffic));
+            .spawn(conn::dial(id, target, hello, channels, key));
         id
+    }
+
+    fn channels(&self, outbox: mpsc::Receiver<Message>) -> conn::Channels {
+        conn::Channels {
+            outbox,
+            events: self.events_tx.clone(),
+            traffic: self.traffic.clone(),
+        }
     }
 
     /// Drops a connection; its task sends what is queued and closes.
@@ -463,10 +475,13 @@ impl<C: Core> Driver<C> {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
+        let socket_addr = conn.socket_addr;
         let remote = match conn.state {
             ConnState::Dialing { target } => {
                 let reason = match &reason {
-                    CloseReason::Io(e) | CloseReason::Protocol(e) => e.clone(),
+                    CloseReason::Io(e) | CloseReason::Protocol(e) | CloseReason::Refused(e) => {
+                        e.clone()
+                    }
                     CloseReason::Ended => "closed before HELLO".into(),
                 };
                 // Logged once per outage: Raft redials a down seed twice a
@@ -482,8 +497,14 @@ impl<C: Core> Driver<C> {
             ConnState::Open { remote, .. } => Some(remote),
             ConnState::AwaitingHello => None,
         };
-        if let CloseReason::Protocol(text) = reason {
-            self.protocol_error(id, text);
+        match reason {
+            CloseReason::Protocol(text) => self.protocol_error(id, text),
+            CloseReason::Refused(reason) => {
+                if let Some(remote) = socket_addr {
+                    self.log(Event::ConnectionRefused { remote, reason });
+                }
+            }
+            CloseReason::Io(_) | CloseReason::Ended => {}
         }
         let current = remote.is_some_and(|r| self.by_remote.get(&r) == Some(&id));
         self.forget(id);
@@ -725,8 +746,9 @@ impl<C: Core> Driver<C> {
     fn start_query(&mut self, to: SocketAddr, query: Message, limit: Duration) {
         let deferred = self.deferred_tx.clone();
         let traffic = self.traffic.clone();
+        let key = self.network_key.clone();
         tokio::spawn(async move {
-            let result = conn::query(to, &query, limit, &traffic).await;
+            let result = conn::query(to, &query, limit, key.as_deref(), &traffic).await;
             let _ = deferred.send(Deferred::QueryResult { to, query, result });
         });
     }

@@ -3,5 +3,6 @@
 pub mod conn;
 pub mod driver;
 pub mod icmp;
+pub mod secure;
 
 pub use driver::{run, Clock};

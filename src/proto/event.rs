@@ -35,6 +35,12 @@ pub enum Event {
         remote: SocketAddr,
         reason: String,
     },
+    /// A node that does not hold the network's key (`--network-key`)
+    /// tried to connect; the connection was closed at the handshake.
+    ConnectionRefused {
+        remote: SocketAddr,
+        reason: String,
+    },
     /// A dial or a send to `peer` failed.
     ConnectFailed {
         peer: SocketAddr,
@@ -262,6 +268,9 @@ impl fmt::Display for Event {
                     f,
                     "PROTOCOL ERROR from {remote}: {reason}; connection closed"
                 )
+            }
+            Event::ConnectionRefused { remote, reason } => {
+                write!(f, "REFUSED connection from {remote}: {reason}")
             }
             Event::ConnectFailed { peer, reason } => {
                 write!(f, "CONNECT to {peer} failed: {reason}")

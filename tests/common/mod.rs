@@ -200,6 +200,7 @@ pub struct Cluster {
     pub seeds: Vec<Proc>,
     pub peers: Vec<Proc>,
     peer_args: Vec<String>,
+    seed_args: Vec<String>,
 }
 
 pub const START: Duration = Duration::from_secs(15);
@@ -208,6 +209,13 @@ impl Cluster {
     /// Starts `n` seeds listed in a config.csv and waits until their
     /// cluster has formed.
     pub fn with_seeds(n: usize, peer_args: &[&str]) -> Cluster {
+        Cluster::with_seed_args(n, &[], peer_args)
+    }
+
+    /// As [`Cluster::with_seeds`], with `seed_args` added to every seed's
+    /// command line (each life of it).
+    pub fn with_seed_args(n: usize, seed_args: &[&str], peer_args: &[&str]) -> Cluster {
+        let seed_args: Vec<String> = seed_args.iter().map(|s| s.to_string()).collect();
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(n);
         let config = dir.path().join("config.csv");
@@ -215,7 +223,7 @@ impl Cluster {
         std::fs::write(&config, lines).unwrap();
         let mut seeds: Vec<Proc> = ports
             .iter()
-            .map(|port| Self::spawn_seed(dir.path(), &config, *port, 0))
+            .map(|port| Self::spawn_seed(dir.path(), &config, *port, 0, &seed_args))
             .collect();
         for seed in &mut seeds {
             seed.wait_event("the seed cluster to form", START, |e| {
@@ -228,11 +236,12 @@ impl Cluster {
             seeds,
             peers: Vec::new(),
             peer_args: peer_args.iter().map(|s| s.to_string()).collect(),
+            seed_args,
         }
     }
 
-    fn spawn_seed(dir: &Path, config: &Path, port: u16, life: usize) -> Proc {
-        let args = vec![
+    fn spawn_seed(dir: &Path, config: &Path, port: u16, life: usize, extra: &[String]) -> Proc {
+        let mut args = vec![
             "seed".into(),
             format!("127.0.0.1:{port}"),
             "--config".into(),
@@ -240,6 +249,7 @@ impl Cluster {
             "--data-dir".into(),
             dir.join(format!("data-{port}")).display().to_string(),
         ];
+        args.extend(extra.iter().cloned());
         // Each life of a seed gets its own file names.
         Proc::spawn(dir, &format!("seed-{port}-{life}"), &args, false)
     }
@@ -263,7 +273,7 @@ impl Cluster {
         let port = self.seeds[i].addr().port();
         let life = self.seeds[i].name.rsplit('-').next().unwrap();
         let life = life.parse::<usize>().unwrap() + 1;
-        let mut seed = Self::spawn_seed(self.dir.path(), &self.config, port, life);
+        let mut seed = Self::spawn_seed(self.dir.path(), &self.config, port, life, &self.seed_args);
         seed.wait_event("listening", START, |e| matches!(e, Event::Listening { .. }));
         self.seeds[i] = seed;
     }
@@ -432,8 +442,14 @@ impl LineReader {
 
 /// `gossipnet status --seed ADDR` as JSON, or None when it fails.
 pub fn status(seed: SocketAddr) -> Option<serde_json::Value> {
+    status_with(seed, &[])
+}
+
+/// As [`status`], with more arguments for `gossipnet status`.
+pub fn status_with(seed: SocketAddr, extra: &[&str]) -> Option<serde_json::Value> {
     let out = Command::new(BIN)
         .args(["status", "--seed", &seed.to_string()])
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .ok()?;
