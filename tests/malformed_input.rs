@@ -113,7 +113,8 @@ fn a_peer_survives_malformed_input_and_keeps_gossiping() {
     ));
     client.send(&Message::Gossip {
         origin: me,
-        msg: "1.0:127.0.0.1:still alive".into(),
+        // A current time: older messages are refused as replays.
+        msg: format!("{}:127.0.0.1:still alive", common::unix_us() as f64 / 1e6),
         hops: 0,
     });
     net.peers[victim].wait_event(

@@ -37,7 +37,9 @@ use rustc_hash::FxHashMap;
 
 pub use agreement::{Agreement, Decision};
 pub use liveness::{ping_timeout, Liveness, LivenessTable};
-pub use message_list::{digest, MessageDigest, MessageList, MessageMeta};
+pub use message_list::{
+    digest, MessageDigest, MessageList, MessageMeta, ML_CAPACITY, ML_RETENTION,
+};
 
 use super::{
     message::{Message, PeerEntry, Role, Verdict, MAX_GOSSIP_TEXT, PROTOCOL_VERSION},
@@ -126,6 +128,9 @@ pub struct PeerStats {
     pub created: u32,
     pub received_first: u64,
     pub duplicates_dropped: u64,
+    /// Received messages refused as older than the Message List keeps
+    /// entries: replays, or messages from a clock far behind.
+    pub stale_dropped: u64,
     pub forwarded: u64,
 }
 
@@ -568,6 +573,10 @@ impl<R: Rng> PeerCore<R> {
         hops: u32,
         now: Timestamp,
     ) {
+        if message_list::is_stale(&msg, now) {
+            self.stats.stale_dropped += 1;
+            return;
+        }
         if !self.ml.record_first(origin, &msg, Some(from), now) {
             self.stats.duplicates_dropped += 1;
             return;

@@ -422,7 +422,7 @@ fn first_receipt_is_forwarded_to_every_neighbour_but_the_sender() {
         addr(6002),
         Message::Gossip {
             origin: addr(6009),
-            msg: "1.0:127.0.0.9:1".into(),
+            msg: "1740466800.0:127.0.0.9:1".into(),
             hops: 4,
         },
         now(),
@@ -433,7 +433,7 @@ fn first_receipt_is_forwarded_to_every_neighbour_but_the_sender() {
     assert_eq!(targets, vec![addr(6001), addr(6003)]);
     assert!(gossip_sends(&out).iter().all(|(_, _, hops)| *hops == 5));
     assert!(events(&out).contains(&Event::GossipReceived {
-        msg: "1.0:127.0.0.9:1".into(),
+        msg: "1740466800.0:127.0.0.9:1".into(),
         from: addr(6002),
         origin: addr(6009),
         hops: 5
@@ -445,7 +445,7 @@ fn a_duplicate_is_dropped_and_not_reported() {
     let mut core = linked_peer(&[6001, 6002]);
     let gossip = Message::Gossip {
         origin: addr(6009),
-        msg: "1.0:127.0.0.9:1".into(),
+        msg: "1740466800.0:127.0.0.9:1".into(),
         hops: 0,
     };
     core.handle_message(addr(6001), gossip.clone(), now());
@@ -459,6 +459,25 @@ fn a_duplicate_is_dropped_and_not_reported() {
 }
 
 #[test]
+fn a_replay_older_than_the_message_list_keeps_entries_is_refused() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let created = now().as_secs_f64() - ML_RETENTION.as_secs_f64() - 1.0;
+    core.handle_message(
+        addr(6001),
+        Message::Gossip {
+            origin: addr(6009),
+            msg: format!("{created:.6}:127.0.0.9:1"),
+            hops: 0,
+        },
+        now(),
+    );
+    assert!(drain(&mut core).is_empty(), "a stale message was delivered");
+    assert_eq!(core.stats().stale_dropped, 1);
+    assert_eq!(core.stats().received_first, 0);
+    assert!(core.message_list().is_empty(), "a stale message took room");
+}
+
+#[test]
 fn equal_texts_from_two_origins_are_both_delivered() {
     let mut core = linked_peer(&[6001, 6002]);
     for origin in [6001, 6002] {
@@ -466,7 +485,7 @@ fn equal_texts_from_two_origins_are_both_delivered() {
             addr(origin),
             Message::Gossip {
                 origin: addr(origin),
-                msg: "1.0:127.0.0.1:1".into(),
+                msg: "1740466800.0:127.0.0.1:1".into(),
                 hops: 0,
             },
             now(),
