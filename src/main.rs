@@ -117,6 +117,13 @@ fn parse_latency(text: &str) -> Result<(Duration, Duration), String> {
     Ok((low, high))
 }
 
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{text}` is not a whole number of at least 1")),
+    }
+}
+
 #[derive(Args)]
 struct SeedArgs {
     #[command(flatten)]
@@ -177,6 +184,10 @@ struct NodeArgs {
     /// Default: the config's network_key, if any; else no encryption.
     #[arg(long, value_name = "FILE")]
     network_key: Option<PathBuf>,
+    /// Most connections from other nodes open at once; more are closed on
+    /// arrival and logged. A seed needs one per peer that registered with it.
+    #[arg(long, value_name = "N", default_value_t = gossipnet::net::limits::DEFAULT_MAX_INBOUND, value_parser = parse_positive)]
+    max_inbound: usize,
 }
 
 #[derive(Args)]
@@ -315,6 +326,7 @@ fn node_options(
         peer,
         data_dir,
         network_key: args.network_key.clone(),
+        max_inbound: args.max_inbound,
     })
 }
 

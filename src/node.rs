@@ -47,6 +47,8 @@ pub struct NodeOptions {
     /// `network_key`, if any. With a key, every connection is authenticated
     /// and encrypted (docs/SECURITY.md).
     pub network_key: Option<PathBuf>,
+    /// Accepted connections open at once; more are closed on arrival.
+    pub max_inbound: usize,
 }
 
 /// Why a node could not start. Nothing was started when one is returned.
@@ -124,7 +126,10 @@ impl NodeOptions {
 /// Runs a node until SIGINT or SIGTERM, then shuts it down cleanly.
 pub fn run(options: NodeOptions) -> Result<(), NodeError> {
     options.check()?;
-    let network_key = options.load_network_key()?;
+    let admission = net::driver::Admission {
+        network_key: options.load_network_key()?,
+        max_inbound: options.max_inbound,
+    };
     // A peer is one actor and needs one thread. A seed's log store blocks on
     // disk writes inside Raft's tasks, so it gets two workers.
     let runtime = match options.role {
@@ -137,10 +142,13 @@ pub fn run(options: NodeOptions) -> Result<(), NodeError> {
             .build(),
     }
     .map_err(NodeError::Runtime)?;
-    runtime.block_on(run_async(options, network_key))
+    runtime.block_on(run_async(options, admission))
 }
 
-async fn run_async(options: NodeOptions, network_key: Option<NetworkKey>) -> Result<(), NodeError> {
+async fn run_async(
+    options: NodeOptions,
+    admission: net::driver::Admission,
+) -> Result<(), NodeError> {
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|source| NodeError::Bind {
@@ -164,16 +172,7 @@ async fn run_async(options: NodeOptions, network_key: Option<NetworkKey>) -> Res
             let seeds = options.config.seeds.clone();
             let (link, raft) = crate::consensus::start(addr, &seeds, &data_dir).await?;
             let core = SeedCore::new(addr, seeds);
-            net::run(
-                core,
-                listener,
-                sink,
-                None,
-                Some(link),
-                network_key,
-                shutdown,
-            )
-            .await;
+            net::run(core, listener, sink, None, Some(link), admission, shutdown).await;
             raft.shutdown().await;
         }
         Role::Peer => {
@@ -188,7 +187,7 @@ async fn run_async(options: NodeOptions, network_key: Option<NetworkKey>) -> Res
                 start_incarnation(),
                 ChaCha8Rng::from_os_rng(),
             );
-            net::run(core, listener, sink, lines, None, network_key, shutdown).await
+            net::run(core, listener, sink, lines, None, admission, shutdown).await
         }
     }
     Ok(())

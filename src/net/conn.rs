@@ -22,7 +22,10 @@ use tokio_util::{
     codec::{Framed, LengthDelimitedCodec},
 };
 
-use super::secure::{self, Cipher, NetworkKey};
+use super::{
+    limits::{Admit, FrameLimits, RefusalLog},
+    secure::{self, Cipher, NetworkKey},
+};
 use crate::proto::{
     message::{Message, Role, MAX_FRAME_LEN, PROTOCOL_VERSION},
     Event,
@@ -245,6 +248,13 @@ pub enum ConnEvent {
         id: ConnId,
         reason: CloseReason,
     },
+    /// Frames of `kind` over the connection's rate limit were dropped:
+    /// `count` since the last such report (at most one a second).
+    Dropped {
+        id: ConnId,
+        kind: &'static str,
+        count: u64,
+    },
 }
 
 /// 4-byte big-endian length, then the body; bodies over 1 MiB are refused
@@ -389,6 +399,10 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
     let hello_deadline = tokio::time::sleep_until(hello_deadline);
     tokio::pin!(hello_deadline);
     let mut greeted = false;
+    let mut limits = FrameLimits::new(std::time::Instant::now());
+    let mut dropped = RefusalLog::default();
+    let mut held_link_report: Option<Message> = None;
+    let mut held_until = Instant::now();
     let reason = loop {
         tokio::select! {
             frame = link.next(&traffic) => {
@@ -438,10 +452,35 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
                     (Ok(Message::Hello { .. }), true) => {
                         break CloseReason::Protocol("second HELLO".into())
                     }
-                    (Ok(msg), true) => ConnEvent::Frame { id, msg },
+                    (Ok(msg), true) => {
+                        let now = std::time::Instant::now();
+                        match limits.admit(&msg, now) {
+                            Admit::Deliver => ConnEvent::Frame { id, msg },
+                            Admit::Hold => {
+                                held_link_report = Some(msg);
+                                held_until = Instant::from_std(limits.reports_free_at(now));
+                                continue;
+                            }
+                            Admit::Drop => match dropped.note(now) {
+                                Some(count) => ConnEvent::Dropped { id, kind: msg.kind(), count },
+                                None => continue,
+                            },
+                        }
+                    }
                 };
                 if events.send(event).await.is_err() {
                     return;
+                }
+            }
+            () = tokio::time::sleep_until(held_until), if held_link_report.is_some() => {
+                let now = std::time::Instant::now();
+                if limits.take_report(now) {
+                    let msg = held_link_report.take().expect("a held LINK_REPORT");
+                    if events.send(ConnEvent::Frame { id, msg }).await.is_err() {
+                        return;
+                    }
+                } else {
+                    held_until = Instant::from_std(limits.reports_free_at(now));
                 }
             }
             out = outbox.recv() => match out {

@@ -23,6 +23,7 @@ use tokio::{
 use super::{
     conn::{self, CloseReason, ConnEvent, ConnId, Traffic},
     icmp::{Icmp, Unavailable},
+    limits::{RefusalLog, DEFAULT_MAX_INBOUND},
     secure::NetworkKey,
 };
 use crate::{
@@ -94,6 +95,8 @@ enum ConnState {
 }
 
 struct Conn {
+    /// The remote dialled us; counts against the inbound limit.
+    accepted: bool,
     outbox: mpsc::Sender<Message>,
     state: ConnState,
     /// The socket's remote address, for logs before HELLO names the node.
@@ -124,6 +127,28 @@ struct Driver<C: Core> {
     traffic: Arc<Traffic>,
     /// When set, every connection runs the handshake with it.
     network_key: Option<Arc<NetworkKey>>,
+    max_inbound: usize,
+    /// Accepted connections in `conns`.
+    inbound: usize,
+    over_inbound_log: RefusalLog,
+}
+
+/// How the driver admits connections (docs/SECURITY.md).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// When set, every connection runs the Noise handshake with it.
+    pub network_key: Option<NetworkKey>,
+    /// Accepted connections open at once; more are closed on arrival.
+    pub max_inbound: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            network_key: None,
+            max_inbound: DEFAULT_MAX_INBOUND,
+        }
+    }
 }
 
 type PendingRpc = (SocketAddr, oneshot::Sender<Result<Value, String>>);
@@ -166,7 +191,7 @@ pub async fn run<C: Core>(
     sink: LogSink,
     user_lines: Option<mpsc::Receiver<String>>,
     consensus: Option<ConsensusLink>,
-    network_key: Option<NetworkKey>,
+    admission: Admission,
     shutdown: impl Future<Output = ()>,
 ) {
     let (events_tx, mut events_rx) = mpsc::channel(CONN_EVENT_QUEUE);
@@ -206,7 +231,10 @@ pub async fn run<C: Core>(
         unreachable: HashSet::new(),
         icmp: Icmp::new(std::process::id() as u16),
         traffic: Arc::default(),
-        network_key: network_key.map(Arc::new),
+        network_key: admission.network_key.map(Arc::new),
+        max_inbound: admission.max_inbound,
+        inbound: 0,
+        over_inbound_log: RefusalLog::default(),
     };
     let role = driver.core.role();
     driver.log(Event::Listening { role });
@@ -306,6 +334,7 @@ impl<C: Core> Driver<C> {
         self.conns.insert(
             id,
             Conn {
+                accepted: matches!(state, ConnState::AwaitingHello),
                 outbox,
                 state,
                 socket_addr,
@@ -315,6 +344,21 @@ impl<C: Core> Driver<C> {
     }
 
     fn accept(&mut self, stream: tokio::net::TcpStream, socket_addr: SocketAddr) {
+        if self.inbound >= self.max_inbound {
+            drop(stream);
+            if let Some(refused) = self.over_inbound_log.note(std::time::Instant::now()) {
+                let reason = format!(
+                    "over the limit of {} inbound connections ({refused} refused since the last such line)",
+                    self.max_inbound
+                );
+                self.log(Event::ConnectionRefused {
+                    remote: socket_addr,
+                    reason,
+                });
+            }
+            return;
+        }
+        self.inbound += 1;
         let (id, rx) = self.new_conn(ConnState::AwaitingHello, Some(socket_addr));
         let channels = self.channels(rx);
         let key = self.network_key.clone();
@@ -345,6 +389,9 @@ impl<C: Core> Driver<C> {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        if conn.accepted {
+            self.inbound -= 1;
+        }
         // A connection is filed under a remote only while dialling it or
         // once its HELLO named it.
         let filed_under = match conn.state {
@@ -382,6 +429,16 @@ impl<C: Core> Driver<C> {
             }
             ConnEvent::Query { id, msg } => self.on_query(id, msg),
             ConnEvent::Closed { id, reason } => self.on_closed(id, reason),
+            ConnEvent::Dropped { id, kind, count } => {
+                if let Some(remote) = self.remote_of(id) {
+                    let kind = kind.to_string();
+                    self.log(Event::FramesDropped {
+                        remote,
+                        kind,
+                        count,
+                    });
+                }
+            }
         }
     }
 
@@ -516,16 +573,19 @@ impl<C: Core> Driver<C> {
     }
 
     fn protocol_error(&mut self, id: ConnId, reason: String) {
-        let Some(conn) = self.conns.get(&id) else {
-            return;
-        };
-        let remote = match conn.state {
+        if let Some(remote) = self.remote_of(id) {
+            self.log(Event::ProtocolError { remote, reason });
+        }
+    }
+
+    /// The node at the other end of `id`, as far as it is known: its
+    /// listen address once HELLO named it, else the socket's address.
+    fn remote_of(&self, id: ConnId) -> Option<SocketAddr> {
+        let conn = self.conns.get(&id)?;
+        match conn.state {
             ConnState::Open { remote, .. } => Some(remote),
             ConnState::Dialing { target } => Some(target),
             ConnState::AwaitingHello => conn.socket_addr,
-        };
-        if let Some(remote) = remote {
-            self.log(Event::ProtocolError { remote, reason });
         }
     }
 

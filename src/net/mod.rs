@@ -3,6 +3,7 @@
 pub mod conn;
 pub mod driver;
 pub mod icmp;
+pub mod limits;
 pub mod secure;
 
 pub use driver::{run, Clock};

@@ -41,6 +41,14 @@ pub enum Event {
         remote: SocketAddr,
         reason: String,
     },
+    /// Frames from `remote` over its connection's rate limit were dropped
+    /// (docs/SECURITY.md): `count` since the last such line, which comes
+    /// at most once a second per connection; `kind` is the latest one.
+    FramesDropped {
+        remote: SocketAddr,
+        kind: String,
+        count: u64,
+    },
     /// A dial or a send to `peer` failed.
     ConnectFailed {
         peer: SocketAddr,
@@ -272,6 +280,14 @@ impl fmt::Display for Event {
             Event::ConnectionRefused { remote, reason } => {
                 write!(f, "REFUSED connection from {remote}: {reason}")
             }
+            Event::FramesDropped {
+                remote,
+                kind,
+                count,
+            } => write!(
+                f,
+                "DROPPED {count} frame(s) from {remote} over the rate limit (last: {kind})"
+            ),
             Event::ConnectFailed { peer, reason } => {
                 write!(f, "CONNECT to {peer} failed: {reason}")
             }

@@ -1,0 +1,141 @@
+//! Abuse limits with real processes (docs/SECURITY.md): a node caps its
+//! inbound connections, and each connection's gossip and reports, and says
+//! so in its log instead of growing without bound.
+
+mod common;
+
+use std::{io::Write, net::SocketAddr};
+
+use common::{Cluster, RawClient, START};
+use gossipnet::{
+    net::limits::{GOSSIP_BURST, GOSSIP_PER_SEC, REPORTS_BURST, REPORTS_PER_SEC},
+    proto::{
+        message::{Message, Role, PROTOCOL_VERSION},
+        Event,
+    },
+};
+
+fn hello(listen: SocketAddr, role: Role) -> Message {
+    Message::Hello {
+        version: PROTOCOL_VERSION,
+        role,
+        listen,
+    }
+}
+
+/// A hand-made node that said HELLO to `target` and got its HELLO back.
+fn greeted(target: SocketAddr, role: Role) -> (RawClient, SocketAddr) {
+    let me: SocketAddr = format!("127.0.0.1:{}", common::free_ports(1)[0])
+        .parse()
+        .unwrap();
+    let mut client = RawClient::connect(target);
+    client.send(&hello(me, role));
+    assert!(
+        matches!(client.recv(), Some(Message::Hello { .. })),
+        "no HELLO back"
+    );
+    (client, me)
+}
+
+/// The frames of `msgs`, written in one go so that they arrive together.
+fn send_all(client: &mut RawClient, msgs: impl Iterator<Item = Message>) {
+    let bytes: Vec<u8> = msgs.flat_map(|m| m.to_frame()).collect();
+    client.stream.write_all(&bytes).unwrap();
+}
+
+#[test]
+fn connections_over_the_inbound_limit_are_closed_and_logged() {
+    let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
+    let peer = net.add_peer_with(&["--max-inbound", "3"], false);
+    let target = net.peers[peer].addr();
+    // Three connections that have not said HELLO yet fill the limit...
+    let mut held: Vec<RawClient> = (0..3).map(|_| RawClient::connect(target)).collect();
+    // ...so a fourth is closed at once, and the refusal names its address.
+    let mut fourth = RawClient::connect(target);
+    let fourth_addr = fourth.stream.local_addr().unwrap();
+    assert!(fourth.closed_by_node(), "a fourth connection was kept");
+    net.peers[peer].wait_event("the refusal over the limit", START, |e| {
+        matches!(e, Event::ConnectionRefused { remote, reason }
+            if *remote == fourth_addr && reason.contains("limit of 3 inbound"))
+    });
+    // Once one closes, a newcomer is served again.
+    drop(held.pop());
+    let (_served, _) = common::wait_for(
+        "a connection to be accepted again",
+        START,
+        || {
+            let mut client = RawClient::connect(target);
+            client.send(&hello("127.0.0.1:9".parse().unwrap(), Role::Peer));
+            client.recv().map(|_| (client, ()))
+        },
+        || "every new connection was closed".into(),
+    );
+}
+
+#[test]
+fn a_gossip_flood_on_one_link_is_cut_to_the_rate_limit() {
+    let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
+    let victim = net.add_peer();
+    let (mut flooder, me) = greeted(net.peers[victim].addr(), Role::Peer);
+    let now = common::unix_us() as f64 / 1e6;
+    let flood = 3 * GOSSIP_BURST as usize;
+    let started = std::time::Instant::now();
+    send_all(
+        &mut flooder,
+        (0..flood).map(|i| Message::Gossip {
+            origin: me,
+            msg: format!("{now:.6}:127.0.0.1:flood {i}"),
+            hops: 0,
+        }),
+    );
+    net.peers[victim].wait_event("the dropped gossip to be logged", START, |e| {
+        matches!(e, Event::FramesDropped { kind, count, .. } if kind == "GOSSIP" && *count >= 1)
+    });
+    // Anything the flooder sends later is judged by the same bucket; the
+    // node stays responsive: a PING on the same link is answered.
+    flooder.send(&Message::Ping { nonce: 7 });
+    let answered = std::iter::from_fn(|| flooder.recv())
+        .take(10)
+        .any(|m| matches!(m, Message::Pong { nonce: 7, .. }));
+    assert!(answered, "the victim stopped answering on the flooded link");
+    let allowed = GOSSIP_BURST + GOSSIP_PER_SEC * started.elapsed().as_secs_f64();
+    let delivered = net.peers[victim]
+        .poll()
+        .count(|e| matches!(e, Event::GossipReceived { msg, .. } if msg.contains(":flood ")));
+    assert!(
+        delivered as f64 <= allowed + 1.0,
+        "{delivered} of {flood} delivered, the limit allows {allowed:.0}"
+    );
+    assert!(
+        delivered >= GOSSIP_BURST as usize,
+        "only {delivered} delivered"
+    );
+    eprintln!("gossip flood: {delivered} of {flood} delivered, the limit allows {allowed:.0}");
+}
+
+#[test]
+fn a_request_flood_to_a_seed_is_cut_to_the_rate_limit() {
+    let mut net = Cluster::with_seeds(2, &[]);
+    let (mut flooder, me) = greeted(net.seeds[0].addr(), Role::Peer);
+    let flood = 10 * REPORTS_BURST as usize;
+    let started = std::time::Instant::now();
+    send_all(
+        &mut flooder,
+        (0..flood).map(|_| Message::PeerListRequest {}),
+    );
+    net.seeds[0].wait_event(
+        "the dropped requests to be logged",
+        START,
+        |e| matches!(e, Event::FramesDropped { kind, .. } if kind == "PEER_LIST_REQUEST"),
+    );
+    let allowed = REPORTS_BURST + REPORTS_PER_SEC * started.elapsed().as_secs_f64();
+    let served = net.seeds[0]
+        .poll()
+        .count(|e| matches!(e, Event::PeerListServed { to, .. } if *to == me));
+    assert!(
+        served as f64 <= allowed + 1.0,
+        "{served} of {flood} served, the limit allows {allowed:.0}"
+    );
+    assert!(served >= 1, "no request was served at all");
+    eprintln!("request flood: {served} of {flood} served, the limit allows {allowed:.0}");
+}
