@@ -6,22 +6,14 @@ mod common;
 
 use std::{io::Write, net::SocketAddr};
 
-use common::{Cluster, RawClient, START};
+use common::{hello, Cluster, RawClient, START};
 use gossipnet::{
     net::limits::{GOSSIP_BURST, GOSSIP_PER_SEC, REPORTS_BURST, REPORTS_PER_SEC},
     proto::{
-        message::{Message, Role, PROTOCOL_VERSION},
+        message::{Message, Role},
         Event,
     },
 };
-
-fn hello(listen: SocketAddr, role: Role) -> Message {
-    Message::Hello {
-        version: PROTOCOL_VERSION,
-        role,
-        listen,
-    }
-}
 
 /// A hand-made node that said HELLO to `target` and got its HELLO back.
 fn greeted(target: SocketAddr, role: Role) -> (RawClient, SocketAddr) {

@@ -5,19 +5,11 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{Cluster, Proc, RawClient};
+use common::{hello, Cluster, Proc, RawClient};
 use gossipnet::proto::{
-    message::{Message, Role, PROTOCOL_VERSION},
+    message::{Message, Role},
     Event,
 };
-
-fn hello(listen: SocketAddr, role: Role) -> Message {
-    Message::Hello {
-        version: PROTOCOL_VERSION,
-        role,
-        listen,
-    }
-}
 
 /// Each of these must make the node close the connection.
 fn bad_inputs() -> Vec<(&'static str, Vec<u8>)> {

@@ -317,6 +317,15 @@ impl Cluster {
     }
 }
 
+/// The HELLO a hand-made node sends.
+pub fn hello(listen: SocketAddr, role: gossipnet::proto::message::Role) -> Message {
+    Message::Hello {
+        version: gossipnet::proto::message::PROTOCOL_VERSION,
+        role,
+        listen,
+    }
+}
+
 /// A hand-driven connection speaking the wire protocol, for feeding nodes
 /// good and bad input.
 pub struct RawClient {
