@@ -48,6 +48,9 @@ pub struct Config {
     /// The network key file (`network_key`), relative paths taken from
     /// the config file's directory; `None`: connections are not encrypted.
     pub network_key: Option<PathBuf>,
+    /// Seeds: most peers registered from one IP address
+    /// (`max_peers_per_ip`); `None`: no cap.
+    pub max_peers_per_ip: Option<u32>,
 }
 
 /// Peer settings a config file may override; `None` means the file left it alone.
@@ -224,8 +227,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         text,
         format: Format::of(path),
     };
-    let (seeds, peer, network_key) = match src.format {
-        Format::Lines => (parse_lines(&src)?, PeerOverrides::default(), None),
+    let TreeSettings {
+        seeds,
+        peer,
+        network_key,
+        max_peers_per_ip,
+    } = match src.format {
+        Format::Lines => TreeSettings {
+            seeds: parse_lines(&src)?,
+            ..TreeSettings::default()
+        },
         Format::Toml => parse_tree(&src, toml_tree(&src)?)?,
         Format::Yaml => parse_tree(&src, yaml_tree(&src)?)?,
     };
@@ -238,6 +249,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         seeds,
         peer,
         network_key,
+        max_peers_per_ip,
     })
 }
 
@@ -841,8 +853,14 @@ fn yaml_tree(src: &Source) -> Result<Node, ConfigError> {
 }
 
 /// Checks the tree against the schema: `seeds` (required) and `peer`.
-/// What a TOML or YAML file sets: seeds, peer settings, network key file.
-type TreeSettings = (Vec<SocketAddr>, PeerOverrides, Option<PathBuf>);
+/// What a file sets; the line format sets only the seeds.
+#[derive(Default)]
+struct TreeSettings {
+    seeds: Vec<SocketAddr>,
+    peer: PeerOverrides,
+    network_key: Option<PathBuf>,
+    max_peers_per_ip: Option<u32>,
+}
 
 fn parse_tree(src: &Source, root: Node) -> Result<TreeSettings, ConfigError> {
     let entries = match root.kind {
@@ -866,6 +884,7 @@ fn parse_tree(src: &Source, root: Node) -> Result<TreeSettings, ConfigError> {
     let mut seeds = SeedList::default();
     let mut peer = PeerOverrides::default();
     let mut network_key = None;
+    let mut max_peers_per_ip = None;
     for (key, value) in entries {
         match key_name(src, &key)? {
             "seeds" => parse_seed_list(src, value, &mut seeds)?,
@@ -882,15 +901,32 @@ fn parse_tree(src: &Source, root: Node) -> Result<TreeSettings, ConfigError> {
                     ))
                 }
             },
+            "max_peers_per_ip" => match value.kind {
+                Kind::Int(n) if n >= 1 && n <= u32::MAX as i128 => max_peers_per_ip = Some(n as u32),
+                _ => {
+                    return Err(src.at(
+                        value.pos,
+                        format!(
+                            "max_peers_per_ip is {}; write a whole number of at least 1, e.g. max_peers_per_ip = 16, or leave it out for no cap",
+                            value.describe()
+                        ),
+                    ))
+                }
+            },
             other => {
                 return Err(src.at(
                     key.pos,
-                    format!("unknown key \"{other}\"; known keys: seeds, peer, network_key"),
+                    format!("unknown key \"{other}\"; known keys: seeds, peer, network_key, max_peers_per_ip"),
                 ))
             }
         }
     }
-    Ok((seeds.finish(src)?, peer, network_key))
+    Ok(TreeSettings {
+        seeds: seeds.finish(src)?,
+        peer,
+        network_key,
+        max_peers_per_ip,
+    })
 }
 
 fn key_name<'n>(src: &Source, key: &'n Node) -> Result<&'n str, ConfigError> {
@@ -1623,5 +1659,18 @@ mod tests {
         let (line, message) = fail("net.toml", &format!("{seeds}network_key = 5\n"));
         assert_eq!(line, Some(2));
         assert!(message.contains("gossipnet keygen"), "{message}");
+    }
+
+    #[test]
+    fn max_peers_per_ip_is_a_positive_whole_number() {
+        let seeds = "seeds = [\"127.0.0.1:5010\", \"127.0.0.1:5011\"]\n";
+        let capped = ok("net.toml", &format!("{seeds}max_peers_per_ip = 16\n"));
+        assert_eq!(capped.max_peers_per_ip, Some(16));
+        assert_eq!(ok("net.toml", seeds).max_peers_per_ip, None);
+        for bad in ["0", "-1", "\"16\"", "1.5", "99999999999"] {
+            let (line, message) = fail("net.toml", &format!("{seeds}max_peers_per_ip = {bad}\n"));
+            assert_eq!(line, Some(2), "{message}");
+            assert!(message.contains("at least 1"), "{message}");
+        }
     }
 }

@@ -132,6 +132,11 @@ struct SeedArgs {
     /// gossipnet-data/seed-<port> in the working directory.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Refuse to register more than N peers from one IP address (a brake
+    /// on Sybil registrations). Default: the config's max_peers_per_ip,
+    /// else no cap.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_peers_per_ip: Option<u32>,
 }
 
 #[derive(Args)]
@@ -327,6 +332,7 @@ fn node_options(
         data_dir,
         network_key: args.network_key.clone(),
         max_inbound: args.max_inbound,
+        max_peers_per_ip: None,
     })
 }
 
@@ -350,13 +356,19 @@ fn run_node(options: Result<NodeOptions, String>) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Seed(args) => run_node(node_options(
-            Role::Seed,
-            &args.node,
-            PeerOverrides::default(),
-            Some(false),
-            args.data_dir,
-        )),
+        Command::Seed(args) => run_node(
+            node_options(
+                Role::Seed,
+                &args.node,
+                PeerOverrides::default(),
+                Some(false),
+                args.data_dir,
+            )
+            .map(|options| NodeOptions {
+                max_peers_per_ip: args.max_peers_per_ip,
+                ..options
+            }),
+        ),
         Command::Keygen(args) => match NetworkKey::create(&args.out) {
             Ok(_) => {
                 println!(

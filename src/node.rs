@@ -49,6 +49,9 @@ pub struct NodeOptions {
     pub network_key: Option<PathBuf>,
     /// Accepted connections open at once; more are closed on arrival.
     pub max_inbound: usize,
+    /// Seeds: most peers registered from one IP address
+    /// (`--max-peers-per-ip`); default: the config's, else no cap.
+    pub max_peers_per_ip: Option<u32>,
 }
 
 /// Why a node could not start. Nothing was started when one is returned.
@@ -171,7 +174,8 @@ async fn run_async(
             });
             let seeds = options.config.seeds.clone();
             let (link, raft) = crate::consensus::start(addr, &seeds, &data_dir).await?;
-            let core = SeedCore::new(addr, seeds);
+            let cap = options.max_peers_per_ip.or(options.config.max_peers_per_ip);
+            let core = SeedCore::new(addr, seeds).with_max_peers_per_ip(cap);
             net::run(core, listener, sink, None, Some(link), admission, shutdown).await;
             raft.shutdown().await;
         }

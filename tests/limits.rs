@@ -131,3 +131,22 @@ fn a_request_flood_to_a_seed_is_cut_to_the_rate_limit() {
     assert!(served >= 1, "no request was served at all");
     eprintln!("request flood: {served} of {flood} served, the limit allows {allowed:.0}");
 }
+
+#[test]
+fn seeds_refuse_registrations_over_the_per_ip_cap() {
+    let mut net =
+        Cluster::with_seed_args(3, &["--max-peers-per-ip", "2"], &["--gossip-count", "0"]);
+    net.add_peer();
+    net.add_peer();
+    let third = net.start_peer();
+    for seed in &mut net.seeds {
+        seed.wait_event("the third peer's registration refused", START, |e| {
+            matches!(e, Event::RegisterRefused { reason, .. } if reason.contains("2 peers are already registered from 127.0.0.1"))
+        });
+    }
+    net.peers[third].poll();
+    let registered = net.peers[third].count(|e| matches!(e, Event::Registered { .. }));
+    assert_eq!(registered, 0, "the third peer from one IP registered");
+    let committed = common::committed_peers(net.seeds[0].addr()).expect("status");
+    assert_eq!(committed.len(), 2, "{committed:?}");
+}

@@ -141,6 +141,12 @@ pub enum Event {
     RegisterRequested {
         peer: SocketAddr,
     },
+    /// This seed refused a registration without checking it further:
+    /// its IP address already has `max_peers_per_ip` peers registered.
+    RegisterRefused {
+        peer: SocketAddr,
+        reason: String,
+    },
     /// This seed checked a registration and proposes its vote.
     RegisterProposed {
         peer: SocketAddr,
@@ -352,6 +358,9 @@ impl fmt::Display for Event {
                 "GOSSIP received (first time): '{msg}' from {from} after {hops} hops"
             ),
             Event::RegisterRequested { peer } => write!(f, "REGISTER request from {peer}"),
+            Event::RegisterRefused { peer, reason } => {
+                write!(f, "REGISTER of {peer} refused: {reason}")
+            }
             Event::RegisterProposed { peer, seed } => {
                 write!(f, "REGISTER {peer} checked; seed {seed} proposes its vote")
             }

@@ -138,6 +138,8 @@ pub struct SeedCore {
     /// An InitRetry timer is pending.
     init_retry_armed: bool,
     outputs: VecDeque<Output<SeedTimer>>,
+    /// Most peers registered from one IP address; `None`: no cap.
+    max_peers_per_ip: Option<u32>,
 }
 
 impl SeedCore {
@@ -158,7 +160,32 @@ impl SeedCore {
             connected: BTreeSet::new(),
             init_retry_armed: false,
             outputs: VecDeque::new(),
+            max_peers_per_ip: None,
         }
+    }
+
+    /// Caps the peers registered from one IP address: a brake on one host
+    /// registering many identities (Sybil). Registrations over the cap are
+    /// refused and logged (`register_refused`).
+    pub fn with_max_peers_per_ip(mut self, cap: Option<u32>) -> Self {
+        self.max_peers_per_ip = cap;
+        self
+    }
+
+    /// Why a new registration of `peer` is over the per-IP cap, if it is.
+    fn over_ip_cap(&self, peer: SocketAddr) -> Option<String> {
+        let cap = self.max_peers_per_ip?;
+        let same_ip = self
+            .directory
+            .peers()
+            .filter(|(other, _)| other.ip() == peer.ip() && *other != peer)
+            .count();
+        (same_ip >= cap as usize).then(|| {
+            format!(
+                "{same_ip} peers are already registered from {}, the cap per IP address (max_peers_per_ip)",
+                peer.ip()
+            )
+        })
     }
 
     /// Applies a committed log entry to this seed's directory and acts on
@@ -313,6 +340,10 @@ impl SeedCore {
                 );
             }
             _ => {}
+        }
+        if let Some(reason) = self.over_ip_cap(peer) {
+            self.emit(Event::RegisterRefused { peer, reason });
+            return self.outputs.push_back(Output::Close(peer));
         }
         self.awaiting_ack.insert(peer, incarnation);
         if !self.probing_registrations.contains(&(peer, incarnation)) {

@@ -229,6 +229,41 @@ fn a_registered_peer_asking_again_is_acknowledged_without_a_new_vote() {
 }
 
 #[test]
+fn registrations_over_the_per_ip_cap_are_refused_and_other_ips_are_not() {
+    let mut c = Cluster::new();
+    for core in &mut c.cores {
+        let taken = std::mem::replace(core, SeedCore::new(addr(1), vec![]));
+        *core = taken.with_max_peers_per_ip(Some(2));
+    }
+    for port in [6001, 6002] {
+        c.register(addr(port), &[0, 1, 2]);
+        c.answer_probes(Ok(()));
+        assert!(c.cores[0].directory().contains(&addr(port)));
+    }
+    // A third identity from 127.0.0.1 is refused by every seed, unprobed.
+    c.register(addr(6003), &[0, 1, 2]);
+    assert!(c.probes.is_empty(), "a refused registration was probed");
+    assert!(!c.cores[0].directory().contains(&addr(6003)));
+    let refused = c
+        .events
+        .iter()
+        .filter(|(_, e)| {
+            matches!(e, Event::RegisterRefused { peer, reason }
+                if *peer == addr(6003) && reason.contains("max_peers_per_ip"))
+        })
+        .count();
+    assert_eq!(refused, 3);
+    // A registered peer asking again is not counted against itself...
+    c.register(addr(6001), &[0]);
+    assert!(c.acks_to(addr(6001)).len() >= 2);
+    // ...and another address is under its own cap.
+    let elsewhere = SocketAddr::from(([127, 0, 0, 2], 6003));
+    c.register(elsewhere, &[0, 1]);
+    c.answer_probes(Ok(()));
+    assert!(c.cores[0].directory().contains(&elsewhere));
+}
+
+#[test]
 fn a_registration_from_a_seed_address_is_refused() {
     let mut c = Cluster::new();
     c.register(addr(5011), &[0]);
