@@ -7,7 +7,7 @@ use gossipnet::{
     config,
     output::EventRecord,
     proto::{
-        evidence::report_bytes,
+        evidence::{report_bytes, statement_bytes},
         message::{Message, PublicKey, Verdict},
     },
 };
@@ -164,6 +164,29 @@ fn the_signatures_in_protocol_md_examples_verify() {
         }
     }
     assert_eq!(checked, 3, "the signed examples in PROTOCOL.md");
+}
+
+#[test]
+fn the_canonical_bytes_in_protocol_md_are_what_a_confirmer_signs() {
+    let doc = read("docs/PROTOCOL.md");
+    // The block that starts with the statement's tag length: hex, then
+    // after two or more spaces what it encodes.
+    let start = doc
+        .find("```\n00000019 ")
+        .expect("the statement bytes example")
+        + 4;
+    let block = &doc[start..start + doc[start..].find("```").unwrap()];
+    let shown: String = block
+        .lines()
+        .map(|l| l.split("  ").next().unwrap().replace(' ', ""))
+        .collect();
+    let bytes = statement_bytes(
+        "127.0.0.1:6001".parse().unwrap(),
+        1795276980417349,
+        "127.0.0.1:6003".parse().unwrap(),
+        1795277301240007,
+    );
+    assert_eq!(shown, hex::encode(bytes));
 }
 
 #[test]
