@@ -24,9 +24,17 @@ use std::{
 
 use common::{Cluster, RawClient};
 use gossipnet::proto::{
+    evidence::Identity,
     majority,
-    message::{Message, Role, PROTOCOL_VERSION},
+    message::{Message, PublicKey, Role, PROTOCOL_VERSION},
 };
+
+/// The public key every registering "peer" states: keys may repeat across
+/// addresses, and one key spares each registration a key derivation.
+fn key() -> PublicKey {
+    static KEY: std::sync::OnceLock<PublicKey> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| Identity::from_secret([1; 32]).public_key())
+}
 
 /// Answers every PROBE on `listener` until `stop` is set.
 fn answer_probes(
@@ -54,6 +62,7 @@ fn answer_probes(
                     role: Role::Peer,
                     listen,
                     incarnation,
+                    key: Some(key()),
                 });
             }
         }
@@ -83,7 +92,10 @@ fn register_once(net: &mut Cluster) -> Duration {
         .collect();
     let start = Instant::now();
     for c in &mut conns {
-        c.send(&Message::RegisterRequest { incarnation: 1 });
+        c.send(&Message::RegisterRequest {
+            incarnation: 1,
+            key: key(),
+        });
     }
     for (i, c) in conns.iter_mut().enumerate() {
         loop {

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod identity;
 pub mod net;
 pub mod node;
 pub mod output;

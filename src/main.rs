@@ -208,6 +208,11 @@ struct PeerArgs {
     /// Never read standard input.
     #[arg(long)]
     no_stdin: bool,
+    /// Where the peer keeps its identity key (identity.key, made on first
+    /// start). Default: gossipnet-data/peer-<port> in the working
+    /// directory, with the port the peer listens on.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 /// Peer settings; each overrides the config file's `[peer]` value.
@@ -415,7 +420,7 @@ fn main() -> ExitCode {
                 &args.node,
                 args.settings.overrides(),
                 read_stdin,
-                None,
+                args.data_dir,
             ))
         }
         Command::Sim(args) => run_sim(args),

@@ -19,6 +19,7 @@ use crate::{
     },
     output::{LogSink, OutputError},
     proto::{
+        evidence::Identity,
         peer::{PeerCore, PeerSettings},
         seed::SeedCore,
         Role,
@@ -40,8 +41,9 @@ pub struct NodeOptions {
     /// Gossip typed lines. Default: when standard input is a terminal.
     pub read_stdin: Option<bool>,
     pub peer: PeerSettings,
-    /// Seeds: where the replicated log lives. Default:
-    /// `gossipnet-data/seed-<port>` in the working directory.
+    /// Seeds: where the replicated log lives. Peers: where the identity
+    /// key lives. Default: `gossipnet-data/<role>-<port>` in the working
+    /// directory, with the port the node listens on.
     pub data_dir: Option<PathBuf>,
     /// The network key file (`--network-key`); default: the config's
     /// `network_key`, if any. With a key, every connection is authenticated
@@ -86,6 +88,8 @@ pub enum NodeError {
     Consensus(#[from] crate::consensus::ConsensusError),
     #[error(transparent)]
     NetworkKey(#[from] KeyError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 impl NodeOptions {
@@ -162,16 +166,22 @@ async fn run_async(
         addr: options.listen,
         source,
     })?;
+    let data_dir = options.data_dir.clone().unwrap_or_else(|| {
+        PathBuf::from("gossipnet-data").join(format!("{}-{}", options.role, addr.port()))
+    });
+    // Before any file is opened, so that a bad key file stops the peer
+    // with nothing else changed.
+    let start = match options.role {
+        Role::Seed => Start::Seed,
+        Role::Peer => Start::Peer(crate::identity::load_or_create(&data_dir)?.0),
+    };
     let output = options.output.clone().unwrap_or_else(|| {
         PathBuf::from(format!("outputfile_{}_{}.txt", options.role, addr.port()))
     });
     let sink = LogSink::open(addr, &output, options.events.as_deref(), options.console)?;
     let shutdown = shutdown_signal();
-    match options.role {
-        Role::Seed => {
-            let data_dir = options.data_dir.clone().unwrap_or_else(|| {
-                PathBuf::from("gossipnet-data").join(format!("seed-{}", addr.port()))
-            });
+    match start {
+        Start::Seed => {
             let seeds = options.config.seeds.clone();
             let (link, raft) = crate::consensus::start(addr, &seeds, &data_dir).await?;
             let cap = options.max_peers_per_ip.or(options.config.max_peers_per_ip);
@@ -179,7 +189,7 @@ async fn run_async(
             net::run(core, listener, sink, None, Some(link), admission, shutdown).await;
             raft.shutdown().await;
         }
-        Role::Peer => {
+        Start::Peer(identity) => {
             let read_stdin = options
                 .read_stdin
                 .unwrap_or_else(|| std::io::stdin().is_terminal());
@@ -189,12 +199,20 @@ async fn run_async(
                 options.config.seeds.clone(),
                 options.peer.clone(),
                 start_incarnation(),
+                identity,
                 ChaCha8Rng::from_os_rng(),
             );
             net::run(core, listener, sink, lines, None, admission, shutdown).await
         }
     }
     Ok(())
+}
+
+/// What a role needs to start that can fail before anything runs.
+enum Start {
+    Seed,
+    /// A peer's signing key, from its data directory.
+    Peer(Identity),
 }
 
 /// The start time in Unix microseconds: larger than any earlier life of a

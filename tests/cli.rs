@@ -13,9 +13,18 @@ use common::{free_ports, BIN};
 fn run_peer_with_config(name: &str, text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(name), text).unwrap();
+    run_in(
+        dir.path(),
+        &["peer", "127.0.0.1:0", "--config", name, "--no-stdin"],
+    )
+}
+
+/// Runs `gossipnet ARGS` in `dir` to its end, with no standard input;
+/// returns its exit status and what it wrote on standard error.
+fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["peer", "127.0.0.1:0", "--config", name, "--no-stdin"])
+        .current_dir(dir)
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -86,18 +95,57 @@ fn a_toml_typo_names_its_line() {
 #[test]
 fn a_missing_default_config_says_which_names_were_tried() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["peer", "127.0.0.1", "0"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = run_in(dir.path(), &["peer", "127.0.0.1", "0"]);
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("config.csv") && err.contains("--config"),
         "{err}"
     );
+}
+
+#[test]
+fn a_peer_with_a_malformed_identity_key_stops_naming_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let config: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(dir.path().join("config.txt"), config).unwrap();
+    let data = dir.path().join("peer-data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("identity.key"), "not a key\n").unwrap();
+    // Exits at once: no seed is needed to find the key bad.
+    let args = [
+        "peer",
+        "127.0.0.1:0",
+        "--no-stdin",
+        "--data-dir",
+        "peer-data",
+    ];
+    let (code, err) = run_in(dir.path(), &args);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("peer-data/identity.key") || err.contains("peer-data\\identity.key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("malformed") && err.contains("delete it"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("identity.key")).unwrap(),
+        "not a key\n",
+        "the bad key file was changed"
+    );
+    let outputs = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("outputfile_")
+        })
+        .count();
+    assert_eq!(outputs, 0, "files were written before the key was checked");
 }
 
 #[test]
@@ -109,14 +157,8 @@ fn a_seed_must_be_listed_in_the_config() {
         .map(|p| format!("127.0.0.1:{p}\n"))
         .collect();
     std::fs::write(dir.path().join("config.txt"), config).unwrap();
-    let out = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["seed", "127.0.0.1", &ports[2].to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = run_in(dir.path(), &["seed", "127.0.0.1", &ports[2].to_string()]);
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("is not listed in") && err.contains("config.txt"),
         "{err}"

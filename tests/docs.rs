@@ -3,7 +3,14 @@
 
 use std::path::Path;
 
-use gossipnet::{config, output::EventRecord, proto::message::Message};
+use gossipnet::{
+    config,
+    output::EventRecord,
+    proto::{
+        evidence::{report_bytes, statement_bytes},
+        message::{Message, PublicKey, Verdict},
+    },
+};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
@@ -97,6 +104,89 @@ fn every_message_example_in_protocol_md_decodes() {
             "PROTOCOL.md has no example of {tag}"
         );
     }
+}
+
+/// The example peers' public keys, as docs/PROTOCOL.md gives them.
+const EXAMPLE_KEYS: [(&str, &str); 2] = [
+    (
+        "127.0.0.1:6002",
+        "14db7113d73a27dfc2fd77224ab7d8f22e719251f663fc2d5229917842692175",
+    ),
+    (
+        "127.0.0.1:6003",
+        "11d53782f0f6df3a567130ae88d6acf79c25f75ba2060e194fd759f5395e00ac",
+    ),
+];
+
+#[test]
+fn the_signatures_in_protocol_md_examples_verify() {
+    let doc = read("docs/PROTOCOL.md");
+    let key_of = |addr: std::net::SocketAddr| -> PublicKey {
+        let (_, key) = EXAMPLE_KEYS
+            .iter()
+            .find(|(a, _)| a.parse() == Ok(addr))
+            .unwrap_or_else(|| panic!("no example key for {addr}"));
+        assert!(
+            doc.contains(key),
+            "PROTOCOL.md does not give the key of {addr}"
+        );
+        key.parse().unwrap()
+    };
+    let mut checked = 0;
+    for line in json_lines_with(&doc, "\"type\"") {
+        match Message::from_json(line.as_bytes()).unwrap() {
+            Message::SuspectResponse {
+                peer,
+                verdict: Verdict::Unresponsive,
+                incarnation: Some(incarnation),
+                statement: Some(statement),
+            } => {
+                key_of(statement.addr)
+                    .verify_statement(peer, incarnation, &statement)
+                    .unwrap_or_else(|e| panic!("{line}: {e}"));
+                checked += 1;
+            }
+            report @ Message::DeadReport { .. } => {
+                // The reporter is the example's sender, 127.0.0.1:6002.
+                let reporter = "127.0.0.1:6002".parse().unwrap();
+                let (content, signature) = report.report_content(reporter).unwrap();
+                for statement in content.confirmers {
+                    key_of(statement.addr)
+                        .verify_statement(content.peer, content.incarnation, statement)
+                        .unwrap_or_else(|e| panic!("{line}: {e}"));
+                }
+                key_of(reporter)
+                    .verify(&report_bytes(&content), signature)
+                    .unwrap_or_else(|e| panic!("{line}: {e}"));
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(checked, 3, "the signed examples in PROTOCOL.md");
+}
+
+#[test]
+fn the_canonical_bytes_in_protocol_md_are_what_a_confirmer_signs() {
+    let doc = read("docs/PROTOCOL.md");
+    // The block that starts with the statement's tag length: hex, then
+    // after two or more spaces what it encodes.
+    let start = doc
+        .find("```\n00000019 ")
+        .expect("the statement bytes example")
+        + 4;
+    let block = &doc[start..start + doc[start..].find("```").unwrap()];
+    let shown: String = block
+        .lines()
+        .map(|l| l.split("  ").next().unwrap().replace(' ', ""))
+        .collect();
+    let bytes = statement_bytes(
+        "127.0.0.1:6001".parse().unwrap(),
+        1795276980417349,
+        "127.0.0.1:6003".parse().unwrap(),
+        1795277301240007,
+    );
+    assert_eq!(shown, hex::encode(bytes));
 }
 
 #[test]

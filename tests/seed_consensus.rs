@@ -8,8 +8,9 @@ use std::{net::SocketAddr, time::Duration};
 
 use common::{committed_peers, wait_for, Cluster, RawClient};
 use gossipnet::proto::{
-    message::{Message, Role, PROTOCOL_VERSION},
-    Event,
+    evidence::{Identity, ReportContent},
+    message::{Message, Role, Statement, PROTOCOL_VERSION},
+    Event, Timestamp,
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -155,7 +156,10 @@ fn forged_registrations_and_votes_commit_nothing() {
         let mut client = RawClient::connect(net.seeds[s].addr());
         client.send(&hello(nobody, Role::Peer));
         assert!(client.recv().is_some());
-        client.send(&Message::RegisterRequest { incarnation: 1 });
+        client.send(&Message::RegisterRequest {
+            incarnation: 1,
+            key: Identity::from_secret([1; 32]).public_key(),
+        });
     }
     net.seeds[0].wait_event(
         "the failed dial-back",
@@ -272,13 +276,59 @@ fn status_works_against_any_seed_and_as_a_table() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a peer; ask a seed"));
 }
 
+/// The identity of peer `addr` of `net`, read from its data directory (a
+/// peer started in the cluster's directory keeps it in the default one).
+fn identity_of(net: &Cluster, addr: SocketAddr) -> Identity {
+    let dir = net
+        .dir
+        .path()
+        .join("gossipnet-data")
+        .join(format!("peer-{}", addr.port()));
+    let (identity, created) = gossipnet::identity::load_or_create(&dir).unwrap();
+    assert!(!created, "peer {addr} has no identity in {}", dir.display());
+    identity
+}
+
+/// A DEAD_REPORT about `victim` by `reporter`, carrying `confirmers`, and
+/// signed with the reporter's key.
+fn dead_report(
+    reporter: (SocketAddr, &Identity),
+    victim: SocketAddr,
+    incarnation: u64,
+    mut confirmers: Vec<Statement>,
+) -> Message {
+    confirmers.sort_by_key(|s| s.addr);
+    let report = format!(
+        "Dead Node:{}:{}:1.0:{}",
+        victim.ip(),
+        victim.port(),
+        reporter.0.ip()
+    );
+    let signature = reporter.1.sign_report(&ReportContent {
+        reporter: reporter.0,
+        report: &report,
+        peer: victim,
+        incarnation,
+        confirmers: &confirmers,
+        unreachable: &[],
+    });
+    Message::DeadReport {
+        report,
+        peer: victim,
+        incarnation,
+        confirmers,
+        unreachable: vec![],
+        signature,
+    }
+}
+
 #[test]
 fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
     let mut net = network(4);
     let want = addrs_of(&net);
     wait_for_peer_list(&net, 0, &want);
-    // The forger and an accomplice claim to be the neighbours of the peer
-    // with the most links, and name them all as confirmers.
+    // A forger among the neighbours of the peer with the most links names
+    // them all as confirmers.
     let seed = net.seeds[0].addr();
     let status = wait_for(
         "the topology to be committed",
@@ -314,6 +364,7 @@ fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
             }
         })
         .collect();
+    assert!(neighbours.len() >= 2, "{edges:?}");
     let incarnation = status["peers"]
         .as_array()
         .unwrap()
@@ -323,29 +374,42 @@ fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
         .as_u64()
         .unwrap();
     let victim: SocketAddr = victim.parse().unwrap();
-    for (i, forger) in neighbours.iter().take(2).enumerate() {
-        for s in 0..3 {
-            let mut client = RawClient::connect(net.seeds[s].addr());
-            client.send(&hello(*forger, Role::Peer));
-            client.recv();
-            client.send(&Message::DeadReport {
-                report: format!(
-                    "Dead Node:{}:{}:1.0:{}",
-                    victim.ip(),
-                    victim.port(),
-                    forger.ip()
-                ),
-                peer: victim,
-                incarnation,
-                confirmers: neighbours.clone(),
-                unreachable: vec![],
-            });
-            // Every seed checks the victim itself, finds it alive, refuses.
-            net.seeds[s].wait_events("the forged report to be refused", DEADLINE, i + 1, |e| {
-                matches!(e, Event::DeadReportRefused { peer, reason, .. }
-                    if *peer == victim && reason.contains("answered"))
-            });
-        }
+    let keys: Vec<Identity> = neighbours.iter().map(|n| identity_of(&net, *n)).collect();
+    let now = Timestamp::from_micros(common::unix_us());
+    let forger = (neighbours[0], &keys[0]);
+
+    // 1. The forger holds its own key only: it signs the others'
+    //    statements with it. Every seed refuses the report on the
+    //    signatures, without even probing the victim.
+    let forged: Vec<Statement> = neighbours
+        .iter()
+        .map(|n| keys[0].state_unresponsive(*n, victim, incarnation, now))
+        .collect();
+    let alone = dead_report(forger, victim, incarnation, forged);
+    // 2. Every neighbour colludes, each signing its own statement: the
+    //    signatures pass, and each seed's own probe finds the victim alive.
+    let genuine: Vec<Statement> = neighbours
+        .iter()
+        .zip(&keys)
+        .map(|(n, key)| key.state_unresponsive(*n, victim, incarnation, now))
+        .collect();
+    let colluding = dead_report(forger, victim, incarnation, genuine);
+    for s in 0..3 {
+        let mut client = RawClient::connect(net.seeds[s].addr());
+        client.send(&hello(forger.0, Role::Peer));
+        client.recv();
+        client.send(&alone);
+        net.seeds[s].wait_event("the forged statements to be refused", DEADLINE, |e| {
+            matches!(e, Event::DeadReportRefused { peer, reason, .. }
+                if *peer == victim
+                    && reason.starts_with("confirmer ")
+                    && reason.contains("the signature does not verify against its registered key"))
+        });
+        client.send(&colluding);
+        net.seeds[s].wait_event("the colluders' report to be refused", DEADLINE, |e| {
+            matches!(e, Event::DeadReportRefused { peer, reason, .. }
+                if *peer == victim && reason.contains("answered this seed's own probe"))
+        });
     }
     for s in 0..3 {
         assert_eq!(
@@ -362,5 +426,10 @@ fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
             net.seeds[s].count(|e| matches!(e, Event::RemoveProposed { .. })),
             0
         );
+        // Only the colluders' report, whose signatures held, was probed.
+        let refused_on_signatures = net.seeds[s].count(|e| {
+            matches!(e, Event::DeadReportRefused { reason, .. } if reason.starts_with("confirmer "))
+        });
+        assert_eq!(refused_on_signatures, 1, "seed {s}");
     }
 }

@@ -735,6 +735,7 @@ impl<C: Core> Driver<C> {
                     role: self.core.role(),
                     listen: self.core.addr(),
                     incarnation: self.core.incarnation(),
+                    key: self.core.public_key(),
                 };
                 self.send_on(id, reply);
                 self.forget(id);

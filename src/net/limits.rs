@@ -233,12 +233,12 @@ mod tests {
     fn reports_over_the_limit_are_dropped_but_link_reports_are_held() {
         let t0 = Instant::now();
         let mut limits = FrameLimits::new(t0);
-        let register = Message::RegisterRequest { incarnation: 1 };
+        let request = Message::PeerListRequest {};
         let delivered = (0..1000)
-            .filter(|_| limits.admit(&register, t0) == Admit::Deliver)
+            .filter(|_| limits.admit(&request, t0) == Admit::Deliver)
             .count();
         assert_eq!(delivered, REPORTS_BURST as usize);
-        assert_eq!(limits.admit(&register, t0), Admit::Drop);
+        assert_eq!(limits.admit(&request, t0), Admit::Drop);
         let links = Message::LinkReport { neighbors: vec![] };
         assert_eq!(limits.admit(&links, t0), Admit::Hold);
         let free = limits.reports_free_at(t0);

@@ -9,12 +9,19 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::evidence::ReportContent;
+pub use super::evidence::{PublicKey, Signature, Statement};
+
 /// Bumped on any change that an older node could misread. 2: seed
 /// consensus (REGISTER_REQUEST carries an incarnation; PROBE, STATUS_*,
 /// RAFT_*) and liveness checks (PING, PONG). 3: failure detection
 /// (SUSPECT_REQUEST, SUSPECT_RESPONSE; DEAD_REPORT names unreachable
-/// confirmers; DEAD_CONFIRMED names a replacement neighbour).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// confirmers; DEAD_CONFIRMED names a replacement neighbour). 4: bounded
+/// PEER_LIST (`total`, `you_registered`). 5: signed evidence
+/// (REGISTER_REQUEST and PROBE_REPLY carry the peer's public key;
+/// SUSPECT_RESPONSE carries a signed statement; DEAD_REPORT carries the
+/// confirmers' statements and the reporter's signature).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
 /// prefix closes the connection before any of the body is read.
@@ -84,8 +91,9 @@ pub enum Message {
         listen: SocketAddr,
     },
     /// Peer to seed: put me in the Peer List. `incarnation` tells this life
-    /// of the peer from earlier ones at the same address.
-    RegisterRequest { incarnation: u64 },
+    /// of the peer from earlier ones at the same address; `key` is the
+    /// public key its signed statements verify against.
+    RegisterRequest { incarnation: u64, key: PublicKey },
     /// Seed to peer: the registration is committed by a majority of seeds.
     RegisterAck {},
     /// Peer to seed: send me your Peer List.
@@ -103,16 +111,18 @@ pub enum Message {
     LinkReport { neighbors: Vec<SocketAddr> },
     /// Peer to seed: `peer` is dead. `report` is the exact text
     /// `Dead Node:<IP>:<Port>:<timestamp>:<reporter IP>` (R14); `confirmers`
-    /// are the suspect's neighbours that found it unresponsive, the
-    /// reporter among them, as evidence the seed checks. `unreachable` are
-    /// neighbours of the suspect that could not be asked (dead themselves,
-    /// perhaps); the seed probes them before it leaves them out of the count.
+    /// are the signed statements of the suspect's neighbours that found it
+    /// unresponsive, the reporter's among them, as evidence the seed checks.
+    /// `unreachable` are neighbours of the suspect that could not be asked
+    /// (dead themselves, perhaps); the seed probes them before it leaves
+    /// them out of the count. `signature` is the reporter's, over all of it.
     DeadReport {
         report: String,
         peer: SocketAddr,
         incarnation: u64,
-        confirmers: Vec<SocketAddr>,
+        confirmers: Vec<Statement>,
         unreachable: Vec<SocketAddr>,
+        signature: Signature,
     },
     /// Seed to peer: the removal of `peer` (at `incarnation`) is committed.
     /// Sent to its former neighbours, and to the peer itself if it is still
@@ -134,20 +144,26 @@ pub enum Message {
     },
     /// The answer to SUSPECT_REQUEST; the connection then closes.
     /// `incarnation` is the suspect's, as the answering peer knows it.
+    /// With verdict unresponsive and a known incarnation, `statement` is the
+    /// answering peer's signed word for the seeds; otherwise null.
     SuspectResponse {
         peer: SocketAddr,
         verdict: Verdict,
         incarnation: Option<u64>,
+        statement: Option<Statement>,
     },
     /// Seed to peer, instead of HELLO, on a connection the seed dialled to
     /// the address a peer registered: prove you listen there.
     Probe { version: u32, nonce: u64 },
-    /// The answer to PROBE; the connection then closes.
+    /// The answer to PROBE; the connection then closes. `key` is a peer's
+    /// public key (null from a seed), so that a registration's key is
+    /// checked at the registered address like its incarnation.
     ProbeReply {
         nonce: u64,
         role: Role,
         listen: SocketAddr,
         incarnation: u64,
+        key: Option<PublicKey>,
     },
     /// Any client to a seed, instead of HELLO: send your status.
     StatusRequest {},
@@ -207,6 +223,32 @@ impl Message {
         }
     }
 
+    /// If this is a DEAD_REPORT, what `reporter` signed in it (see
+    /// [`evidence::report_bytes`](super::evidence::report_bytes)), and its
+    /// signature.
+    pub fn report_content(&self, reporter: SocketAddr) -> Option<(ReportContent<'_>, &Signature)> {
+        let Message::DeadReport {
+            report,
+            peer,
+            incarnation,
+            confirmers,
+            unreachable,
+            signature,
+        } = self
+        else {
+            return None;
+        };
+        let content = ReportContent {
+            reporter,
+            report,
+            peer: *peer,
+            incarnation: *incarnation,
+            confirmers,
+            unreachable,
+        };
+        Some((content, signature))
+    }
+
     /// The JSON body of a frame.
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising these plain structs cannot fail.
@@ -239,20 +281,30 @@ mod tests {
 
     fn every_message() -> Vec<Message> {
         let a: SocketAddr = "127.0.0.1:6001".parse().unwrap();
+        let key = PublicKey([3; 32]);
+        let statement = Statement {
+            addr: a,
+            at: 1_740_466_800_500_000,
+            signature: Signature::from_bytes([4; 64]),
+        };
         vec![
             Message::Hello {
                 version: PROTOCOL_VERSION,
                 role: Role::Peer,
                 listen: a,
             },
-            Message::RegisterRequest { incarnation: 7 },
+            Message::RegisterRequest {
+                incarnation: 7,
+                key,
+            },
             Message::RegisterAck {},
             Message::DeadReport {
                 report: "Dead Node:127.0.0.1:6001:1740466800.5:127.0.0.1".into(),
                 peer: a,
                 incarnation: 7,
-                confirmers: vec![a],
+                confirmers: vec![statement.clone()],
                 unreachable: vec![],
+                signature: Signature::from_bytes([5; 64]),
             },
             Message::DeadConfirmed {
                 peer: a,
@@ -268,7 +320,14 @@ mod tests {
             Message::SuspectResponse {
                 peer: a,
                 verdict: Verdict::Unresponsive,
+                incarnation: Some(7),
+                statement: Some(statement),
+            },
+            Message::SuspectResponse {
+                peer: a,
+                verdict: Verdict::NotNeighbor,
                 incarnation: None,
+                statement: None,
             },
             Message::Probe {
                 version: PROTOCOL_VERSION,
@@ -279,6 +338,7 @@ mod tests {
                 role: Role::Peer,
                 listen: a,
                 incarnation: 7,
+                key: Some(key),
             },
             Message::StatusRequest {},
             Message::StatusReply {
@@ -342,6 +402,11 @@ mod tests {
             br#"{"type":"PEER_LIST","peers":[{"addr":"127.0.0.1:1","degree":0,"x":1}]}"#,
             br#"[1,2,3]"#,
             b"\xff\xfe",
+            // A confirmer without its signature, and a short signature.
+            br#"{"type":"DEAD_REPORT","report":"r","peer":"127.0.0.1:1","incarnation":1,"confirmers":[{"addr":"127.0.0.1:2","at":1}],"unreachable":[],"signature":"00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"}"#,
+            br#"{"type":"SUSPECT_RESPONSE","peer":"127.0.0.1:1","verdict":"unresponsive","incarnation":1,"statement":{"addr":"127.0.0.1:2","at":1,"signature":"abcd"}}"#,
+            br#"{"type":"REGISTER_REQUEST","incarnation":1,"key":"not hex"}"#,
+            br#"{"type":"REGISTER_REQUEST","incarnation":1}"#,
         ] {
             assert!(Message::from_json(bad).is_err(), "{:?}", bad);
         }

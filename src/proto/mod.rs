@@ -9,6 +9,7 @@
 //! (`RawNode`) and iroh-gossip's `proto` module.
 
 pub mod event;
+pub mod evidence;
 pub mod message;
 pub mod peer;
 pub mod seed;
@@ -99,6 +100,10 @@ pub trait Core {
     /// The incarnation this node states when a seed probes it.
     fn incarnation(&self) -> u64 {
         0
+    }
+    /// The public key this node states when a seed probes it; peers only.
+    fn public_key(&self) -> Option<message::PublicKey> {
+        None
     }
     /// Whether `addr` is one of the seeds of the config.
     fn is_seed(&self, addr: &SocketAddr) -> bool;

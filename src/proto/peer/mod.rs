@@ -35,14 +35,17 @@ use std::{
 use rand::{seq::IteratorRandom, Rng};
 use rustc_hash::FxHashMap;
 
-pub use agreement::{Agreement, Decision};
+pub use agreement::{Agreement, Answer, Decision};
 pub use liveness::{ping_timeout, Liveness, LivenessTable};
 pub use message_list::{
     digest, MessageDigest, MessageList, MessageMeta, ML_CAPACITY, ML_RETENTION,
 };
 
 use super::{
-    message::{Message, PeerEntry, Role, Verdict, MAX_GOSSIP_TEXT, PROTOCOL_VERSION},
+    evidence::{Identity, ReportContent},
+    message::{
+        Message, PeerEntry, PublicKey, Role, Statement, Verdict, MAX_GOSSIP_TEXT, PROTOCOL_VERSION,
+    },
     seed::directory::majority,
     topology, Core, Event, Output, Timestamp,
 };
@@ -168,11 +171,16 @@ struct Suspect {
 struct PendingCheck {
     token: u64,
     suspect: SocketAddr,
+    /// The suspect's incarnation as the asker knew it.
+    asked_incarnation: Option<u64>,
     deadline: Timestamp,
 }
 
 pub struct PeerCore<R> {
     addr: SocketAddr,
+    /// Signs this peer's statements and reports; the seeds hold its public
+    /// key from its registration.
+    identity: Identity,
     seeds: Vec<SocketAddr>,
     settings: PeerSettings,
     rng: R,
@@ -222,19 +230,21 @@ pub struct PeerCore<R> {
 }
 
 impl<R: Rng> PeerCore<R> {
-    /// `seeds` is the full seed list from the config.
     /// `seeds` is the full seed list from the config; `incarnation` must be
-    /// higher than any earlier life of a peer at `addr` (start time works).
+    /// higher than any earlier life of a peer at `addr` (start time works);
+    /// `identity` is the peer's signing key.
     pub fn new(
         addr: SocketAddr,
         seeds: Vec<SocketAddr>,
         settings: PeerSettings,
         incarnation: u64,
+        identity: Identity,
         rng: R,
     ) -> Self {
         let settings_retry = settings.retry_interval;
         PeerCore {
             addr,
+            identity,
             seeds,
             settings,
             rng,
@@ -364,12 +374,15 @@ impl<R: Rng> PeerCore<R> {
     fn send_registrations(&mut self) {
         let waiting: Vec<_> = self.asked.difference(&self.acked).copied().collect();
         for seed in waiting {
-            self.send(
-                seed,
-                Message::RegisterRequest {
-                    incarnation: self.incarnation,
-                },
-            );
+            self.send(seed, self.register_request());
+        }
+    }
+
+    /// A REGISTER_REQUEST for this life.
+    fn register_request(&self) -> Message {
+        Message::RegisterRequest {
+            incarnation: self.incarnation,
+            key: self.identity.public_key(),
         }
     }
 
@@ -648,7 +661,7 @@ impl<R: Rng> PeerCore<R> {
             .copied()
             .filter(|n| *n != me && *n != peer)
             .collect();
-        let round = Agreement::new(me, others);
+        let round = Agreement::new(others);
         let query = Message::SuspectRequest {
             version: PROTOCOL_VERSION,
             peer,
@@ -674,11 +687,13 @@ impl<R: Rng> PeerCore<R> {
         self.settings.ping_interval.max(Duration::from_secs(1)) + QUERY_MARGIN
     }
 
+    /// `from` answered about `peer`: its verdict, the incarnation it
+    /// knows, and its statement; or why there is no answer.
     fn on_suspect_answer(
         &mut self,
         from: SocketAddr,
         peer: SocketAddr,
-        answer: Result<(Verdict, Option<u64>), String>,
+        answer: Result<(Verdict, Option<u64>, Option<Statement>), String>,
         now: Timestamp,
     ) {
         let Some(suspect) = self.suspects.get_mut(&peer) else {
@@ -687,12 +702,24 @@ impl<R: Rng> PeerCore<R> {
         let Some(round) = &mut suspect.round else {
             return;
         };
-        let verdict = answer.as_ref().ok().map(|(v, _)| *v);
-        if !round.record(from, verdict) {
-            return;
-        }
-        if let Ok((_, Some(incarnation))) = answer {
+        if let Ok((_, Some(incarnation), _)) = answer {
             suspect.incarnation.get_or_insert(incarnation);
+        }
+        let answer = match answer {
+            Ok((Verdict::Alive, ..)) => Answer::Alive,
+            Ok((Verdict::NotNeighbor, ..)) => Answer::NotNeighbor,
+            // Only a statement by the peer asked, about the life being
+            // reported, can stand as its confirmation before the seeds;
+            // without one, it is as if it could not be asked.
+            Ok((Verdict::Unresponsive, Some(incarnation), Some(statement)))
+                if statement.addr == from && suspect.incarnation == Some(incarnation) =>
+            {
+                Answer::Confirmed(statement)
+            }
+            Ok((Verdict::Unresponsive, ..)) | Err(_) => Answer::Unreachable,
+        };
+        if !round.record(from, answer) {
+            return;
         }
         self.settle(peer, now);
     }
@@ -709,26 +736,28 @@ impl<R: Rng> PeerCore<R> {
             Decision::Alive => self.clear_suspicion(peer),
             Decision::Waiting => {}
             Decision::Report {
-                confirmers,
+                statements,
                 unreachable,
             } => {
                 suspect.round = None;
                 // Without its incarnation no seed would take the report; the
                 // next round may learn it from a neighbour's answer.
                 if let Some(incarnation) = suspect.incarnation {
-                    self.send_report(peer, incarnation, confirmers, unreachable, now);
+                    self.send_report(peer, incarnation, statements, unreachable, now);
                 }
             }
         }
     }
 
     /// Sends the Dead Node report (R14) to every seed this peer is
-    /// registered with or connected to.
+    /// registered with or connected to: the other confirmers'
+    /// `statements` with this peer's own, in address order, all signed
+    /// over by this peer.
     fn send_report(
         &mut self,
         peer: SocketAddr,
         incarnation: u64,
-        confirmers: Vec<SocketAddr>,
+        mut statements: Vec<Statement>,
         unreachable: Vec<SocketAddr>,
         now: Timestamp,
     ) {
@@ -739,24 +768,36 @@ impl<R: Rng> PeerCore<R> {
             now.as_secs_f64(),
             self.addr.ip()
         );
+        let own = self
+            .identity
+            .state_unresponsive(self.addr, peer, incarnation, now);
+        statements.push(own);
+        statements.sort_by_key(|s| s.addr);
+        let signature = self.identity.sign_report(&ReportContent {
+            reporter: self.addr,
+            report: &report,
+            peer,
+            incarnation,
+            confirmers: &statements,
+            unreachable: &unreachable,
+        });
         self.emit(Event::DeadReportSent {
             peer,
             report: report.clone(),
-            confirmers: confirmers.clone(),
+            confirmers: statements.iter().map(|s| s.addr).collect(),
         });
+        let message = Message::DeadReport {
+            report,
+            peer,
+            incarnation,
+            confirmers: statements,
+            unreachable,
+            signature,
+        };
         let seeds: BTreeSet<SocketAddr> =
             self.acked.union(&self.reachable_seeds).copied().collect();
         for seed in seeds {
-            self.send(
-                seed,
-                Message::DeadReport {
-                    report: report.clone(),
-                    peer,
-                    incarnation,
-                    confirmers: confirmers.clone(),
-                    unreachable: unreachable.clone(),
-                },
-            );
+            self.send(seed, message.clone());
         }
     }
 
@@ -808,7 +849,13 @@ impl<R: Rng> PeerCore<R> {
     /// Another peer asks this one to check `suspect` (R13). A lost link or a
     /// PING already overdue answers at once; otherwise a fresh PING does,
     /// within one ping timeout.
-    fn on_suspect_request(&mut self, token: u64, suspect: SocketAddr, now: Timestamp) {
+    fn on_suspect_request(
+        &mut self,
+        token: u64,
+        suspect: SocketAddr,
+        asked_incarnation: Option<u64>,
+        now: Timestamp,
+    ) {
         let interval = self.settings.ping_interval;
         let verdict = if self.suspects.get(&suspect).is_some_and(|s| s.link_lost) {
             Verdict::Unresponsive
@@ -824,37 +871,63 @@ impl<R: Rng> PeerCore<R> {
             self.checks.push(PendingCheck {
                 token,
                 suspect,
+                asked_incarnation,
                 deadline,
             });
             return self.arm(PeerTimer::SuspectCheck, deadline);
         };
-        self.answer_check(token, suspect, verdict);
+        let check = PendingCheck {
+            token,
+            suspect,
+            asked_incarnation,
+            deadline: now,
+        };
+        self.answer_check(check, verdict, now);
     }
 
-    fn answer_check(&mut self, token: u64, suspect: SocketAddr, verdict: Verdict) {
+    /// Answers `check` with `verdict`, and the suspect's incarnation as
+    /// this peer knows it (else as the asker did). An unresponsive verdict
+    /// about a known incarnation carries this peer's signed statement.
+    fn answer_check(&mut self, check: PendingCheck, verdict: Verdict, now: Timestamp) {
+        let suspect = check.suspect;
         let incarnation = self
             .liveness
             .get(&suspect)
             .and_then(|s| s.incarnation)
-            .or_else(|| self.suspects.get(&suspect).and_then(|s| s.incarnation));
+            .or_else(|| self.suspects.get(&suspect).and_then(|s| s.incarnation))
+            .or(check.asked_incarnation);
+        let statement =
+            match (verdict, incarnation) {
+                (Verdict::Unresponsive, Some(incarnation)) => Some(
+                    self.identity
+                        .state_unresponsive(self.addr, suspect, incarnation, now),
+                ),
+                _ => None,
+            };
         self.outputs.push_back(Output::Reply {
-            token,
+            token: check.token,
             msg: Message::SuspectResponse {
                 peer: suspect,
                 verdict,
                 incarnation,
+                statement,
             },
         });
     }
 
     /// Answers the checks of `suspect` that `done` selects.
-    fn answer_checks(&mut self, verdict: Verdict, mut done: impl FnMut(&PendingCheck) -> bool) {
+    fn answer_checks(
+        &mut self,
+        verdict: Verdict,
+        now: Timestamp,
+        mut done: impl FnMut(&PendingCheck) -> bool,
+    ) {
         let (finished, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.checks)
             .into_iter()
             .partition(|c| done(c));
         self.checks = waiting;
         for check in finished {
-            self.answer_check(check.token, check.suspect, verdict);
+            self.answer_check(check, verdict, now);
         }
     }
 
@@ -889,7 +962,7 @@ impl<R: Rng> PeerCore<R> {
         }
         self.emit(Event::DeadConfirmed { peer });
         self.suspects.remove(&peer);
-        self.answer_checks(Verdict::Unresponsive, |c| c.suspect == peer);
+        self.answer_checks(Verdict::Unresponsive, now, |c| c.suspect == peer);
         // A newer life at that address is not the one removed.
         let newer_life = self
             .liveness
@@ -922,7 +995,7 @@ impl<R: Rng> PeerCore<R> {
             self.outputs.push_back(Output::Close(peer));
         }
         self.suspects.clear();
-        self.answer_checks(Verdict::NotNeighbor, |_| true);
+        self.answer_checks(Verdict::NotNeighbor, now, |_| true);
         self.replacing.clear();
         self.pending_links.clear();
         self.asked.clear();
@@ -968,6 +1041,10 @@ impl<R: Rng> Core for PeerCore<R> {
         self.incarnation
     }
 
+    fn public_key(&self) -> Option<PublicKey> {
+        Some(self.identity.public_key())
+    }
+
     fn is_seed(&self, addr: &SocketAddr) -> bool {
         self.seeds.contains(addr)
     }
@@ -1004,7 +1081,7 @@ impl<R: Rng> Core for PeerCore<R> {
                 ..
             } if self.neighbors.contains(&from) => {
                 self.liveness.answered(from, incarnation, neighbors);
-                self.answer_checks(Verdict::Alive, |c| c.suspect == from);
+                self.answer_checks(Verdict::Alive, now, |c| c.suspect == from);
                 self.clear_suspicion(from);
             }
             Message::Gossip { origin, msg, hops } if self.neighbors.contains(&from) => {
@@ -1069,7 +1146,7 @@ impl<R: Rng> Core for PeerCore<R> {
             // the liveness checks learnt about it.
             self.suspect(remote, true, "connection lost".into());
             self.drop_neighbor(remote);
-            self.answer_checks(Verdict::Unresponsive, |c| c.suspect == remote);
+            self.answer_checks(Verdict::Unresponsive, now, |c| c.suspect == remote);
             self.start_round(remote, now);
         }
         self.finish_linking_if_done(now);
@@ -1152,7 +1229,7 @@ impl<R: Rng> Core for PeerCore<R> {
                 }
             }
             PeerTimer::SuspectCheck => {
-                self.answer_checks(Verdict::Unresponsive, |c| c.deadline <= now);
+                self.answer_checks(Verdict::Unresponsive, now, |c| c.deadline <= now);
             }
             PeerTimer::AgreementRetry => self.retry_agreements(now),
             PeerTimer::Reverify => {
@@ -1181,8 +1258,7 @@ impl<R: Rng> Core for PeerCore<R> {
                 // it is still registered, and answered with DEAD_CONFIRMED
                 // if it was removed.
                 for seed in ask {
-                    let incarnation = self.incarnation;
-                    self.send(seed, Message::RegisterRequest { incarnation });
+                    self.send(seed, self.register_request());
                 }
                 self.reverify_wait = (self.reverify_wait * 2).min(MAX_REGISTER_RETRY);
                 self.arm(PeerTimer::Reverify, now + self.reverify_wait);
@@ -1213,8 +1289,11 @@ impl<R: Rng> Core for PeerCore<R> {
     }
 
     fn handle_query(&mut self, token: u64, query: Message, now: Timestamp) {
-        if let Message::SuspectRequest { peer, .. } = query {
-            self.on_suspect_request(token, peer, now);
+        if let Message::SuspectRequest {
+            peer, incarnation, ..
+        } = query
+        {
+            self.on_suspect_request(token, peer, incarnation, now);
         }
     }
 
@@ -1256,7 +1335,8 @@ impl<R: Rng> Core for PeerCore<R> {
                 peer: about,
                 verdict,
                 incarnation,
-            }) if about == peer => Ok((verdict, incarnation)),
+                statement,
+            }) if about == peer => Ok((verdict, incarnation, statement)),
             Ok(other) => Err(format!("answered {}", other.kind())),
             Err(e) => Err(e),
         };

@@ -4,9 +4,17 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::proto::evidence::report_bytes;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Peer `port`'s signing key in these tests; the peer under test is 6000.
+fn identity(port: u16) -> Identity {
+    let mut secret = [9; 32];
+    secret[..2].copy_from_slice(&port.to_be_bytes());
+    Identity::from_secret(secret)
 }
 
 fn seeds(n: u16) -> Vec<SocketAddr> {
@@ -23,6 +31,7 @@ fn peer(n_seeds: u16, rng_seed: u64) -> PeerCore<ChaCha8Rng> {
         seeds(n_seeds),
         settings,
         42,
+        identity(6000),
         ChaCha8Rng::seed_from_u64(rng_seed),
     )
 }
@@ -145,9 +154,9 @@ fn registration_states_the_incarnation_and_backs_off_while_seeds_cannot_commit()
     assert!(out.iter().any(|o| matches!(
         o,
         Output::Send {
-            msg: Message::RegisterRequest { incarnation: 42 },
+            msg: Message::RegisterRequest { incarnation: 42, key },
             ..
-        }
+        } if *key == identity(6000).public_key()
     )));
     let mut waits = Vec::new();
     let mut at = now();
@@ -550,7 +559,10 @@ fn unexpected_message_closes_only_that_connection() {
     let mut core = linked_peer(&[6001]);
     core.handle_message(
         addr(6001),
-        Message::RegisterRequest { incarnation: 1 },
+        Message::RegisterRequest {
+            incarnation: 1,
+            key: identity(6001).public_key(),
+        },
         now(),
     );
     let out = drain(&mut core);
@@ -804,19 +816,28 @@ fn queries(outputs: &[Output<PeerTimer>]) -> Vec<(SocketAddr, Message)> {
         .collect()
 }
 
+/// The asked peer `to` answers `verdict`, as an honest peer would: with
+/// the suspect's incarnation (the asker's, or 9 as most tests' PONGs give
+/// it), and its signed statement when it found the suspect unresponsive.
 fn answer(
     core: &mut PeerCore<ChaCha8Rng>,
     (to, query): (SocketAddr, Message),
     verdict: Result<Verdict, &str>,
 ) -> Vec<Output<PeerTimer>> {
-    let Message::SuspectRequest { peer, .. } = query else {
+    let Message::SuspectRequest {
+        peer, incarnation, ..
+    } = query
+    else {
         panic!("not a SUSPECT_REQUEST: {query:?}");
     };
+    let incarnation = incarnation.unwrap_or(9);
     let result = verdict
         .map(|verdict| Message::SuspectResponse {
             peer,
             verdict,
-            incarnation: None,
+            incarnation: Some(incarnation),
+            statement: (verdict == Verdict::Unresponsive)
+                .then(|| identity(to.port()).state_unresponsive(to, peer, incarnation, now())),
         })
         .map_err(str::to_string);
     core.handle_query_result(to, query, result, now());
@@ -868,29 +889,21 @@ fn a_lost_link_asks_the_suspects_other_neighbours_and_a_majority_sends_the_exact
     let sent = reports(&out);
     // To every seed it registered with.
     assert_eq!(sent.len(), 2);
-    let Message::DeadReport {
-        report,
-        peer,
-        incarnation,
-        confirmers,
-        unreachable,
-    } = &sent[0].1
-    else {
-        unreachable!()
-    };
+    let (report, _) = sent[0].1.report_content(addr(6000)).unwrap();
     assert_eq!(
-        report,
-        &format!(
+        report.report,
+        format!(
             "Dead Node:127.0.0.1:6001:{:.6}:127.0.0.1",
             now().as_secs_f64()
         )
     );
-    assert_eq!((*peer, *incarnation), (addr(6001), 9));
-    assert_eq!(confirmers, &vec![addr(6000), addr(6003)]);
-    assert!(unreachable.is_empty());
+    assert_eq!((report.peer, report.incarnation), (addr(6001), 9));
+    let by: Vec<SocketAddr> = report.confirmers.iter().map(|s| s.addr).collect();
+    assert_eq!(by, vec![addr(6000), addr(6003)]);
+    assert!(report.unreachable.is_empty());
     assert!(events(&out).iter().any(|e| matches!(
         e,
-        Event::DeadReportSent { report: r, .. } if r == report
+        Event::DeadReportSent { report: r, .. } if r == report.report
     )));
     // The third answer sends nothing more.
     assert!(reports(&answer(
@@ -934,7 +947,98 @@ fn a_neighbour_that_cannot_be_asked_is_named_unreachable_in_the_report() {
     assert!(matches!(
         &sent[0].1,
         Message::DeadReport { confirmers, unreachable, .. }
-            if *confirmers == vec![addr(6000)] && *unreachable == vec![addr(6003)]
+            if confirmers.len() == 1 && confirmers[0].addr == addr(6000)
+                && *unreachable == vec![addr(6003)]
+    ));
+}
+
+#[test]
+fn the_dead_report_carries_the_collected_statements_and_the_reporters_signature() {
+    let (mut core, asked, _) = after_losing_6001(&[6000, 6003, 6004]);
+    let out = answer(&mut core, asked[0].clone(), Ok(Verdict::Unresponsive));
+    let sent = reports(&out);
+    let (content, signature) = sent[0].1.report_content(addr(6000)).unwrap();
+    // 6003's statement exactly as it answered, and this peer's own.
+    let theirs = identity(6003).state_unresponsive(addr(6003), addr(6001), 9, now());
+    assert_eq!(content.confirmers[1], theirs);
+    let own = &content.confirmers[0];
+    assert_eq!((own.addr, own.at), (addr(6000), now().as_micros()));
+    let key = identity(6000).public_key();
+    assert_eq!(key.verify_statement(addr(6001), 9, own), Ok(()));
+    assert_eq!(key.verify(&report_bytes(&content), signature), Ok(()));
+    // Every seed gets the same signed report.
+    assert_eq!(sent[0].1, sent[1].1);
+}
+
+#[test]
+fn an_unresponsive_answer_without_its_own_statement_counts_as_unreachable() {
+    let asked_one = addr(6003);
+    let by = |port: u16, incarnation| {
+        identity(port).state_unresponsive(addr(port), addr(6001), incarnation, now())
+    };
+    let cases = [
+        // No statement at all.
+        (Some(9), None),
+        // Another peer's statement.
+        (Some(9), Some(by(6004, 9))),
+        // Its own, about another life of the suspect than the reported one.
+        (Some(8), Some(by(6003, 8))),
+    ];
+    for (incarnation, statement) in cases {
+        let (mut core, asked, _) = after_losing_6001(&[6000, 6003]);
+        let (to, query) = asked[0].clone();
+        assert_eq!(to, asked_one);
+        let response = Message::SuspectResponse {
+            peer: addr(6001),
+            verdict: Verdict::Unresponsive,
+            incarnation,
+            statement,
+        };
+        core.handle_query_result(to, query, Ok(response), now());
+        let sent = reports(&drain(&mut core));
+        assert!(matches!(
+            &sent[0].1,
+            Message::DeadReport { confirmers, unreachable, .. }
+                if confirmers.len() == 1 && *unreachable == vec![addr(6003)]
+        ));
+    }
+}
+
+#[test]
+fn an_unresponsive_verdict_is_signed_and_verifies_for_the_suspect_and_its_life() {
+    let (mut core, later, out) = asked_about_a_silent_6001();
+    let Some(Output::Reply {
+        msg:
+            Message::SuspectResponse {
+                verdict: Verdict::Unresponsive,
+                incarnation: Some(9),
+                statement: Some(statement),
+                ..
+            },
+        ..
+    }) = out.iter().find(|o| matches!(o, Output::Reply { .. }))
+    else {
+        panic!("no signed answer: {out:?}");
+    };
+    assert_eq!(
+        (statement.addr, statement.at),
+        (addr(6000), later.as_micros())
+    );
+    let key = identity(6000).public_key();
+    assert_eq!(key.verify_statement(addr(6001), 9, statement), Ok(()));
+    assert!(key.verify_statement(addr(6002), 9, statement).is_err());
+    // Not signed when there is nothing to vouch for.
+    let out = suspect_request(&mut core, 8, 6099);
+    assert!(matches!(
+        &out[..],
+        [Output::Reply {
+            msg: Message::SuspectResponse {
+                verdict: Verdict::NotNeighbor,
+                statement: None,
+                ..
+            },
+            ..
+        }]
     ));
 }
 
@@ -1008,15 +1112,26 @@ fn a_check_for_another_peer_pings_the_suspect_and_answers_alive_on_its_pong() {
     assert_eq!(replies(&drain(&mut core)), vec![(7, Verdict::Alive)]);
 }
 
-#[test]
-fn a_check_answers_unresponsive_when_the_suspect_stays_silent_or_its_link_goes() {
+/// A peer linked to 6001 (incarnation 9) and 6002, asked about 6001 with
+/// token 7, whose check runs out: the peer, the time it ran out, and the
+/// outputs then.
+fn asked_about_a_silent_6001() -> (PeerCore<ChaCha8Rng>, Timestamp, Vec<Output<PeerTimer>>) {
     let interval = PeerSettings::default().ping_interval;
     let mut core = linked_peer(&[6001, 6002]);
     pong(&mut core, 6001, 9, &[6000]);
     drain(&mut core);
     suspect_request(&mut core, 7, 6001);
-    core.handle_timer(PeerTimer::SuspectCheck, now() + ping_timeout(interval));
-    assert_eq!(replies(&drain(&mut core)), vec![(7, Verdict::Unresponsive)]);
+    let later = now() + ping_timeout(interval);
+    core.handle_timer(PeerTimer::SuspectCheck, later);
+    let out = drain(&mut core);
+    (core, later, out)
+}
+
+#[test]
+fn a_check_answers_unresponsive_when_the_suspect_stays_silent_or_its_link_goes() {
+    let interval = PeerSettings::default().ping_interval;
+    let (mut core, _, out) = asked_about_a_silent_6001();
+    assert_eq!(replies(&out), vec![(7, Verdict::Unresponsive)]);
     // Overdue already: answered at once.
     let out = suspect_request(&mut core, 8, 6001);
     let overdue = core.liveness.is_overdue(&addr(6001), now(), interval);
@@ -1076,7 +1191,7 @@ fn a_peer_told_of_its_own_removal_registers_again_with_a_higher_incarnation() {
         .iter()
         .filter_map(|o| match o {
             Output::Send {
-                msg: Message::RegisterRequest { incarnation },
+                msg: Message::RegisterRequest { incarnation, .. },
                 ..
             } => Some(*incarnation),
             _ => None,
@@ -1153,6 +1268,7 @@ fn with_icmp_each_round_echoes_every_neighbour_host_and_silent_hosts_become_susp
         seeds(3),
         settings,
         42,
+        identity(6000),
         ChaCha8Rng::seed_from_u64(3),
     );
     join_with(&mut core, &[]);

@@ -24,7 +24,10 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{message::PeerEntry, topology};
+use crate::proto::{
+    message::{PeerEntry, PublicKey},
+    topology,
+};
 
 /// Distinguishes the lives of a peer at one address; higher is newer.
 pub type Incarnation = u64;
@@ -42,6 +45,34 @@ pub struct Change {
     pub kind: ChangeKind,
     pub peer: SocketAddr,
     pub incarnation: Incarnation,
+    /// An addition's public key, which the peer's signed statements must
+    /// verify against. Part of what the seeds vote on: votes for one life
+    /// with different keys are different changes. None for a removal (and
+    /// in logs written before keys existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PublicKey>,
+}
+
+impl Change {
+    /// Removing `peer` at `incarnation`.
+    pub fn remove(peer: SocketAddr, incarnation: Incarnation) -> Change {
+        Change {
+            kind: ChangeKind::Remove,
+            peer,
+            incarnation,
+            key: None,
+        }
+    }
+
+    /// Adding `peer` at `incarnation` with `key`.
+    pub fn add(peer: SocketAddr, incarnation: Incarnation, key: PublicKey) -> Change {
+        Change {
+            kind: ChangeKind::Add,
+            peer,
+            incarnation,
+            key: Some(key),
+        }
+    }
 }
 
 impl fmt::Display for Change {
@@ -138,6 +169,10 @@ struct Stored {
     votes: BTreeMap<Change, BTreeSet<SocketAddr>>,
     /// Each registered peer's own report of its neighbours.
     links: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
+    /// Each registered peer's public key, committed with its registration.
+    /// Absent from snapshots written before keys existed.
+    #[serde(default)]
+    keys: BTreeMap<SocketAddr, PublicKey>,
 }
 
 impl From<Stored> for Directory {
@@ -351,6 +386,11 @@ impl Directory {
         self.state.peers.get(peer).copied()
     }
 
+    /// The public key committed with `peer`'s current registration.
+    pub fn key_of(&self, peer: &SocketAddr) -> Option<PublicKey> {
+        self.state.keys.get(peer).copied()
+    }
+
     /// Whether the life `incarnation` of `peer` (or a later one) has been
     /// removed.
     pub fn was_removed(&self, peer: &SocketAddr, incarnation: Incarnation) -> bool {
@@ -472,10 +512,15 @@ impl Directory {
         match change.kind {
             ChangeKind::Add => {
                 self.state.peers.insert(peer, change.incarnation);
+                match change.key {
+                    Some(key) => self.state.keys.insert(peer, key),
+                    None => self.state.keys.remove(&peer),
+                };
                 self.index.register(peer);
             }
             ChangeKind::Remove => {
                 self.state.peers.remove(&peer);
+                self.state.keys.remove(&peer);
                 self.state.removed.insert(peer, change.incarnation);
                 self.index.unregister(peer);
             }
@@ -483,12 +528,14 @@ impl Directory {
         // Votes about this peer that the change made moot go too, so that
         // pending votes cannot pile up.
         let about_peer = |kind| {
-            let change = |incarnation| Change {
+            let change = |incarnation, key| Change {
                 kind,
                 peer,
                 incarnation,
+                key,
             };
-            self.state.votes.range(change(0)..=change(Incarnation::MAX))
+            let last = change(Incarnation::MAX, Some(PublicKey([u8::MAX; 32])));
+            self.state.votes.range(change(0, None)..=last)
         };
         let stale: Vec<Change> = about_peer(ChangeKind::Add)
             .chain(about_peer(ChangeKind::Remove))

@@ -31,7 +31,8 @@ use directory::{Change, ChangeKind, Command, Directory, Incarnation, Outcome};
 
 use super::{
     event::CommitBasis,
-    message::{Message, Role, PROTOCOL_VERSION},
+    evidence::{self, ReportContent},
+    message::{Message, PublicKey, Role, Signature, Statement, PROTOCOL_VERSION},
     Core, Event, Output, Timestamp,
 };
 
@@ -71,6 +72,8 @@ struct PendingProbe {
     purpose: ProbePurpose,
     target: SocketAddr,
     incarnation: Incarnation,
+    /// The key the reply must state, when one is known.
+    key: Option<PublicKey>,
 }
 
 /// A dead report under this seed's own check.
@@ -114,14 +117,15 @@ pub struct SeedCore {
     directory: Arc<Directory>,
     leader: Option<SocketAddr>,
     /// Peers that asked this seed to register them, and the incarnation
-    /// they asked for: they get REGISTER_ACK when that Add is applied.
-    awaiting_ack: BTreeMap<SocketAddr, Incarnation>,
+    /// and key they asked for: they get REGISTER_ACK when that Add is
+    /// applied.
+    awaiting_ack: BTreeMap<SocketAddr, (Incarnation, PublicKey)>,
     /// Probes under way, by nonce.
     probes: BTreeMap<u64, PendingProbe>,
-    /// The registrations among `probes`, by peer and incarnation: a retried
-    /// REGISTER_REQUEST must not probe twice, and scanning `probes` for it
-    /// costs too much while thousands of peers join.
-    probing_registrations: BTreeSet<(SocketAddr, Incarnation)>,
+    /// The registrations among `probes`, by peer, incarnation and key: a
+    /// retried REGISTER_REQUEST must not probe twice, and scanning `probes`
+    /// for it costs too much while thousands of peers join.
+    probing_registrations: BTreeSet<(SocketAddr, Incarnation, PublicKey)>,
     next_nonce: u64,
     /// This seed's own checks of reported-dead peers under way.
     dead_checks: BTreeMap<SocketAddr, DeadCheck>,
@@ -311,10 +315,13 @@ impl SeedCore {
         self.outputs.push_back(Output::Close(from));
     }
 
-    fn on_register_request(&mut self, peer: SocketAddr, incarnation: Incarnation) {
+    fn on_register_request(&mut self, peer: SocketAddr, incarnation: Incarnation, key: PublicKey) {
         self.emit(Event::RegisterRequested { peer });
         if self.seeds.contains(&peer) {
             return self.reject(peer, "REGISTER_REQUEST from a seed's address".into());
+        }
+        if !key.is_valid() {
+            return self.reject(peer, format!("key {key} is not an ed25519 public key"));
         }
         if self.directory.was_removed(&peer, incarnation) {
             // This life was removed while the peer could not hear of it (a
@@ -330,6 +337,15 @@ impl SeedCore {
         }
         match self.directory.incarnation_of(&peer) {
             Some(current) if current == incarnation => {
+                // A life keeps its key; another key for it is not this life.
+                if let Some(committed) = self.directory.key_of(&peer) {
+                    if committed != key {
+                        return self.reject(
+                            peer,
+                            format!("incarnation {incarnation} is registered with another key"),
+                        );
+                    }
+                }
                 // Already committed: a retry after our ack was lost.
                 return self.send(peer, Message::RegisterAck {});
             }
@@ -345,19 +361,30 @@ impl SeedCore {
             self.emit(Event::RegisterRefused { peer, reason });
             return self.outputs.push_back(Output::Close(peer));
         }
-        self.awaiting_ack.insert(peer, incarnation);
-        if !self.probing_registrations.contains(&(peer, incarnation)) {
-            self.probe(ProbePurpose::Register, peer, incarnation);
+        self.awaiting_ack.insert(peer, (incarnation, key));
+        if !self
+            .probing_registrations
+            .contains(&(peer, incarnation, key))
+        {
+            self.probe(ProbePurpose::Register, peer, incarnation, Some(key));
         }
     }
 
-    /// Dials `target` afresh to check that a peer of `incarnation` listens
-    /// there; the answer comes to `on_probe_result`.
-    fn probe(&mut self, purpose: ProbePurpose, target: SocketAddr, incarnation: Incarnation) {
+    /// Dials `target` afresh to check that a peer of `incarnation` (and
+    /// `key`, if given) listens there; the answer comes to
+    /// `on_probe_result`.
+    fn probe(
+        &mut self,
+        purpose: ProbePurpose,
+        target: SocketAddr,
+        incarnation: Incarnation,
+        key: Option<PublicKey>,
+    ) {
         self.next_nonce += 1;
         let nonce = self.next_nonce;
-        if purpose == ProbePurpose::Register {
-            self.probing_registrations.insert((target, incarnation));
+        if let (ProbePurpose::Register, Some(key)) = (purpose, key) {
+            self.probing_registrations
+                .insert((target, incarnation, key));
         }
         self.probes.insert(
             nonce,
@@ -365,6 +392,7 @@ impl SeedCore {
                 purpose,
                 target,
                 incarnation,
+                key,
             },
         );
         let timeout = match purpose {
@@ -381,12 +409,9 @@ impl SeedCore {
         });
     }
 
-    fn propose_vote(&mut self, kind: ChangeKind, peer: SocketAddr, incarnation: Incarnation) {
-        let change = Change {
-            kind,
-            peer,
-            incarnation,
-        };
+    /// Proposes this seed's vote for `change`.
+    fn propose_vote(&mut self, change: Change) {
+        let (kind, peer) = (change.kind, change.peer);
         self.emit(match kind {
             ChangeKind::Add => Event::RegisterProposed {
                 peer,
@@ -406,25 +431,24 @@ impl SeedCore {
     /// Checks a dead report's evidence (R15): the reporter is among the
     /// confirmers, and every confirmer is a neighbour of the suspect in the
     /// committed topology (peers named unreachable that are not are
-    /// ignored). The confirmers
-    /// must be a majority of its neighbours, leaving out only those named
-    /// unreachable that this seed cannot reach either. Then this seed
-    /// probes the suspect itself; only a failed probe earns its Remove
-    /// vote. So a minority of the suspect's neighbours cannot get it
-    /// removed, and neither can any number of them while it answers.
-    fn on_dead_report(&mut self, from: SocketAddr, report: DeadReport) {
-        let DeadReport {
-            report,
-            peer: suspect,
-            incarnation,
-            confirmers,
-            unreachable,
-        } = report;
+    /// ignored). The confirmers must be a majority of its neighbours,
+    /// leaving out only those named unreachable that this seed cannot reach
+    /// either. The report must be signed by its reporter, and each
+    /// confirmer's statement by that confirmer (see [`evidence`]). Then
+    /// this seed probes the suspect itself; only a failed probe earns its
+    /// Remove vote. So a minority of the suspect's neighbours cannot get it
+    /// removed, nobody can name a confirmer that did not confirm, and no
+    /// number of confirmers can remove it while it answers.
+    fn on_dead_report(&mut self, from: SocketAddr, message: &Message, now: Timestamp) {
+        let Some((content, signature)) = message.report_content(from) else {
+            return;
+        };
+        let (suspect, incarnation) = (content.peer, content.incarnation);
         self.emit(Event::DeadReportReceived {
             peer: suspect,
             from,
-            report,
-            confirmers: confirmers.clone(),
+            report: content.report.to_string(),
+            confirmers: content.confirmers.iter().map(|c| c.addr).collect(),
         });
         if self.directory.was_removed(&suspect, incarnation) {
             // A late report: the removal is already committed.
@@ -440,43 +464,21 @@ impl SeedCore {
                 },
             );
         }
+        // Told of the removal whatever becomes of this report: its link to
+        // the suspect may have left the committed topology first.
         self.reporters.entry(suspect).or_default().insert(from);
-        let confirmers: BTreeSet<SocketAddr> = confirmers.into_iter().collect();
         let neighbors = self.directory.neighbors_of(&suspect);
-        // An unreachable peer that is no neighbour (any more: it may have
-        // been removed meanwhile) cannot shrink the count; it is ignored.
-        let unreachable: BTreeSet<SocketAddr> = unreachable
-            .into_iter()
-            .filter(|u| !confirmers.contains(u) && neighbors.contains(u))
-            .collect();
-        let needed = directory::majority(neighbors.len());
-        let stranger = confirmers.iter().find(|c| !neighbors.contains(c));
-        let refusal = if self.directory.incarnation_of(&suspect) != Some(incarnation) {
-            Some(format!(
-                "{suspect} is not registered at incarnation {incarnation}"
-            ))
-        } else if !confirmers.contains(&from) {
-            Some("the reporter is not among the confirmers".to_string())
-        } else if let Some(stranger) = stranger {
-            Some(format!(
-                "{stranger} is not a neighbour of {suspect} in the committed topology"
-            ))
-        } else if confirmers.len() + unreachable.len() < needed {
-            Some(format!(
-                "{} of its {} neighbours confirm; a majority needs {needed}",
-                confirmers.len(),
-                neighbors.len()
-            ))
-        } else {
-            None
+        let checked = self.check_report(&content, signature, &neighbors, now);
+        let (confirmers, unreachable) = match checked {
+            Ok(counted) => counted,
+            Err(reason) => {
+                return self.emit(Event::DeadReportRefused {
+                    peer: suspect,
+                    from,
+                    reason,
+                })
+            }
         };
-        if let Some(reason) = refusal {
-            return self.emit(Event::DeadReportRefused {
-                peer: suspect,
-                from,
-                reason,
-            });
-        }
         // A report takes over this seed's own check of the suspect, and its
         // probe already under way.
         let own_check = match self.dead_checks.get(&suspect) {
@@ -485,7 +487,8 @@ impl SeedCore {
             None => false,
         };
         // Enough confirmers alone: the unreachable ones need no probe.
-        let to_probe: Vec<(SocketAddr, Incarnation)> = if confirmers.len() >= needed {
+        let needed = directory::majority(neighbors.len());
+        let to_probe: Vec<(SocketAddr, Incarnation)> = if confirmers >= needed {
             Vec::new()
         } else {
             unreachable
@@ -497,7 +500,7 @@ impl SeedCore {
             suspect,
             DeadCheck {
                 incarnation,
-                confirmers: confirmers.len(),
+                confirmers,
                 neighbors: neighbors.len(),
                 probing: to_probe.iter().map(|(u, _)| *u).collect(),
                 unreachable: 0,
@@ -506,11 +509,94 @@ impl SeedCore {
             },
         );
         if !own_check {
-            self.probe(ProbePurpose::DeadCheck, suspect, incarnation);
+            let key = self.directory.key_of(&suspect);
+            self.probe(ProbePurpose::DeadCheck, suspect, incarnation, key);
         }
         for (u, inc) in to_probe {
-            self.probe(ProbePurpose::Unreachable { suspect }, u, inc);
+            let key = self.directory.key_of(&u);
+            self.probe(ProbePurpose::Unreachable { suspect }, u, inc, key);
         }
+    }
+
+    /// The checks of a dead report that need no probe, cheapest first:
+    /// the suspect's registration, the confirmers' place in the committed
+    /// topology and their number, then the signatures. Returns the number
+    /// of confirmers and the named-unreachable neighbours that count, or
+    /// why the report is refused.
+    fn check_report(
+        &self,
+        r: &ReportContent<'_>,
+        signature: &Signature,
+        neighbors: &BTreeSet<SocketAddr>,
+        now: Timestamp,
+    ) -> Result<(usize, BTreeSet<SocketAddr>), String> {
+        let (suspect, incarnation) = (r.peer, r.incarnation);
+        if self.directory.incarnation_of(&suspect) != Some(incarnation) {
+            return Err(format!(
+                "{suspect} is not registered at incarnation {incarnation}"
+            ));
+        }
+        let mut confirmers = BTreeSet::new();
+        for statement in r.confirmers {
+            if !confirmers.insert(statement.addr) {
+                return Err(format!("it names confirmer {} twice", statement.addr));
+            }
+        }
+        if !confirmers.contains(&r.reporter) {
+            return Err("the reporter is not among the confirmers".to_string());
+        }
+        if let Some(stranger) = confirmers.iter().find(|c| !neighbors.contains(c)) {
+            return Err(format!(
+                "{stranger} is not a neighbour of {suspect} in the committed topology"
+            ));
+        }
+        // An unreachable peer that is no neighbour (any more: it may have
+        // been removed meanwhile) cannot shrink the count; it is ignored.
+        let unreachable: BTreeSet<SocketAddr> = r
+            .unreachable
+            .iter()
+            .filter(|u| !confirmers.contains(u) && neighbors.contains(u))
+            .copied()
+            .collect();
+        let needed = directory::majority(neighbors.len());
+        if confirmers.len() + unreachable.len() < needed {
+            return Err(format!(
+                "{} of its {} neighbours confirm; a majority needs {needed}",
+                confirmers.len(),
+                neighbors.len()
+            ));
+        }
+        let reporter_key = self
+            .directory
+            .key_of(&r.reporter)
+            .ok_or_else(|| format!("its reporter {} has no registered key", r.reporter))?;
+        reporter_key
+            .verify(&evidence::report_bytes(r), signature)
+            .map_err(|e| format!("the report's signature by {}: {e}", r.reporter))?;
+        for statement in r.confirmers {
+            self.check_statement(suspect, incarnation, statement, now)
+                .map_err(|e| format!("confirmer {}: {e}", statement.addr))?;
+        }
+        Ok((confirmers.len(), unreachable))
+    }
+
+    /// Whether `statement` counts as its confirmer's word that `suspect`
+    /// at `incarnation` is unresponsive: recent enough, and signed with the
+    /// key committed for the confirmer's current registration.
+    fn check_statement(
+        &self,
+        suspect: SocketAddr,
+        incarnation: Incarnation,
+        statement: &Statement,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        let key = self
+            .directory
+            .key_of(&statement.addr)
+            .ok_or("it has no registered key")?;
+        evidence::freshness(statement.at, now)?;
+        key.verify_statement(suspect, incarnation, statement)
+            .map_err(|e| format!("{e} (for {suspect} at incarnation {incarnation})"))
     }
 
     /// Votes once every probe of a dead check has answered.
@@ -544,7 +630,7 @@ impl SeedCore {
                 check.confirmers
             )
         } else {
-            return self.propose_vote(ChangeKind::Remove, suspect, check.incarnation);
+            return self.propose_vote(Change::remove(suspect, check.incarnation));
         };
         self.emit(Event::DeadReportRefused {
             peer: suspect,
@@ -558,6 +644,7 @@ impl SeedCore {
             purpose,
             target,
             incarnation,
+            key,
         } = probe;
         match purpose {
             ProbePurpose::DeadCheck => {
@@ -579,11 +666,14 @@ impl SeedCore {
                 }
                 self.finish_dead_check(suspect);
             }
-            ProbePurpose::Register => match result {
-                Ok(()) => self.propose_vote(ChangeKind::Add, target, incarnation),
-                Err(reason) => {
+            ProbePurpose::Register => match (result, key) {
+                (Ok(()), Some(key)) => {
+                    self.propose_vote(Change::add(target, incarnation, key));
+                }
+                (Ok(()), None) => {}
+                (Err(reason), _) => {
                     // Only the life that was probed stops waiting.
-                    if self.awaiting_ack.get(&target) == Some(&incarnation) {
+                    if self.awaiting_ack.get(&target).map(|(i, _)| *i) == Some(incarnation) {
                         self.awaiting_ack.remove(&target);
                     }
                     self.emit(Event::ProbeFailed {
@@ -605,10 +695,12 @@ impl SeedCore {
     }
 
     fn ack_if_committed(&mut self, peer: SocketAddr) {
-        let Some(incarnation) = self.awaiting_ack.get(&peer) else {
+        let Some((incarnation, key)) = self.awaiting_ack.get(&peer) else {
             return;
         };
-        if self.directory.incarnation_of(&peer) == Some(*incarnation) {
+        if self.directory.incarnation_of(&peer) == Some(*incarnation)
+            && self.directory.key_of(&peer).is_none_or(|k| k == *key)
+        {
             self.awaiting_ack.remove(&peer);
             self.send(peer, Message::RegisterAck {});
         }
@@ -688,7 +780,8 @@ impl SeedCore {
                 own: true,
             },
         );
-        self.probe(ProbePurpose::DeadCheck, peer, incarnation);
+        let key = self.directory.key_of(&peer);
+        self.probe(ProbePurpose::DeadCheck, peer, incarnation, key);
     }
 
     fn finish_own_check(&mut self, peer: SocketAddr, incarnation: Incarnation, down: bool) {
@@ -696,7 +789,7 @@ impl SeedCore {
             return;
         }
         if self.watchers(&peer) == 0 {
-            self.propose_vote(ChangeKind::Remove, peer, incarnation);
+            self.propose_vote(Change::remove(peer, incarnation));
         }
         // It may have been the last watcher of a neighbour found dead.
         let found_dead: Vec<SocketAddr> = self
@@ -743,25 +836,12 @@ impl Core for SeedCore {
         self.seeds.contains(addr)
     }
 
-    fn handle_message(&mut self, from: SocketAddr, msg: Message, _now: Timestamp) {
+    fn handle_message(&mut self, from: SocketAddr, msg: Message, now: Timestamp) {
         match msg {
-            Message::RegisterRequest { incarnation } => self.on_register_request(from, incarnation),
-            Message::DeadReport {
-                report,
-                peer,
-                incarnation,
-                confirmers,
-                unreachable,
-            } => self.on_dead_report(
-                from,
-                DeadReport {
-                    report,
-                    peer,
-                    incarnation,
-                    confirmers,
-                    unreachable,
-                },
-            ),
+            Message::RegisterRequest { incarnation, key } => {
+                self.on_register_request(from, incarnation, key)
+            }
+            report @ Message::DeadReport { .. } => self.on_dead_report(from, &report, now),
             Message::PeerListRequest {} => {
                 let peers = self
                     .directory
@@ -823,9 +903,9 @@ impl Core for SeedCore {
         let Some(probe) = self.probes.remove(&nonce) else {
             return;
         };
-        if probe.purpose == ProbePurpose::Register {
+        if let (ProbePurpose::Register, Some(key)) = (probe.purpose, probe.key) {
             self.probing_registrations
-                .remove(&(probe.target, probe.incarnation));
+                .remove(&(probe.target, probe.incarnation, key));
         }
         debug_assert_eq!(probe.target, to);
         let result = result.and_then(|reply| probe_verdict(&probe, nonce, reply));
@@ -862,15 +942,6 @@ impl Core for SeedCore {
     }
 }
 
-/// The fields of a DEAD_REPORT.
-struct DeadReport {
-    report: String,
-    peer: SocketAddr,
-    incarnation: Incarnation,
-    confirmers: Vec<SocketAddr>,
-    unreachable: Vec<SocketAddr>,
-}
-
 /// Whether a PROBE_REPLY shows the probed peer alive at its incarnation.
 fn probe_verdict(probe: &PendingProbe, nonce: u64, reply: Message) -> Result<(), String> {
     let Message::ProbeReply {
@@ -878,6 +949,7 @@ fn probe_verdict(probe: &PendingProbe, nonce: u64, reply: Message) -> Result<(),
         role,
         listen,
         incarnation,
+        key,
     } = reply
     else {
         return Err(format!("answered {} instead of PROBE_REPLY", reply.kind()));
@@ -893,6 +965,11 @@ fn probe_verdict(probe: &PendingProbe, nonce: u64, reply: Message) -> Result<(),
             "the peer there is incarnation {incarnation}, not {}",
             probe.incarnation
         ))
+    } else if probe.key.is_some_and(|want| key != Some(want)) {
+        Err(match key {
+            Some(key) => format!("the peer there has key {key}, not the one registering"),
+            None => "the peer there states no key".to_string(),
+        })
     } else {
         Ok(())
     }

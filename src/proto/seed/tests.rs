@@ -1,7 +1,19 @@
 use super::*;
+use crate::proto::evidence::{Identity, STATEMENT_WINDOW};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Peer `port`'s signing key, as every test registers it.
+fn identity(port: u16) -> Identity {
+    let mut secret = [7; 32];
+    secret[..2].copy_from_slice(&port.to_be_bytes());
+    Identity::from_secret(secret)
+}
+
+fn key(port: u16) -> PublicKey {
+    identity(port).public_key()
 }
 
 fn seeds() -> Vec<SocketAddr> {
@@ -86,7 +98,7 @@ impl Cluster {
     }
 
     /// Answers every probe: `Ok` as a peer of incarnation 1 (the one every
-    /// test registers), `Err` as a failed connection.
+    /// test registers) with its key, `Err` as a failed connection.
     fn answer_probes(&mut self, result: Result<(), String>) {
         let probes = std::mem::take(&mut self.probes);
         self.answer(probes, |_| result.clone());
@@ -106,6 +118,7 @@ impl Cluster {
                 role: Role::Peer,
                 listen: target,
                 incarnation: 1,
+                key: Some(key(target.port())),
             });
             self.cores[i].handle_query_result(target, query, reply, now());
         }
@@ -121,8 +134,16 @@ impl Cluster {
     }
 
     fn register(&mut self, peer: SocketAddr, at: &[usize]) {
+        self.register_with_key(peer, key(peer.port()), at);
+    }
+
+    fn register_with_key(&mut self, peer: SocketAddr, key: PublicKey, at: &[usize]) {
         for &i in at {
-            self.cores[i].handle_message(peer, Message::RegisterRequest { incarnation: 1 }, now());
+            let request = Message::RegisterRequest {
+                incarnation: 1,
+                key,
+            };
+            self.cores[i].handle_message(peer, request, now());
         }
         self.settle();
     }
@@ -389,17 +410,59 @@ fn report_with(c: &mut Cluster, seed: usize, from: u16, confirmers: &[u16], unre
         .directory()
         .incarnation_of(&addr(6001))
         .unwrap();
-    c.cores[seed].handle_message(
-        addr(from),
-        Message::DeadReport {
-            report: "Dead Node:127.0.0.1:6001:1.5:127.0.0.1".to_string(),
-            peer: addr(6001),
-            incarnation,
-            confirmers: confirmers.iter().map(|p| addr(*p)).collect(),
-            unreachable: unreachable.iter().map(|p| addr(*p)).collect(),
-        },
-        now(),
+    let statements = confirmers
+        .iter()
+        .map(|p| statement(*p, 6001, incarnation))
+        .collect();
+    let unreachable = unreachable.iter().map(|p| addr(*p)).collect();
+    deliver(
+        c,
+        seed,
+        from,
+        dead_report(from, incarnation, statements, unreachable),
     );
+}
+
+/// Peer `port`'s signed statement, made now, that `suspect` at
+/// `incarnation` is unresponsive.
+fn statement(port: u16, suspect: u16, incarnation: u64) -> Statement {
+    identity(port).state_unresponsive(addr(port), addr(suspect), incarnation, now())
+}
+
+/// A DEAD_REPORT about 6001 by `from` with these statements, signed by
+/// `from`.
+fn dead_report(
+    from: u16,
+    incarnation: u64,
+    confirmers: Vec<Statement>,
+    unreachable: Vec<SocketAddr>,
+) -> Message {
+    let report = "Dead Node:127.0.0.1:6001:1.5:127.0.0.1".to_string();
+    let signature = identity(from).sign_report(&ReportContent {
+        reporter: addr(from),
+        report: &report,
+        peer: addr(6001),
+        incarnation,
+        confirmers: &confirmers,
+        unreachable: &unreachable,
+    });
+    Message::DeadReport {
+        report,
+        peer: addr(6001),
+        incarnation,
+        confirmers,
+        unreachable,
+        signature,
+    }
+}
+
+/// `report` reaches seed `seed` from `from`, at [`now`].
+fn deliver(c: &mut Cluster, seed: usize, from: u16, report: Message) {
+    deliver_at(c, seed, from, report, now());
+}
+
+fn deliver_at(c: &mut Cluster, seed: usize, from: u16, report: Message, at: Timestamp) {
+    c.cores[seed].handle_message(addr(from), report, at);
     c.settle();
 }
 
@@ -521,6 +584,182 @@ fn a_stranger_named_unreachable_does_not_count() {
     assert!(refusals(&c)[0].contains("1 of its 3 neighbours confirm"));
 }
 
+/// The only refusal, on seed 0, of a report about the hub 6001; and
+/// whether anything went further than the refusal (a probe, a vote).
+fn refused_outright(c: &Cluster) -> String {
+    let reasons = refusals(c);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(c.probes.is_empty(), "the suspect was probed");
+    assert!(!removed(c, 6001));
+    reasons[0].clone()
+}
+
+#[test]
+fn a_report_whose_statements_all_verify_is_counted() {
+    let mut c = cluster_with_a_hub();
+    report(&mut c, 0, 6002, &[6002, 6003]);
+    assert!(refusals(&c).is_empty(), "{:?}", refusals(&c));
+    assert_eq!(c.probes.len(), 1, "checked, so on to the seed's own probe");
+    c.answer_probes(Err("connection refused".into()));
+    assert!(c
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::RemoveProposed { peer, .. } if *peer == addr(6001))));
+}
+
+#[test]
+fn a_confirmer_with_a_forged_or_wrong_key_signature_is_not_counted() {
+    let good = statement(6003, 6001, 1);
+    let forged = Statement {
+        signature: Signature::from_bytes([0x5a; 64]),
+        ..good
+    };
+    // Signed, as 6003, by another peer's key: the reporter's own, say.
+    let wrong_key = identity(6002).state_unresponsive(addr(6003), addr(6001), 1, now());
+    for bad in [forged, wrong_key] {
+        let mut c = cluster_with_a_hub();
+        let statements = vec![statement(6002, 6001, 1), bad];
+        deliver(&mut c, 0, 6002, dead_report(6002, 1, statements, vec![]));
+        let reason = refused_outright(&c);
+        assert_eq!(
+            reason,
+            "confirmer 127.0.0.1:6003: the signature does not verify against its \
+             registered key (for 127.0.0.1:6001 at incarnation 1)"
+        );
+    }
+}
+
+#[test]
+fn a_statement_about_another_suspect_or_an_older_life_is_refused() {
+    // 6003's genuine statements, but about 6004, and about 6001's life 0.
+    for bad in [statement(6003, 6004, 1), statement(6003, 6001, 0)] {
+        let mut c = cluster_with_a_hub();
+        let statements = vec![statement(6002, 6001, 1), bad];
+        deliver(&mut c, 0, 6002, dead_report(6002, 1, statements, vec![]));
+        let reason = refused_outright(&c);
+        assert!(
+            reason.starts_with("confirmer 127.0.0.1:6003: the signature does not verify"),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn a_statement_far_from_the_seeds_clock_is_refused() {
+    // The seed's clock is `beyond` past now(); 6002 signed at the same
+    // moment, 6003 by a clock `beyond` behind or ahead.
+    let beyond = STATEMENT_WINDOW + Duration::from_secs(1);
+    let seed_now = now() + beyond;
+    let ahead = seed_now + beyond;
+    for (at, words) in [(now(), "601 s old"), (ahead, "601 s ahead")] {
+        let mut c = cluster_with_a_hub();
+        let odd = identity(6003).state_unresponsive(addr(6003), addr(6001), 1, at);
+        let own = identity(6002).state_unresponsive(addr(6002), addr(6001), 1, seed_now);
+        let report = dead_report(6002, 1, vec![own, odd], vec![]);
+        deliver_at(&mut c, 0, 6002, report, seed_now);
+        let reason = refused_outright(&c);
+        assert!(
+            reason.starts_with("confirmer 127.0.0.1:6003: its statement is")
+                && reason.contains(words),
+            "{reason}"
+        );
+    }
+    // Within the window, either way, it counts.
+    let mut c = cluster_with_a_hub();
+    let skewed = now() + STATEMENT_WINDOW;
+    let ahead = identity(6003).state_unresponsive(addr(6003), addr(6001), 1, skewed);
+    let statements = vec![statement(6002, 6001, 1), ahead];
+    deliver(&mut c, 0, 6002, dead_report(6002, 1, statements, vec![]));
+    assert!(refusals(&c).is_empty(), "{:?}", refusals(&c));
+}
+
+#[test]
+fn a_relayed_or_modified_report_cannot_add_confirmers() {
+    // 6002's genuine report: its own statement alone, 1 of 3 neighbours.
+    let genuine = dead_report(6002, 1, vec![statement(6002, 6001, 1)], vec![]);
+    let with_confirmers = |extra: Statement| {
+        let mut report = genuine.clone();
+        if let Message::DeadReport { confirmers, .. } = &mut report {
+            confirmers.push(extra);
+        }
+        report
+    };
+
+    // A relay adds a confirmer it made up: 6003, signed with the relay's
+    // key. The report's signature no longer covers what it carries.
+    let mut c = cluster_with_a_hub();
+    let made_up = identity(6004).state_unresponsive(addr(6003), addr(6001), 1, now());
+    deliver(&mut c, 0, 6002, with_confirmers(made_up));
+    assert_eq!(
+        refused_outright(&c),
+        "the report's signature by 127.0.0.1:6002: the signature does not verify \
+         against its registered key"
+    );
+
+    // Passed off as another's (6004, adding its own genuine statement):
+    // its signature is still 6002's.
+    let mut c = cluster_with_a_hub();
+    deliver(&mut c, 0, 6004, with_confirmers(statement(6004, 6001, 1)));
+    assert!(
+        refused_outright(&c).starts_with("the report's signature by 127.0.0.1:6004"),
+        "{:?}",
+        refusals(&c)
+    );
+
+    // Even the reporter itself, signing afresh, cannot speak for 6003.
+    let mut c = cluster_with_a_hub();
+    let as_6003 = identity(6002).state_unresponsive(addr(6003), addr(6001), 1, now());
+    let statements = vec![statement(6002, 6001, 1), as_6003];
+    deliver(&mut c, 0, 6002, dead_report(6002, 1, statements, vec![]));
+    assert!(refused_outright(&c).starts_with("confirmer 127.0.0.1:6003"));
+
+    // A confirmer named twice counts once, and is refused.
+    let mut c = cluster_with_a_hub();
+    let twice = vec![statement(6002, 6001, 1), statement(6002, 6001, 1)];
+    deliver(&mut c, 0, 6002, dead_report(6002, 1, twice, vec![]));
+    assert_eq!(
+        refused_outright(&c),
+        "it names confirmer 127.0.0.1:6002 twice"
+    );
+}
+
+#[test]
+fn a_registration_is_voted_only_with_the_key_its_address_states() {
+    // Someone claims 6001's address with its own key; the probe reaches
+    // the real 6001, which states its own key.
+    let mut c = Cluster::new();
+    c.register_with_key(addr(6001), key(6099), &[0, 1]);
+    c.answer_probes(Ok(()));
+    assert!(!c.cores[0].directory().contains(&addr(6001)));
+    assert!(c.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::ProbeFailed { reason, .. } if reason.contains("has key")
+    )));
+    // The real registration then commits, with the real key.
+    c.register(addr(6001), &[0, 1]);
+    c.answer_probes(Ok(()));
+    assert_eq!(c.cores[2].directory().key_of(&addr(6001)), Some(key(6001)));
+    // Asking again for the same life with another key closes the connection.
+    c.register_with_key(addr(6001), key(6099), &[2]);
+    assert!(c.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::ProtocolError { reason, .. } if reason.contains("registered with another key")
+    )));
+}
+
+#[test]
+fn a_key_that_is_no_ed25519_point_is_refused_at_registration() {
+    let mut c = Cluster::new();
+    let mut neutral = [0; 32];
+    neutral[0] = 1;
+    c.register_with_key(addr(6001), PublicKey(neutral), &[0]);
+    assert!(c.probes.is_empty());
+    assert!(c.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::ProtocolError { reason, .. } if reason.contains("not an ed25519 public key")
+    )));
+}
+
 #[test]
 fn a_removal_names_replacements_that_join_the_pieces_it_cut_apart() {
     // Removing the hub of a star leaves three lone peers.
@@ -572,18 +811,13 @@ fn a_report_after_the_removal_is_answered_with_the_confirmation() {
     }
     c.answer_probes(Err("connection refused".into()));
     let before = confirmations_to(&c, 6004);
-    c.cores[2].handle_message(
-        addr(6004),
-        Message::DeadReport {
-            report: "Dead Node:127.0.0.1:6001:2.5:127.0.0.1".into(),
-            peer: addr(6001),
-            incarnation,
-            confirmers: vec![addr(6004)],
-            unreachable: vec![],
-        },
-        now(),
+    let late = dead_report(
+        6004,
+        incarnation,
+        vec![statement(6004, 6001, incarnation)],
+        vec![],
     );
-    c.settle();
+    deliver(&mut c, 2, 6004, late);
     assert_eq!(confirmations_to(&c, 6004), before + 1);
     assert!(
         c.probes.iter().all(|(_, to, _)| *to != addr(6001)),
@@ -697,12 +931,7 @@ fn a_registration_request_from_a_removed_life_is_told_of_the_removal() {
     c.answer_probes(Err("connection refused".into()));
     c.sent.clear();
     // 6001 was cut off, not dead; it checks in with its old incarnation.
-    c.cores[2].handle_message(
-        addr(6001),
-        Message::RegisterRequest { incarnation: 1 },
-        now(),
-    );
-    c.settle();
+    c.register(addr(6001), &[2]);
     assert!(c.sent.iter().any(|(_, to, m)| *to == addr(6001)
         && matches!(m, Message::DeadConfirmed { peer, incarnation: 1, .. } if *peer == addr(6001))));
     assert!(
@@ -714,10 +943,9 @@ fn a_registration_request_from_a_removed_life_is_told_of_the_removal() {
 #[test]
 fn seeds_sharing_one_applied_directory_act_as_if_each_applied_it() {
     let vote = |kind, port, seed: usize| Command::Vote {
-        change: Change {
-            kind,
-            peer: addr(port),
-            incarnation: 1,
+        change: match kind {
+            ChangeKind::Add => Change::add(addr(port), 1, key(port)),
+            ChangeKind::Remove => Change::remove(addr(port), 1),
         },
         seed: seeds()[seed],
     };

@@ -18,19 +18,20 @@ fn directory(n: u16) -> Directory {
     d
 }
 
+/// A key for peer `p`'s life `incarnation`: distinct for each.
+fn key(p: u16, incarnation: u64) -> PublicKey {
+    let mut bytes = [0; 32];
+    bytes[..2].copy_from_slice(&p.to_be_bytes());
+    bytes[2..10].copy_from_slice(&incarnation.to_be_bytes());
+    PublicKey(bytes)
+}
+
 fn add(p: u16, incarnation: u64) -> Change {
-    Change {
-        kind: ChangeKind::Add,
-        peer: peer(p),
-        incarnation,
-    }
+    Change::add(peer(p), incarnation, key(p, incarnation))
 }
 
 fn remove(p: u16, incarnation: u64) -> Change {
-    Change {
-        kind: ChangeKind::Remove,
-        ..add(p, incarnation)
-    }
+    Change::remove(peer(p), incarnation)
 }
 
 fn vote(d: &mut Directory, change: Change, s: u16) -> Outcome {
@@ -193,6 +194,58 @@ fn a_removed_incarnation_cannot_come_back_but_a_newer_one_can() {
     vote(&mut d, add(1, 6), 0);
     vote(&mut d, add(1, 6), 2);
     assert_eq!(d.incarnation_of(&peer(1)), Some(6));
+}
+
+#[test]
+fn a_peers_key_is_committed_with_its_registration_and_goes_with_it() {
+    let mut d = directory(3);
+    vote(&mut d, add(1, 5), 0);
+    assert_eq!(d.key_of(&peer(1)), None, "before the commit");
+    vote(&mut d, add(1, 5), 1);
+    assert_eq!(d.key_of(&peer(1)), Some(key(1, 5)));
+    // A new life brings its own key.
+    vote(&mut d, add(1, 6), 0);
+    vote(&mut d, add(1, 6), 1);
+    assert_eq!(d.key_of(&peer(1)), Some(key(1, 6)));
+    // A snapshot keeps the keys.
+    let restored: Directory = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+    assert_eq!(restored.key_of(&peer(1)), Some(key(1, 6)));
+    vote(&mut d, remove(1, 6), 0);
+    vote(&mut d, remove(1, 6), 2);
+    assert_eq!(d.key_of(&peer(1)), None, "a removed life's key is gone");
+}
+
+#[test]
+fn votes_for_one_life_with_different_keys_do_not_add_up() {
+    let mut d = directory(3);
+    let forged = Change {
+        key: Some(key(9, 9)),
+        ..add(1, 5)
+    };
+    vote(&mut d, add(1, 5), 0);
+    assert!(matches!(
+        vote(&mut d, forged, 1),
+        Outcome::VoteCounted { votes: 1, .. }
+    ));
+    assert!(!d.contains(&peer(1)));
+    assert!(matches!(
+        vote(&mut d, add(1, 5), 2),
+        Outcome::Committed { .. }
+    ));
+    assert_eq!(d.key_of(&peer(1)), Some(key(1, 5)));
+    assert_eq!(d.pending_votes(&forged), 0, "the moot vote went too");
+}
+
+#[test]
+fn a_snapshot_written_before_keys_existed_still_loads() {
+    let mut d = directory(3);
+    vote(&mut d, add(1, 5), 0);
+    vote(&mut d, add(1, 5), 1);
+    let mut json: serde_json::Value = serde_json::to_value(&d).unwrap();
+    json.as_object_mut().unwrap().remove("keys");
+    let old: Directory = serde_json::from_value(json).unwrap();
+    assert_eq!(old.incarnation_of(&peer(1)), Some(5));
+    assert_eq!(old.key_of(&peer(1)), None);
 }
 
 #[test]
