@@ -6,10 +6,10 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{committed_peers, wait_for, Cluster, RawClient};
+use common::{committed_peers, hello, wait_for, Cluster, RawClient};
 use gossipnet::proto::{
     evidence::{Identity, ReportContent},
-    message::{Message, Role, Statement, PROTOCOL_VERSION},
+    message::{Message, Role, Statement},
     Event, Timestamp,
 };
 
@@ -132,14 +132,6 @@ fn a_seed_restarted_with_an_empty_data_dir_catches_up() {
     net.restart_seed(2);
     let want = addrs_of(&net);
     wait_for_peer_list(&net, 2, &want);
-}
-
-fn hello(listen: SocketAddr, role: Role) -> Message {
-    Message::Hello {
-        version: PROTOCOL_VERSION,
-        role,
-        listen,
-    }
 }
 
 #[test]
