@@ -130,6 +130,12 @@ pub struct SeedCore {
     reporters: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
     /// Peers whose last probe by this seed failed, at that incarnation.
     failed_probes: BTreeMap<SocketAddr, Incarnation>,
+    /// Peers this seed has proposed to remove, at that incarnation, until
+    /// the removal commits. A neighbour found dead again is not checked
+    /// again for a vote it already has: two dead neighbours would
+    /// otherwise set off each other's checks, probe after probe and vote
+    /// after vote, for as long as their removals take to commit.
+    voted_remove: BTreeMap<SocketAddr, Incarnation>,
     /// Draws the Peer List samples of a large network.
     rng: ChaCha8Rng,
     /// Nodes with an open connection to this seed, so that a removed peer
@@ -154,6 +160,7 @@ impl SeedCore {
             dead_checks: BTreeMap::new(),
             reporters: BTreeMap::new(),
             failed_probes: BTreeMap::new(),
+            voted_remove: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(address_seed(addr)),
             connected: BTreeSet::new(),
             init_retry_armed: false,
@@ -227,6 +234,7 @@ impl SeedCore {
                 if let Outcome::Committed { voters, seeds } = outcome {
                     let (peer, votes) = (change.peer, voters.len());
                     self.failed_probes.remove(&peer);
+                    self.voted_remove.remove(&peer);
                     let (voters, seeds) = (voters.clone(), *seeds);
                     self.emit(match change.kind {
                         ChangeKind::Add => Event::RegisterCommitted {
@@ -356,6 +364,9 @@ impl SeedCore {
             peer,
             incarnation,
         };
+        if kind == ChangeKind::Remove {
+            self.voted_remove.insert(peer, incarnation);
+        }
         self.emit(match kind {
             ChangeKind::Add => Event::RegisterProposed {
                 peer,
@@ -667,12 +678,17 @@ impl SeedCore {
         if self.watchers(&peer) == 0 {
             self.propose_vote(ChangeKind::Remove, peer, incarnation);
         }
-        // It may have been the last watcher of a neighbour found dead.
+        // It may have been the last watcher of a neighbour found dead and
+        // not yet voted out.
         let found_dead: Vec<SocketAddr> = self
             .directory
             .neighbors_of(&peer)
             .into_iter()
-            .filter(|n| self.failed_probes.contains_key(n))
+            .filter(|n| {
+                self.failed_probes
+                    .get(n)
+                    .is_some_and(|at| self.voted_remove.get(n) != Some(at))
+            })
             .collect();
         for neighbor in found_dead {
             self.watch(neighbor, true);
