@@ -134,7 +134,10 @@ pub struct SeedCore {
     /// the removal commits. A neighbour found dead again is not checked
     /// again for a vote it already has: two dead neighbours would
     /// otherwise set off each other's checks, probe after probe and vote
-    /// after vote, for as long as their removals take to commit.
+    /// after vote, for as long as their removals take to commit. And a
+    /// vote that never reached the log, because no leader could be reached
+    /// in time, is proposed again when a leader is known (see
+    /// `repropose_lost_votes`).
     voted_remove: BTreeMap<SocketAddr, Incarnation>,
     /// Draws the Peer List samples of a large network.
     rng: ChaCha8Rng,
@@ -695,6 +698,34 @@ impl SeedCore {
         }
     }
 
+    /// Proposes again each Remove vote of this seed that is not in the log
+    /// while its peer is still registered at that incarnation. A proposal
+    /// that finds no leader within its time is dropped; that is harmless
+    /// for a registration, which the peer retries, but the reports behind a
+    /// removal stop after a few rounds. So a seed left without the others,
+    /// as in a partition that cut off a majority of the seeds, would lose
+    /// the vote it had checked, and the dead peer would stay registered
+    /// once the partition heals. The vote stands on this seed's own checks,
+    /// as when it was first proposed; a removal still needs a majority.
+    fn repropose_lost_votes(&mut self) {
+        let votes = std::mem::take(&mut self.voted_remove);
+        for (peer, incarnation) in votes {
+            if self.directory.incarnation_of(&peer) != Some(incarnation) {
+                continue; // removed meanwhile, or a new life: forgotten.
+            }
+            let change = Change {
+                kind: ChangeKind::Remove,
+                peer,
+                incarnation,
+            };
+            if self.directory.has_pending_vote(&change, &self.addr) {
+                self.voted_remove.insert(peer, incarnation);
+            } else {
+                self.propose_vote(ChangeKind::Remove, peer, incarnation);
+            }
+        }
+    }
+
     fn propose_init_if_leading(&mut self, now: Timestamp) {
         if self.leader == Some(self.addr) && !self.directory.is_initialised() {
             let seeds = self.seeds.clone();
@@ -839,6 +870,9 @@ impl Core for SeedCore {
             self.leader = leader;
             self.emit(Event::LeaderChanged { leader });
             self.propose_init_if_leading(now);
+            if leader.is_some() {
+                self.repropose_lost_votes();
+            }
         }
     }
 
