@@ -704,23 +704,35 @@ impl<R: Rng> PeerCore<R> {
                 unreachable,
             } => {
                 suspect.round = None;
+                let retry = suspect.rounds > 1;
                 // Without its incarnation no seed would take the report; the
                 // next round may learn it from a neighbour's answer.
                 if let Some(incarnation) = suspect.incarnation {
-                    self.send_report(peer, incarnation, confirmers, unreachable, now);
+                    self.send_report(peer, incarnation, confirmers, unreachable, retry, now);
                 }
             }
         }
     }
 
     /// Sends the Dead Node report (R14) to every seed this peer is
-    /// registered with or connected to.
+    /// registered with or connected to; a `retry` round's report, to every
+    /// seed of the config.
+    ///
+    /// A retry means that the earlier reports led to no removal. One cause
+    /// is a seed cut off without a sound: its packets are dropped, so the
+    /// connection to it stalls but does not close, and this peer still
+    /// counts it as in reach. A peer registered with that seed and one
+    /// other then reaches only one seed that can vote, and a removal needs
+    /// a majority. Reaching every seed on a retry costs a few connections,
+    /// only while a suspect is unsettled, and lets every seed in reach check
+    /// the evidence.
     fn send_report(
         &mut self,
         peer: SocketAddr,
         incarnation: u64,
         confirmers: Vec<SocketAddr>,
         unreachable: Vec<SocketAddr>,
+        retry: bool,
         now: Timestamp,
     ) {
         let report = format!(
@@ -735,8 +747,11 @@ impl<R: Rng> PeerCore<R> {
             report: report.clone(),
             confirmers: confirmers.clone(),
         });
-        let seeds: BTreeSet<SocketAddr> =
-            self.acked.union(&self.reachable_seeds).copied().collect();
+        let seeds: BTreeSet<SocketAddr> = if retry {
+            self.seeds.iter().copied().collect()
+        } else {
+            self.acked.union(&self.reachable_seeds).copied().collect()
+        };
         for seed in seeds {
             self.send(
                 seed,
