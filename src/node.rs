@@ -149,7 +149,14 @@ pub fn run(options: NodeOptions) -> Result<(), NodeError> {
             .build(),
     }
     .map_err(NodeError::Runtime)?;
-    runtime.block_on(run_async(options, admission))
+    let result = runtime.block_on(run_async(options, admission));
+    // The node has shut down and flushed its files. Dropping the runtime
+    // would wait for its blocking threads, and the one reading standard
+    // input cannot be cancelled: a peer reading a terminal or an open pipe
+    // would hang after "Shutting down." until a line came. So the runtime
+    // is left to end with the process.
+    runtime.shutdown_background();
+    result
 }
 
 async fn run_async(

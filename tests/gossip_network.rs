@@ -310,3 +310,28 @@ fn a_typed_line_is_gossiped_to_the_other_peers() {
         });
     }
 }
+
+/// R21 with standard input still open: the read of it, which cannot be
+/// cancelled, must not keep the stopped peer from exiting.
+#[cfg(unix)]
+#[test]
+fn a_peer_reading_standard_input_exits_at_sigterm_while_the_input_stays_open() {
+    let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
+    let typist = net.add_peer_with(&["--stdin"], true);
+    writeln!(
+        net.peers[typist].stdin(),
+        "one line, and the pipe stays open"
+    )
+    .unwrap();
+    net.peers[typist].stdin().flush().unwrap();
+    net.peers[typist].wait_event("the typed line", Duration::from_secs(10), |e| {
+        matches!(e, Event::GossipCreated { .. })
+    });
+    let status = net.peers[typist].stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "exited with {status}");
+    net.peers[typist].poll();
+    assert_eq!(
+        net.peers[typist].records.last().map(|r| &r.event),
+        Some(&Event::Shutdown)
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! Every process is killed when its handle drops, so a failing test leaves
 //! nothing behind. Ports are never fixed: seeds get ports the OS just handed
-//! out, peers listen on port 0 and report theirs in their first event.
+//! out, peers listen on port 0 and report theirs in their first event. (The
+//! namespace tests are the exception: see `netns` and tests/netns.rs.)
 
 #![allow(dead_code)]
 
@@ -22,6 +23,9 @@ use gossipnet::{
     proto::{message::Message, Event},
 };
 
+#[cfg(target_os = "linux")]
+pub mod netns;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_gossipnet");
 
 /// Now, in microseconds since the Unix epoch: the clock of the nodes'
@@ -38,6 +42,17 @@ pub fn unix_us() -> u64 {
 pub fn wait_for<T>(
     what: &str,
     deadline: Duration,
+    check: impl FnMut() -> Option<T>,
+    describe: impl Fn() -> String,
+) -> T {
+    wait_for_every(Duration::from_millis(20), what, deadline, check, describe)
+}
+
+/// [`wait_for`], polling every `interval`: for checks that start processes.
+pub fn wait_for_every<T>(
+    interval: Duration,
+    what: &str,
+    deadline: Duration,
     mut check: impl FnMut() -> Option<T>,
     describe: impl Fn() -> String,
 ) -> T {
@@ -52,7 +67,7 @@ pub fn wait_for<T>(
                 describe()
             );
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(interval);
     }
 }
 
@@ -80,9 +95,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(dir: &Path, name: &str, args: &[String], stdin: bool) -> Proc {
+        Proc::spawn_via(&[], dir, name, args, stdin)
+    }
+
+    /// Like [`Proc::spawn`], but started through `launcher`, a command
+    /// that runs its arguments (`ip netns exec NS`); the launcher must
+    /// exec the node, not fork it, so that the child is the node itself.
+    pub fn spawn_via(
+        launcher: &[&str],
+        dir: &Path,
+        name: &str,
+        args: &[String],
+        stdin: bool,
+    ) -> Proc {
         let events = dir.join(format!("{name}.events.jsonl"));
         let stderr = std::fs::File::create(dir.join(format!("{name}.stderr.txt"))).unwrap();
-        let child = Command::new(BIN)
+        let child = command_via(launcher)
             .current_dir(dir)
             .args(args)
             .arg("--events")
@@ -449,6 +477,18 @@ impl LineReader {
     }
 }
 
+/// The gossipnet binary, run through `launcher` if there is one.
+pub fn command_via(launcher: &[&str]) -> Command {
+    match launcher {
+        [] => Command::new(BIN),
+        [program, args @ ..] => {
+            let mut command = Command::new(program);
+            command.args(args).arg(BIN);
+            command
+        }
+    }
+}
+
 /// `gossipnet status --seed ADDR` as JSON, or None when it fails.
 pub fn status(seed: SocketAddr) -> Option<serde_json::Value> {
     status_with(seed, &[])
@@ -456,7 +496,16 @@ pub fn status(seed: SocketAddr) -> Option<serde_json::Value> {
 
 /// As [`status`], with more arguments for `gossipnet status`.
 pub fn status_with(seed: SocketAddr, extra: &[&str]) -> Option<serde_json::Value> {
-    let out = Command::new(BIN)
+    status_via(&[], seed, extra)
+}
+
+/// [`status_with`], run through `launcher` (see [`Proc::spawn_via`]).
+pub fn status_via(
+    launcher: &[&str],
+    seed: SocketAddr,
+    extra: &[&str],
+) -> Option<serde_json::Value> {
+    let out = command_via(launcher)
         .args(["status", "--seed", &seed.to_string()])
         .args(extra)
         .stdin(Stdio::null())
@@ -470,7 +519,11 @@ pub fn status_with(seed: SocketAddr, extra: &[&str]) -> Option<serde_json::Value
 
 /// The committed Peer List a seed reports, as sorted "ip:port" strings.
 pub fn committed_peers(seed: SocketAddr) -> Option<Vec<String>> {
-    let status = status(seed)?;
+    peer_list(&status(seed)?)
+}
+
+/// The committed Peer List in a status report, as sorted "ip:port" strings.
+pub fn peer_list(status: &serde_json::Value) -> Option<Vec<String>> {
     let mut peers: Vec<String> = status["peers"]
         .as_array()?
         .iter()

@@ -740,10 +740,11 @@ impl<R: Rng> PeerCore<R> {
                 unreachable,
             } => {
                 suspect.round = None;
+                let retry = suspect.rounds > 1;
                 // Without its incarnation no seed would take the report; the
                 // next round may learn it from a neighbour's answer.
                 if let Some(incarnation) = suspect.incarnation {
-                    self.send_report(peer, incarnation, statements, unreachable, now);
+                    self.send_report(peer, incarnation, statements, unreachable, retry, now);
                 }
             }
         }
@@ -752,13 +753,24 @@ impl<R: Rng> PeerCore<R> {
     /// Sends the Dead Node report (R14) to every seed this peer is
     /// registered with or connected to: the other confirmers'
     /// `statements` with this peer's own, in address order, all signed
-    /// over by this peer.
+    /// over by this peer. A `retry` round's report goes to every seed of
+    /// the config.
+    ///
+    /// A retry means that the earlier reports led to no removal. One cause
+    /// is a seed cut off without a sound: its packets are dropped, so the
+    /// connection to it stalls but does not close, and this peer still
+    /// counts it as in reach. A peer registered with that seed and one
+    /// other then reaches only one seed that can vote, and a removal needs
+    /// a majority. Reaching every seed on a retry costs a few connections,
+    /// only while a suspect is unsettled, and lets every seed in reach check
+    /// the evidence.
     fn send_report(
         &mut self,
         peer: SocketAddr,
         incarnation: u64,
         mut statements: Vec<Statement>,
         unreachable: Vec<SocketAddr>,
+        retry: bool,
         now: Timestamp,
     ) {
         let report = format!(
@@ -794,8 +806,11 @@ impl<R: Rng> PeerCore<R> {
             unreachable,
             signature,
         };
-        let seeds: BTreeSet<SocketAddr> =
-            self.acked.union(&self.reachable_seeds).copied().collect();
+        let seeds: BTreeSet<SocketAddr> = if retry {
+            self.seeds.iter().copied().collect()
+        } else {
+            self.acked.union(&self.reachable_seeds).copied().collect()
+        };
         for seed in seeds {
             self.send(seed, message.clone());
         }

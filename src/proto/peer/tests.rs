@@ -914,13 +914,20 @@ fn a_lost_link_asks_the_suspects_other_neighbours_and_a_majority_sends_the_exact
     .is_empty());
 }
 
-#[test]
-fn a_suspect_whose_only_neighbour_was_this_peer_is_reported_at_once() {
+/// A peer whose neighbour 6001 had no other neighbour loses its link to
+/// it; returns the peer and the outputs of the loss.
+fn losing_6001_whose_only_neighbour_it_was() -> (PeerCore<ChaCha8Rng>, Vec<Output<PeerTimer>>) {
     let mut core = linked_peer(&[6001]);
     pong(&mut core, 6001, 9, &[6000]);
     drain(&mut core);
     core.handle_link_down(addr(6001), now());
     let out = drain(&mut core);
+    (core, out)
+}
+
+#[test]
+fn a_suspect_whose_only_neighbour_was_this_peer_is_reported_at_once() {
+    let (_, out) = losing_6001_whose_only_neighbour_it_was();
     assert!(queries(&out).is_empty());
     assert_eq!(reports(&out).len(), 2);
 }
@@ -1226,6 +1233,25 @@ fn a_suspect_neither_cleared_nor_removed_is_asked_about_again_then_dropped() {
         assert!(rounds <= MAX_AGREEMENT_ROUNDS, "never gave up");
     }
     assert_eq!(rounds, MAX_AGREEMENT_ROUNDS);
+}
+
+#[test]
+fn a_report_that_led_to_no_removal_goes_to_every_seed_in_the_next_round() {
+    // Each round reports at once: 6001 had no neighbour to ask.
+    let (mut core, out) = losing_6001_whose_only_neighbour_it_was();
+    let mut first: Vec<SocketAddr> = reports(&out).into_iter().map(|(to, _)| to).collect();
+    first.sort();
+    let mut registered: Vec<SocketAddr> = core.registered_seeds().collect();
+    registered.sort();
+    assert_eq!(first, registered, "first to the seeds it registered with");
+    // No removal came: one of them may be cut off without a sound.
+    core.handle_timer(PeerTimer::AgreementRetry, now() + core.agreement_retry());
+    let mut second: Vec<SocketAddr> = reports(&drain(&mut core))
+        .into_iter()
+        .map(|(to, _)| to)
+        .collect();
+    second.sort();
+    assert_eq!(second, seeds(3), "then to every seed of the config");
 }
 
 #[test]

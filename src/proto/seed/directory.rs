@@ -419,6 +419,15 @@ impl Directory {
         self.state.votes.get(change).map_or(0, BTreeSet::len)
     }
 
+    /// Whether `seed`'s vote for `change` is in the log, still waiting for
+    /// more.
+    pub fn has_pending_vote(&self, change: &Change, seed: &SocketAddr) -> bool {
+        self.state
+            .votes
+            .get(change)
+            .is_some_and(|voters| voters.contains(seed))
+    }
+
     /// Applies one log entry. Deterministic: the same commands in the same
     /// order give the same state and outcomes on every seed.
     pub fn apply(&mut self, command: &Command) -> Outcome {

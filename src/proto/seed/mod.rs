@@ -134,6 +134,15 @@ pub struct SeedCore {
     reporters: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
     /// Peers whose last probe by this seed failed, at that incarnation.
     failed_probes: BTreeMap<SocketAddr, Incarnation>,
+    /// Peers this seed has proposed to remove, at that incarnation, until
+    /// the removal commits. A neighbour found dead again is not checked
+    /// again for a vote it already has: two dead neighbours would
+    /// otherwise set off each other's checks, probe after probe and vote
+    /// after vote, for as long as their removals take to commit. And a
+    /// vote that never reached the log, because no leader could be reached
+    /// in time, is proposed again when a leader is known (see
+    /// `repropose_lost_votes`).
+    voted_remove: BTreeMap<SocketAddr, Incarnation>,
     /// Draws the Peer List samples of a large network.
     rng: ChaCha8Rng,
     /// Nodes with an open connection to this seed, so that a removed peer
@@ -160,6 +169,7 @@ impl SeedCore {
             dead_checks: BTreeMap::new(),
             reporters: BTreeMap::new(),
             failed_probes: BTreeMap::new(),
+            voted_remove: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(address_seed(addr)),
             connected: BTreeSet::new(),
             init_retry_armed: false,
@@ -258,6 +268,7 @@ impl SeedCore {
                 if let Outcome::Committed { voters, seeds } = outcome {
                     let (peer, votes) = (change.peer, voters.len());
                     self.failed_probes.remove(&peer);
+                    self.voted_remove.remove(&peer);
                     let (voters, seeds) = (voters.clone(), *seeds);
                     self.emit(match change.kind {
                         ChangeKind::Add => Event::RegisterCommitted {
@@ -412,6 +423,9 @@ impl SeedCore {
     /// Proposes this seed's vote for `change`.
     fn propose_vote(&mut self, change: Change) {
         let (kind, peer) = (change.kind, change.peer);
+        if kind == ChangeKind::Remove {
+            self.voted_remove.insert(peer, change.incarnation);
+        }
         self.emit(match kind {
             ChangeKind::Add => Event::RegisterProposed {
                 peer,
@@ -791,15 +805,49 @@ impl SeedCore {
         if self.watchers(&peer) == 0 {
             self.propose_vote(Change::remove(peer, incarnation));
         }
-        // It may have been the last watcher of a neighbour found dead.
+        // It may have been the last watcher of a neighbour found dead and
+        // not yet voted out.
         let found_dead: Vec<SocketAddr> = self
             .directory
             .neighbors_of(&peer)
             .into_iter()
-            .filter(|n| self.failed_probes.contains_key(n))
+            .filter(|n| {
+                self.failed_probes
+                    .get(n)
+                    .is_some_and(|at| self.voted_remove.get(n) != Some(at))
+            })
             .collect();
         for neighbor in found_dead {
             self.watch(neighbor, true);
+        }
+    }
+
+    /// Proposes again each Remove vote of this seed that is not in the log
+    /// while its peer is still registered at that incarnation. A proposal
+    /// that finds no leader within its time is dropped; that is harmless
+    /// for a registration, which the peer retries, but the reports behind a
+    /// removal stop after a few rounds. So a seed left without the others,
+    /// as in a partition that cut off a majority of the seeds, would lose
+    /// the vote it had checked, and the dead peer would stay registered
+    /// once the partition heals. The vote stands on this seed's own checks,
+    /// as when it was first proposed; a removal still needs a majority.
+    fn repropose_lost_votes(&mut self) {
+        let votes = std::mem::take(&mut self.voted_remove);
+        for (peer, incarnation) in votes {
+            if self.directory.incarnation_of(&peer) != Some(incarnation) {
+                continue; // removed meanwhile, or a new life: forgotten.
+            }
+            let change = Change {
+                kind: ChangeKind::Remove,
+                peer,
+                incarnation,
+                key: None,
+            };
+            if self.directory.has_pending_vote(&change, &self.addr) {
+                self.voted_remove.insert(peer, incarnation);
+            } else {
+                self.propose_vote(change);
+            }
         }
     }
 
@@ -934,6 +982,9 @@ impl Core for SeedCore {
             self.leader = leader;
             self.emit(Event::LeaderChanged { leader });
             self.propose_init_if_leading(now);
+            if leader.is_some() {
+                self.repropose_lost_votes();
+            }
         }
     }
 

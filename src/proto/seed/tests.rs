@@ -923,6 +923,64 @@ fn two_peers_that_die_together_each_the_others_last_neighbour_are_removed() {
 }
 
 #[test]
+fn two_dead_neighbours_are_each_checked_and_voted_on_once_while_their_removal_is_pending() {
+    // Seed 0's votes do not commit (the other seeds have not voted yet), so
+    // both peers stay registered: each new finding must not set off a
+    // fresh check of the other, over and over.
+    let mut c = two_peers_6001_reporting_a_link_to_6002();
+    c.settle();
+    c.cut_off = vec![0];
+    c.cores[0].handle_link_down(addr(6001), now());
+    c.settle();
+    c.cores[0].handle_link_down(addr(6002), now());
+    c.settle();
+    let mut rounds = 0;
+    while !c.probes.is_empty() {
+        rounds += 1;
+        assert!(rounds <= 4, "seed 0 keeps probing: {:?}", c.probes);
+        c.answer_probes(Err("connection refused".into()));
+    }
+    let votes: Vec<SocketAddr> = c
+        .events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::RemoveProposed { peer, .. } if *i == 0 => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(votes, vec![addr(6002), addr(6001)], "one vote each");
+}
+
+#[test]
+fn a_removal_vote_that_found_no_leader_is_proposed_again_when_one_is_known() {
+    // Seed 0 checks a report while cut off from the others: its vote is
+    // lost. Seed 1 checks one later and votes; one vote is not enough.
+    let mut c = cluster_with_a_hub();
+    c.cut_off = vec![0];
+    report(&mut c, 0, 6002, &[6002, 6003]);
+    c.answer_probes(Err("connection refused".into()));
+    c.cut_off.clear();
+    report(&mut c, 1, 6002, &[6002, 6003]);
+    c.answer_probes(Err("connection refused".into()));
+    assert!(!removed(&c, 6001), "one vote removed a peer");
+    // Seed 0 lost the leader, then hears of one again.
+    c.cores[0].handle_leader(None, now());
+    c.cores[0].handle_leader(Some(addr(5011)), now());
+    c.settle();
+    assert!(removed(&c, 6001), "seed 0's checked vote was lost for good");
+    // Nothing left to propose again afterwards.
+    c.cores[0].handle_leader(None, now());
+    c.cores[0].handle_leader(Some(addr(5010)), now());
+    c.settle();
+    let proposed = c
+        .events
+        .iter()
+        .filter(|(i, e)| *i == 0 && matches!(e, Event::RemoveProposed { .. }))
+        .count();
+    assert_eq!(proposed, 2, "the first vote and its one retry");
+}
+
+#[test]
 fn a_registration_request_from_a_removed_life_is_told_of_the_removal() {
     let mut c = cluster_with_a_hub();
     for seed in [0, 1] {
