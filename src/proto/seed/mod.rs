@@ -153,7 +153,13 @@ pub struct SeedCore {
     outputs: VecDeque<Output<SeedTimer>>,
     /// Most peers registered from one IP address; `None`: no cap.
     max_peers_per_ip: Option<u32>,
+    /// Keys found valid lately: checking one costs a point decompression
+    /// (tens of µs), and a peer repeats its request until it is acked.
+    valid_keys: BTreeSet<PublicKey>,
 }
+
+/// Most keys [`SeedCore::valid_keys`] remembers before it starts afresh.
+const VALID_KEYS_KEPT: usize = 1024;
 
 impl SeedCore {
     pub fn new(addr: SocketAddr, seeds: Vec<SocketAddr>) -> Self {
@@ -175,6 +181,7 @@ impl SeedCore {
             init_retry_armed: false,
             outputs: VecDeque::new(),
             max_peers_per_ip: None,
+            valid_keys: BTreeSet::new(),
         }
     }
 
@@ -331,8 +338,14 @@ impl SeedCore {
         if self.seeds.contains(&peer) {
             return self.reject(peer, "REGISTER_REQUEST from a seed's address".into());
         }
-        if !key.is_valid() {
-            return self.reject(peer, format!("key {key} is not an ed25519 public key"));
+        if !self.valid_keys.contains(&key) {
+            if !key.is_valid() {
+                return self.reject(peer, format!("key {key} is not an ed25519 public key"));
+            }
+            if self.valid_keys.len() >= VALID_KEYS_KEPT {
+                self.valid_keys.clear();
+            }
+            self.valid_keys.insert(key);
         }
         if self.directory.was_removed(&peer, incarnation) {
             // This life was removed while the peer could not hear of it (a
