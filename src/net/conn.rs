@@ -56,6 +56,16 @@ pub enum CloseReason {
     Refused(String),
 }
 
+impl CloseReason {
+    /// Why, in words; `ended` says what a plain close means to the caller.
+    pub fn text(self, ended: &str) -> String {
+        match self {
+            CloseReason::Io(e) | CloseReason::Protocol(e) | CloseReason::Refused(e) => e,
+            CloseReason::Ended => ended.to_string(),
+        }
+    }
+}
+
 /// Frames and bytes all of a node's connections carried, for the `traffic`
 /// event. Connection tasks may run on several threads (seeds), hence
 /// atomics. Bytes count the 4-byte length prefix as well as the body.
@@ -168,24 +178,20 @@ impl Link {
     }
 
     /// The next frame body, opened; `None` once the remote has closed.
-    async fn next(&mut self, traffic: &Traffic) -> Option<Result<Vec<u8>, CloseReason>> {
+    async fn next(&mut self, traffic: &Traffic) -> Option<Result<Bytes, CloseReason>> {
+        let too_long =
+            || CloseReason::Protocol(format!("frame longer than the {MAX_FRAME_LEN}-byte limit"));
         let wire = match self.framed.next().await? {
             Ok(wire) => wire,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Some(Err(CloseReason::Protocol(format!(
-                    "frame longer than the {MAX_FRAME_LEN}-byte limit"
-                ))))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Some(Err(too_long())),
             Err(e) => return Some(Err(CloseReason::Io(e.to_string()))),
         };
         traffic.received(wire.len());
         Some(match &mut self.cipher {
-            None => Ok(wire.to_vec()),
+            None => Ok(wire.freeze()),
             Some(cipher) => match cipher.open(&wire) {
-                Ok(body) if body.len() > MAX_FRAME_LEN => Err(CloseReason::Protocol(format!(
-                    "frame longer than the {MAX_FRAME_LEN}-byte limit"
-                ))),
-                Ok(body) => Ok(body),
+                Ok(body) if body.len() > MAX_FRAME_LEN => Err(too_long()),
+                Ok(body) => Ok(Bytes::from(body)),
                 Err(e) => Err(CloseReason::Protocol(e)),
             },
         })
@@ -281,22 +287,20 @@ pub async fn dial(
     key: Option<Arc<NetworkKey>>,
 ) {
     let Channels {
-        outbox,
-        events,
-        traffic,
-    } = channels;
+        events, traffic, ..
+    } = &channels;
     let hello_deadline = Instant::now() + HELLO_TIMEOUT;
     let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return report_closed(&events, id, CloseReason::Io(e.to_string())).await,
+        Ok(Err(e)) => return report_closed(events, id, CloseReason::Io(e.to_string())).await,
         Err(_) => {
             let reason = CloseReason::Io(format!("no answer within {CONNECT_TIMEOUT:?}"));
-            return report_closed(&events, id, reason).await;
+            return report_closed(events, id, reason).await;
         }
     };
     let opened = async {
-        let mut link = Link::open(stream, key.as_deref(), Side::Dialled, &traffic).await?;
-        link.feed(&hello, &traffic)
+        let mut link = Link::open(stream, key.as_deref(), Side::Dialled, traffic).await?;
+        link.feed(&hello, traffic)
             .await
             .map_err(|e| e.to_string())?;
         link.flush().await.map_err(|e| e.to_string())?;
@@ -304,23 +308,13 @@ pub async fn dial(
     };
     let link = match timeout_at(hello_deadline, opened).await {
         Ok(Ok(link)) => link,
-        Ok(Err(e)) => return report_closed(&events, id, CloseReason::Io(e)).await,
+        Ok(Err(e)) => return report_closed(events, id, CloseReason::Io(e)).await,
         Err(_) => {
             let reason = CloseReason::Io(format!("no handshake within {HELLO_TIMEOUT:?}"));
-            return report_closed(&events, id, reason).await;
+            return report_closed(events, id, reason).await;
         }
     };
-    serve(
-        id,
-        link,
-        hello_deadline,
-        Channels {
-            outbox,
-            events,
-            traffic,
-        },
-    )
-    .await
+    serve(id, link, hello_deadline, channels).await
 }
 
 /// Runs an accepted connection: the handshake if the network has a key,
@@ -370,12 +364,10 @@ pub async fn query(
         let mut link = Link::open(stream, key, Side::Dialled, traffic).await?;
         link.feed(query, traffic).await.map_err(|e| e.to_string())?;
         link.flush().await.map_err(|e| e.to_string())?;
+        let unanswered = "closed without answering";
         let body = match link.next(traffic).await {
-            None => return Err("closed without answering".to_string()),
-            Some(Err(CloseReason::Io(e) | CloseReason::Protocol(e) | CloseReason::Refused(e))) => {
-                return Err(e)
-            }
-            Some(Err(CloseReason::Ended)) => return Err("closed without answering".to_string()),
+            None => return Err(unanswered.to_string()),
+            Some(Err(reason)) => return Err(reason.text(unanswered)),
             Some(Ok(body)) => body,
         };
         Message::from_json(&body).map_err(|e| e.to_string())

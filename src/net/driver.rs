@@ -535,12 +535,7 @@ impl<C: Core> Driver<C> {
         let socket_addr = conn.socket_addr;
         let remote = match conn.state {
             ConnState::Dialing { target } => {
-                let reason = match &reason {
-                    CloseReason::Io(e) | CloseReason::Protocol(e) | CloseReason::Refused(e) => {
-                        e.clone()
-                    }
-                    CloseReason::Ended => "closed before HELLO".into(),
-                };
+                let reason = reason.clone().text("closed before HELLO");
                 // Logged once per outage: Raft redials a down seed twice a
                 // second, and one line says as much as a thousand.
                 if self.unreachable.insert(target) {
