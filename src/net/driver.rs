@@ -94,9 +94,19 @@ enum ConnState {
     },
 }
 
+impl ConnState {
+    /// The remote dialled us: the connection counts against the inbound
+    /// limit.
+    fn is_inbound(&self) -> bool {
+        match self {
+            ConnState::Dialing { .. } => false,
+            ConnState::AwaitingHello => true,
+            ConnState::Open { dialed_by_us, .. } => !dialed_by_us,
+        }
+    }
+}
+
 struct Conn {
-    /// The remote dialled us; counts against the inbound limit.
-    accepted: bool,
     outbox: mpsc::Sender<Message>,
     state: ConnState,
     /// The socket's remote address, for logs before HELLO names the node.
@@ -334,7 +344,6 @@ impl<C: Core> Driver<C> {
         self.conns.insert(
             id,
             Conn {
-                accepted: matches!(state, ConnState::AwaitingHello),
                 outbox,
                 state,
                 socket_addr,
@@ -389,7 +398,7 @@ impl<C: Core> Driver<C> {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
-        if conn.accepted {
+        if conn.state.is_inbound() {
             self.inbound -= 1;
         }
         // A connection is filed under a remote only while dialling it or

@@ -95,27 +95,6 @@ impl TokenBucket {
     }
 }
 
-/// Which limit a frame counts against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
-    Gossip,
-    Reports,
-}
-
-impl Limited {
-    /// The limit `msg` counts against, if any.
-    pub fn of(msg: &Message) -> Option<Limited> {
-        match msg {
-            Message::Gossip { .. } => Some(Limited::Gossip),
-            Message::RegisterRequest { .. }
-            | Message::PeerListRequest {}
-            | Message::LinkReport { .. }
-            | Message::DeadReport { .. } => Some(Limited::Reports),
-            _ => None,
-        }
-    }
-}
-
 /// What to do with a frame, by the connection's limits.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admit {
@@ -145,12 +124,14 @@ impl FrameLimits {
     }
 
     pub fn admit(&mut self, msg: &Message, now: Instant) -> Admit {
-        let (bucket, hold) = match Limited::of(msg) {
-            None => return Admit::Deliver,
-            Some(Limited::Gossip) => (&mut self.gossip, false),
-            Some(Limited::Reports) => {
-                (&mut self.reports, matches!(msg, Message::LinkReport { .. }))
-            }
+        // A LINK_REPORT is held rather than dropped (see [`Admit::Hold`]).
+        let (bucket, hold) = match msg {
+            Message::Gossip { .. } => (&mut self.gossip, false),
+            Message::LinkReport { .. } => (&mut self.reports, true),
+            Message::RegisterRequest { .. }
+            | Message::PeerListRequest {}
+            | Message::DeadReport { .. } => (&mut self.reports, false),
+            _ => return Admit::Deliver,
         };
         match (bucket.take(now), hold) {
             (true, _) => Admit::Deliver,
