@@ -203,19 +203,19 @@ impl Cipher {
     /// bytes as a 2-byte big-endian length and its Noise message.
     pub fn seal(&mut self, plain: &[u8]) -> Vec<u8> {
         let mut sealed = Vec::with_capacity(sealed_len(plain.len()));
-        let mut buf = vec![0; NOISE_MAX_MESSAGE];
-        let pieces: Vec<&[u8]> = if plain.is_empty() {
-            vec![&[]]
-        } else {
-            plain.chunks(PIECE).collect()
-        };
+        // An empty body is still one piece, so that the frame is not empty.
+        let empty: &[u8] = &[];
+        let pieces = plain.chunks(PIECE).chain(plain.is_empty().then_some(empty));
         for piece in pieces {
+            // Each piece is sealed in place, after room for its length.
+            let at = sealed.len();
+            sealed.resize(at + 2 + piece.len() + NOISE_TAG, 0);
             let len = self
                 .0
-                .write_message(piece, &mut buf)
+                .write_message(piece, &mut sealed[at + 2..])
                 .expect("a piece within the Noise message limit seals");
-            sealed.extend_from_slice(&(len as u16).to_be_bytes());
-            sealed.extend_from_slice(&buf[..len]);
+            sealed.truncate(at + 2 + len);
+            sealed[at..at + 2].copy_from_slice(&(len as u16).to_be_bytes());
         }
         sealed
     }
@@ -224,7 +224,6 @@ impl Cipher {
     /// connection's remote sealed (tampered, replayed, truncated).
     pub fn open(&mut self, mut sealed: &[u8]) -> Result<Vec<u8>, String> {
         let mut plain = Vec::with_capacity(sealed.len());
-        let mut buf = vec![0; NOISE_MAX_MESSAGE];
         if sealed.is_empty() {
             return Err("an empty sealed frame".into());
         }
@@ -237,11 +236,14 @@ impl Cipher {
                 return Err("a sealed frame shorter than its piece".into());
             }
             let (piece, rest) = rest.split_at(len);
-            let n = self.0.read_message(piece, &mut buf).map_err(|_| {
+            // Opened in place: a piece's plaintext is shorter than it.
+            let at = plain.len();
+            plain.resize(at + piece.len(), 0);
+            let n = self.0.read_message(piece, &mut plain[at..]).map_err(|_| {
                 "a frame that does not open with this connection's keys (altered or replayed)"
                     .to_string()
             })?;
-            plain.extend_from_slice(&buf[..n]);
+            plain.truncate(at + n);
             sealed = rest;
         }
         Ok(plain)
