@@ -8,13 +8,13 @@
 //! peer registers (see [`crate::proto::evidence`]).
 
 use std::{
-    io::{self, Write},
+    io,
     path::{Path, PathBuf},
 };
 
 use rand::{rngs::OsRng, TryRngCore};
 
-use crate::proto::evidence::Identity;
+use crate::{proto::evidence::Identity, secret_file};
 
 /// The key file's name inside the data directory.
 pub const IDENTITY_FILE: &str = "identity.key";
@@ -44,23 +44,12 @@ pub fn load_or_create(dir: &Path) -> Result<(Identity, bool), IdentityError> {
     })?;
     let path = dir.join(IDENTITY_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => parse(&bytes)
-            .map(|identity| (identity, false))
+        Ok(bytes) => secret_file::parse(&bytes)
+            .map(|secret| (Identity::from_secret(secret), false))
             .map_err(|reason| IdentityError::Malformed { path, reason }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => create(&path).map(|i| (i, true)),
         Err(source) => Err(IdentityError::Read { path, source }),
     }
-}
-
-fn parse(bytes: &[u8]) -> Result<Identity, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "it is not text".to_string())?;
-    let text = text.trim();
-    if text.len() != 64 {
-        return Err(format!("it holds {} characters", text.len()));
-    }
-    let mut secret = [0u8; 32];
-    hex::decode_to_slice(text, &mut secret).map_err(|e| e.to_string())?;
-    Ok(Identity::from_secret(secret))
 }
 
 /// Writes a new key to `path`, which must not exist: two peers started on
@@ -71,26 +60,10 @@ fn create(path: &Path) -> Result<Identity, IdentityError> {
         .try_fill_bytes(&mut secret)
         .map_err(|e| IdentityError::Random(e.to_string()))?;
     let identity = Identity::from_secret(secret);
-    let write_error = |source| IdentityError::Write {
+    secret_file::write_new(path, &secret).map_err(|source| IdentityError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(write_error)?;
-    let written = file
-        .write_all(format!("{}\n", hex::encode(secret)).as_bytes())
-        .and_then(|()| file.sync_all());
-    if let Err(source) = written {
-        // A partial file would be taken for a malformed key next time.
-        let _ = std::fs::remove_file(path);
-        return Err(write_error(source));
-    }
+    })?;
     Ok(identity)
 }
 

@@ -12,5 +12,6 @@ pub mod net;
 pub mod node;
 pub mod output;
 pub mod proto;
+pub mod secret_file;
 pub mod sim;
 pub mod status;

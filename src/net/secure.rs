@@ -12,11 +12,12 @@
 
 use std::{
     fmt,
-    io::Write,
     path::{Path, PathBuf},
 };
 
 use rand::RngCore;
+
+use crate::secret_file;
 
 /// The handshake: no static keys (the pre-shared key is the credential),
 /// fresh ephemeral keys on both sides, the PSK mixed in before the first
@@ -80,24 +81,16 @@ impl NetworkKey {
 
     /// Reads a key file: 64 hex digits, surrounding whitespace allowed.
     pub fn load(path: &Path) -> Result<NetworkKey, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        NetworkKey::parse(&text).map_err(|problem| KeyError::Malformed {
-            path: path.to_path_buf(),
-            problem,
-        })
-    }
-
-    fn parse(text: &str) -> Result<NetworkKey, String> {
-        let digits = text.trim();
-        if digits.len() != 64 {
-            return Err(format!("{} characters, not 64", digits.len()));
-        }
-        let mut key = [0; 32];
-        hex::decode_to_slice(digits, &mut key).map_err(|e| format!("not hex: {e}"))?;
-        Ok(NetworkKey(key))
+        secret_file::parse(&bytes)
+            .map(NetworkKey)
+            .map_err(|problem| KeyError::Malformed {
+                path: path.to_path_buf(),
+                problem,
+            })
     }
 
     /// Writes a new random key to `path`, readable by its owner only, and
@@ -105,11 +98,7 @@ impl NetworkKey {
     /// would cut this node off from all the others.
     pub fn create(path: &Path) -> Result<NetworkKey, KeyError> {
         let key = NetworkKey::generate();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let write_error = |source: std::io::Error| match source.kind() {
+        secret_file::write_new(path, &key.0).map_err(|source| match source.kind() {
             std::io::ErrorKind::AlreadyExists => KeyError::Exists {
                 path: path.to_path_buf(),
             },
@@ -117,10 +106,7 @@ impl NetworkKey {
                 path: path.to_path_buf(),
                 source,
             },
-        };
-        let mut file = options.open(path).map_err(write_error)?;
-        file.write_all(format!("{}\n", hex::encode(key.0)).as_bytes())
-            .map_err(write_error)?;
+        })?;
         Ok(key)
     }
 
