@@ -227,15 +227,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         text,
         format: Format::of(path),
     };
-    let TreeSettings {
+    let FileSettings {
         seeds,
         peer,
         network_key,
         max_peers_per_ip,
     } = match src.format {
-        Format::Lines => TreeSettings {
+        Format::Lines => FileSettings {
             seeds: parse_lines(&src)?,
-            ..TreeSettings::default()
+            ..FileSettings::default()
         },
         Format::Toml => parse_tree(&src, toml_tree(&src)?)?,
         Format::Yaml => parse_tree(&src, yaml_tree(&src)?)?,
@@ -855,14 +855,14 @@ fn yaml_tree(src: &Source) -> Result<Node, ConfigError> {
 /// Checks the tree against the schema: `seeds` (required) and `peer`.
 /// What a file sets; the line format sets only the seeds.
 #[derive(Default)]
-struct TreeSettings {
+struct FileSettings {
     seeds: Vec<SocketAddr>,
     peer: PeerOverrides,
     network_key: Option<PathBuf>,
     max_peers_per_ip: Option<u32>,
 }
 
-fn parse_tree(src: &Source, root: Node) -> Result<TreeSettings, ConfigError> {
+fn parse_tree(src: &Source, root: Node) -> Result<FileSettings, ConfigError> {
     let entries = match root.kind {
         Kind::Map(entries) => entries,
         Kind::Null => Vec::new(),
@@ -921,7 +921,7 @@ fn parse_tree(src: &Source, root: Node) -> Result<TreeSettings, ConfigError> {
             }
         }
     }
-    Ok(TreeSettings {
+    Ok(FileSettings {
         seeds: seeds.finish(src)?,
         peer,
         network_key,
