@@ -12,7 +12,7 @@ pub mod web;
 
 use std::{
     io::{BufRead, IsTerminal},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
     sync::Arc,
@@ -191,14 +191,6 @@ struct Manager {
     network_key: Option<Arc<NetworkKey>>,
 }
 
-/// Hands out free ports by binding port 0; the listener is closed again at
-/// once, so a port can in theory be taken by someone else before the seed
-/// binds it. The seed then fails with a clear bind error.
-fn free_port() -> Result<u16, UpError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(UpError::NoPort)?;
-    Ok(listener.local_addr().map_err(UpError::NoPort)?.port())
-}
-
 fn default_run_dir() -> PathBuf {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -278,7 +270,10 @@ impl Manager {
         let run_dir = run_dir.canonicalize().map_err(dir_error)?;
         let mut seeds = options.seed_addrs.clone();
         while seeds.len() < options.seeds {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let addr = SocketAddr::from((
+                [127, 0, 0, 1],
+                crate::net::ports::free_port().map_err(UpError::NoPort)?,
+            ));
             if !seeds.contains(&addr) {
                 seeds.push(addr);
             }

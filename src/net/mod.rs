@@ -4,6 +4,7 @@ pub mod conn;
 pub mod driver;
 pub mod icmp;
 pub mod limits;
+pub mod ports;
 pub mod secure;
 
 pub use driver::{run, Clock};

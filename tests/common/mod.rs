@@ -9,7 +9,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::mpsc,
@@ -71,15 +71,11 @@ pub fn wait_for_every<T>(
     }
 }
 
-/// `n` distinct ports that were free a moment ago: all are held at once so
-/// that the OS cannot hand the same one out twice.
+/// `n` distinct ports that were free a moment ago, from below the kernel's
+/// ephemeral range (see `gossipnet::net::ports`).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
+    (0..n)
+        .map(|_| gossipnet::net::ports::free_port().expect("a free port"))
         .collect()
 }
 
