@@ -197,9 +197,10 @@ impl Network {
         let mut command = match self.system {
             System::Gossipnet => {
                 let seeds = self.seeds.as_ref().unwrap();
-                let mut c = Command::new(common::BIN);
+                // The peer-only executable, as `gossipnet up` runs.
+                let mut c = Command::new(common::PEER_BIN);
                 c.current_dir(self.dir.path())
-                    .args(["peer", "127.0.0.1:0", "--config"])
+                    .args(["127.0.0.1:0", "--config"])
                     .arg(&seeds.config)
                     .args(["--gossip-count", "0", "--stdin", "--quiet"])
                     .stdout(Stdio::null());

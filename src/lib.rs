@@ -4,6 +4,7 @@
 //! flood gossip with a de-duplicating Message List. The protocol logic lives
 //! in sans-IO cores ([`proto`]); [`net`] runs them on tokio.
 
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod consensus;

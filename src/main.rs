@@ -9,11 +9,12 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use gossipnet::{
+    cli::{node_options, run_node, NodeArgs, PeerArgs, PeerSettingArgs, EXIT_USAGE},
     cluster::{self, UpOptions},
     config::{self, parse_duration, PeerOverrides},
     net::secure::NetworkKey,
     node::{self, NodeOptions},
-    proto::{peer::PeerSettings, Role},
+    proto::Role,
     status,
 };
 
@@ -117,13 +118,6 @@ fn parse_latency(text: &str) -> Result<(Duration, Duration), String> {
     Ok((low, high))
 }
 
-fn parse_positive(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("`{text}` is not a whole number of at least 1")),
-    }
-}
-
 #[derive(Args)]
 struct SeedArgs {
     #[command(flatten)]
@@ -166,94 +160,6 @@ enum StatusFormat {
 }
 
 #[derive(Args)]
-struct NodeArgs {
-    /// Address to listen on, as IP:PORT, or the IP alone with PORT after it.
-    address: String,
-    /// The port, when ADDRESS is an IP alone (`gossipnet peer 127.0.0.1 6001`).
-    port: Option<u16>,
-    /// Config file listing the seeds. Default: the first of config.csv,
-    /// config.txt, config.toml, config.yml in the working directory.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Output file. Default: outputfile_<seed|peer>_<port>.txt in the working directory.
-    #[arg(long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// Also write the event stream, as JSON lines, to this file (docs/EVENTS.md).
-    #[arg(long, value_name = "FILE")]
-    events: Option<PathBuf>,
-    /// Do not print log lines on the console; the output file still gets them.
-    #[arg(long)]
-    quiet: bool,
-    /// Authenticate and encrypt every connection with this network key
-    /// (made by `gossipnet keygen`); nodes without it are refused.
-    /// Default: the config's network_key, if any; else no encryption.
-    #[arg(long, value_name = "FILE")]
-    network_key: Option<PathBuf>,
-    /// Most connections from other nodes open at once; more are closed on
-    /// arrival and logged. A seed needs one per peer that registered with it.
-    #[arg(long, value_name = "N", default_value_t = gossipnet::net::limits::DEFAULT_MAX_INBOUND, value_parser = parse_positive)]
-    max_inbound: usize,
-}
-
-#[derive(Args)]
-struct PeerArgs {
-    #[command(flatten)]
-    node: NodeArgs,
-    #[command(flatten)]
-    settings: PeerSettingArgs,
-    /// Gossip each line read from standard input, even when it is not a
-    /// terminal. (On a terminal, typed lines are always gossiped.)
-    #[arg(long, conflicts_with = "no_stdin")]
-    stdin: bool,
-    /// Never read standard input.
-    #[arg(long)]
-    no_stdin: bool,
-    /// Where the peer keeps its identity key (identity.key, made on first
-    /// start). Default: gossipnet-data/peer-<port> in the working
-    /// directory, with the port the peer listens on.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-}
-
-/// Peer settings; each overrides the config file's `[peer]` value.
-#[derive(Args)]
-struct PeerSettingArgs {
-    /// Time between the gossip messages a peer creates [default: 5s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    gossip_interval: Option<Duration>,
-    /// Number of gossip messages a peer creates; 0 = none [default: 10].
-    #[arg(long, value_name = "N")]
-    gossip_count: Option<u32>,
-    /// Most links a joining peer opens [default: 8].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    max_links: Option<u32>,
-    /// Time between liveness checks of each neighbour [default: 13s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    ping_interval: Option<Duration>,
-    /// Missed checks in a row that make a neighbour unresponsive [default: 3].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    ping_misses: Option<u32>,
-    /// Also check neighbours' hosts with ICMP echo; needs root or
-    /// net.ipv4.ping_group_range, else it is skipped with a warning.
-    #[arg(long)]
-    icmp: bool,
-}
-
-impl PeerSettingArgs {
-    fn overrides(&self) -> PeerOverrides {
-        PeerOverrides {
-            gossip_interval: self.gossip_interval,
-            gossip_count: self.gossip_count,
-            max_links: self.max_links,
-            link_exponent: None,
-            ping_interval: self.ping_interval,
-            ping_misses: self.ping_misses,
-            icmp: self.icmp.then_some(true),
-        }
-    }
-}
-
-#[derive(Args)]
 struct UpArgs {
     /// Number of seed processes.
     #[arg(long, default_value_t = 3, conflicts_with = "config")]
@@ -288,76 +194,6 @@ struct UpArgs {
     settings: PeerSettingArgs,
 }
 
-/// Exit status for a bad config or bad arguments, as clap uses for usage errors.
-const EXIT_USAGE: u8 = 2;
-
-fn listen_address(args: &NodeArgs) -> Result<SocketAddr, String> {
-    let text = args.address.trim();
-    match args.port {
-        Some(port) => text
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<IpAddr>()
-            .map(|ip| SocketAddr::new(ip, port))
-            .map_err(|_| format!("`{text}` is not an IP address; write e.g. `127.0.0.1 {port}`")),
-        None => text.parse::<SocketAddr>().map_err(|_| {
-            format!("`{text}` is not an address; write IP:PORT (e.g. 127.0.0.1:6001) or IP PORT")
-        }),
-    }
-}
-
-fn node_options(
-    role: Role,
-    args: &NodeArgs,
-    overrides: PeerOverrides,
-    read_stdin: Option<bool>,
-    data_dir: Option<PathBuf>,
-) -> Result<NodeOptions, String> {
-    let listen = listen_address(args)?;
-    let path = match &args.config {
-        Some(path) => path.clone(),
-        None => {
-            let cwd = std::env::current_dir()
-                .map_err(|e| format!("cannot read the working directory: {e}"))?;
-            config::find_default(&cwd).map_err(|e| e.to_string())?
-        }
-    };
-    let config = config::load(&path).map_err(|e| e.to_string())?;
-    let peer = overrides
-        .or(config.peer.clone())
-        .apply_to(PeerSettings::default());
-    Ok(NodeOptions {
-        role,
-        listen,
-        config,
-        output: args.output.clone(),
-        events: args.events.clone(),
-        console: !args.quiet,
-        read_stdin,
-        peer,
-        data_dir,
-        network_key: args.network_key.clone(),
-        max_inbound: args.max_inbound,
-        max_peers_per_ip: None,
-    })
-}
-
-fn run_node(options: Result<NodeOptions, String>) -> ExitCode {
-    let options = match options {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    match node::run(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -373,6 +209,7 @@ fn main() -> ExitCode {
                 max_peers_per_ip: args.max_peers_per_ip,
                 ..options
             }),
+            node::run_seed,
         ),
         Command::Keygen(args) => match NetworkKey::create(&args.out) {
             Ok(_) => {
@@ -409,20 +246,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Peer(args) => {
-            let read_stdin = match (args.stdin, args.no_stdin) {
-                (true, _) => Some(true),
-                (_, true) => Some(false),
-                _ => None,
-            };
-            run_node(node_options(
-                Role::Peer,
-                &args.node,
-                args.settings.overrides(),
-                read_stdin,
-                args.data_dir,
-            ))
-        }
+        Command::Peer(args) => args.run(),
         Command::Sim(args) => run_sim(args),
         Command::Up(args) => {
             let exe = match std::env::current_exe() {

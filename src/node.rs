@@ -19,7 +19,6 @@ use crate::{
     },
     output::{LogSink, OutputError},
     proto::{
-        evidence::Identity,
         peer::{PeerCore, PeerSettings},
         seed::SeedCore,
         Role,
@@ -132,24 +131,131 @@ impl NodeOptions {
 
 /// Runs a node until SIGINT or SIGTERM, then shuts it down cleanly.
 pub fn run(options: NodeOptions) -> Result<(), NodeError> {
+    match options.role {
+        Role::Seed => run_seed(options),
+        Role::Peer => run_peer(options),
+    }
+}
+
+/// Runs a peer. Apart from [`run`] so that a peer-only executable
+/// (`gossipnet-peer`) links no seed code: Raft, the log store and their
+/// dependencies are most of the `gossipnet` binary.
+pub fn run_peer(options: NodeOptions) -> Result<(), NodeError> {
+    // A peer is one actor and needs one thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    run_in(runtime, options, |node| async move {
+        // Before any file is opened, so that a bad key file stops the peer
+        // with nothing else changed.
+        let identity = crate::identity::load_or_create(&node.data_dir)?.0;
+        let sink = open_sink(&node.options, node.addr)?;
+        let shutdown = shutdown_signal();
+        let read_stdin = node
+            .options
+            .read_stdin
+            .unwrap_or_else(|| std::io::stdin().is_terminal());
+        let lines = read_stdin.then(spawn_stdin_reader);
+        let core = PeerCore::new(
+            node.addr,
+            node.options.config.seeds.clone(),
+            node.options.peer.clone(),
+            start_incarnation(),
+            identity,
+            ChaCha8Rng::from_os_rng(),
+        );
+        net::run(
+            core,
+            node.listener,
+            sink,
+            lines,
+            None,
+            node.admission,
+            shutdown,
+        )
+        .await;
+        Ok(())
+    })
+}
+
+/// Runs a seed.
+pub fn run_seed(options: NodeOptions) -> Result<(), NodeError> {
+    // A seed's log store blocks on disk writes inside Raft's tasks, so it
+    // gets two workers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    run_in(runtime, options, |node| async move {
+        let sink = open_sink(&node.options, node.addr)?;
+        let shutdown = shutdown_signal();
+        let seeds = node.options.config.seeds.clone();
+        let (link, raft) = crate::consensus::start(node.addr, &seeds, &node.data_dir).await?;
+        let options = &node.options;
+        let cap = options.max_peers_per_ip.or(options.config.max_peers_per_ip);
+        let core = SeedCore::new(node.addr, seeds).with_max_peers_per_ip(cap);
+        net::run(
+            core,
+            node.listener,
+            sink,
+            None,
+            Some(link),
+            node.admission,
+            shutdown,
+        )
+        .await;
+        raft.shutdown().await;
+        Ok(())
+    })
+}
+
+/// A node's options once its listener is bound.
+struct Bound {
+    options: NodeOptions,
+    listener: TcpListener,
+    /// The address the listener got (the port, when 0 was asked for).
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    admission: net::driver::Admission,
+}
+
+/// Checks the options, binds the listener and runs `node` on `runtime`.
+fn run_in<F, Fut>(
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    options: NodeOptions,
+    node: F,
+) -> Result<(), NodeError>
+where
+    F: FnOnce(Bound) -> Fut,
+    Fut: std::future::Future<Output = Result<(), NodeError>>,
+{
     options.check()?;
     let admission = net::driver::Admission {
         network_key: options.load_network_key()?,
         max_inbound: options.max_inbound,
     };
-    // A peer is one actor and needs one thread. A seed's log store blocks on
-    // disk writes inside Raft's tasks, so it gets two workers.
-    let runtime = match options.role {
-        Role::Peer => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Role::Seed => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
-    }
-    .map_err(NodeError::Runtime)?;
-    let result = runtime.block_on(run_async(options, admission));
+    let runtime = runtime.map_err(NodeError::Runtime)?;
+    let result = runtime.block_on(async {
+        let bind_error = |source| NodeError::Bind {
+            addr: options.listen,
+            source,
+        };
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let data_dir = options.data_dir.clone().unwrap_or_else(|| {
+            PathBuf::from("gossipnet-data").join(format!("{}-{}", options.role, addr.port()))
+        });
+        node(Bound {
+            options,
+            listener,
+            addr,
+            data_dir,
+            admission,
+        })
+        .await
+    });
     // The node has shut down and flushed its files. Dropping the runtime
     // would wait for its blocking threads, and the one reading standard
     // input cannot be cancelled: a peer reading a terminal or an open pipe
@@ -159,67 +265,16 @@ pub fn run(options: NodeOptions) -> Result<(), NodeError> {
     result
 }
 
-async fn run_async(
-    options: NodeOptions,
-    admission: net::driver::Admission,
-) -> Result<(), NodeError> {
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| NodeError::Bind {
-        addr: options.listen,
-        source,
-    })?;
-    let data_dir = options.data_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("gossipnet-data").join(format!("{}-{}", options.role, addr.port()))
-    });
-    // Before any file is opened, so that a bad key file stops the peer
-    // with nothing else changed.
-    let start = match options.role {
-        Role::Seed => Start::Seed,
-        Role::Peer => Start::Peer(crate::identity::load_or_create(&data_dir)?.0),
-    };
+fn open_sink(options: &NodeOptions, addr: SocketAddr) -> Result<LogSink, NodeError> {
     let output = options.output.clone().unwrap_or_else(|| {
         PathBuf::from(format!("outputfile_{}_{}.txt", options.role, addr.port()))
     });
-    let sink = LogSink::open(addr, &output, options.events.as_deref(), options.console)?;
-    let shutdown = shutdown_signal();
-    match start {
-        Start::Seed => {
-            let seeds = options.config.seeds.clone();
-            let (link, raft) = crate::consensus::start(addr, &seeds, &data_dir).await?;
-            let cap = options.max_peers_per_ip.or(options.config.max_peers_per_ip);
-            let core = SeedCore::new(addr, seeds).with_max_peers_per_ip(cap);
-            net::run(core, listener, sink, None, Some(link), admission, shutdown).await;
-            raft.shutdown().await;
-        }
-        Start::Peer(identity) => {
-            let read_stdin = options
-                .read_stdin
-                .unwrap_or_else(|| std::io::stdin().is_terminal());
-            let lines = read_stdin.then(spawn_stdin_reader);
-            let core = PeerCore::new(
-                addr,
-                options.config.seeds.clone(),
-                options.peer.clone(),
-                start_incarnation(),
-                identity,
-                ChaCha8Rng::from_os_rng(),
-            );
-            net::run(core, listener, sink, lines, None, admission, shutdown).await
-        }
-    }
-    Ok(())
-}
-
-/// What a role needs to start that can fail before anything runs.
-enum Start {
-    Seed,
-    /// A peer's signing key, from its data directory.
-    Peer(Identity),
+    Ok(LogSink::open(
+        addr,
+        &output,
+        options.events.as_deref(),
+        options.console,
+    )?)
 }
 
 /// The start time in Unix microseconds: larger than any earlier life of a

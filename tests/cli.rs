@@ -72,6 +72,44 @@ fn a_bad_config_line_exits_with_status_2_naming_file_and_line() {
     );
 }
 
+/// The options of `--help`, one per line, from the first `-` on; all but
+/// `--version`, which only a whole program has.
+fn options_in_help(help: &str) -> Vec<String> {
+    help.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-') && !l.starts_with("-V, --version"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn gossipnet_peer_takes_the_options_of_gossipnet_peer_and_reports_errors_the_same_way() {
+    let help = |cmd: &mut Command| String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+    let full = options_in_help(&help(Command::new(BIN).args(["peer", "--help"])));
+    let lean = options_in_help(&help(Command::new(common::PEER_BIN).arg("--help")));
+    assert!(
+        full.iter().any(|l| l.starts_with("--gossip-interval")),
+        "{full:?}"
+    );
+    assert_eq!(lean, full);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.csv"),
+        "127.0.0.1,5010\n10.0.0.1:x\n",
+    )
+    .unwrap();
+    let out = Command::new(common::PEER_BIN)
+        .current_dir(dir.path())
+        .args(["127.0.0.1:0", "--config", "config.csv", "--no-stdin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("config.csv:2:"), "{err}");
+}
+
 #[test]
 fn a_single_seed_is_refused() {
     let (code, err) = run_peer_with_config("config.txt", "127.0.0.1:5010\n");
@@ -186,6 +224,11 @@ fn up_with_a_duration_runs_a_network_and_stops_it_cleanly() {
         ],
     );
     assert!(status.success(), "{stdout}");
+    // gossipnet-peer is built beside gossipnet, so the peers run it.
+    assert!(
+        stdout.contains(&format!("peers run: {}", common::PEER_BIN)),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(&format!(
             "run directory: {}",

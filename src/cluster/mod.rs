@@ -11,6 +11,7 @@ mod view;
 pub mod web;
 
 use std::{
+    fmt,
     io::{BufRead, IsTerminal},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -175,6 +176,8 @@ impl Node {
 
 struct Manager {
     options: UpOptions,
+    /// What peers are started from.
+    peer_exe: PeerExecutable,
     /// Turns true on Ctrl+C or SIGTERM.
     stop: watch::Receiver<bool>,
     run_dir: PathBuf,
@@ -189,6 +192,39 @@ struct Manager {
     web_commands: Option<mpsc::Receiver<web::WebCommand>>,
     /// The run's network key, for the web view's questions to the seeds.
     network_key: Option<Arc<NetworkKey>>,
+}
+
+/// The executable peers are started from.
+enum PeerExecutable {
+    /// `gossipnet-peer`, the peer alone: a third of the memory per peer.
+    Lean(PathBuf),
+    /// `gossipnet peer`, when `gossipnet-peer` is not installed beside
+    /// `gossipnet` (`cargo run` builds only `gossipnet`).
+    Full(PathBuf),
+}
+
+impl PeerExecutable {
+    fn beside(exe: &Path) -> PeerExecutable {
+        let lean = exe.with_file_name(format!("gossipnet-peer{}", std::env::consts::EXE_SUFFIX));
+        if lean.is_file() {
+            PeerExecutable::Lean(lean)
+        } else {
+            PeerExecutable::Full(exe.to_path_buf())
+        }
+    }
+}
+
+impl fmt::Display for PeerExecutable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerExecutable::Lean(exe) => write!(f, "{}", exe.display()),
+            PeerExecutable::Full(exe) => write!(
+                f,
+                "{} peer (build gossipnet-peer, e.g. `cargo build --release`, for lighter peers)",
+                exe.display()
+            ),
+        }
+    }
 }
 
 fn default_run_dir() -> PathBuf {
@@ -297,7 +333,10 @@ impl Manager {
         )
         .map_err(dir_error)?;
         println!("run directory: {}", run_dir.display());
+        let peer_exe = PeerExecutable::beside(&options.exe);
+        println!("peers run: {peer_exe}");
         let mut manager = Manager {
+            peer_exe,
             options,
             stop,
             run_dir,
@@ -327,10 +366,16 @@ impl Manager {
                 path: self.run_dir.clone(),
                 source,
             })?;
-        let mut command = Command::new(&self.options.exe);
+        let mut command = match (role, &self.peer_exe) {
+            (Role::Peer, PeerExecutable::Lean(exe)) => Command::new(exe),
+            _ => {
+                let mut command = Command::new(&self.options.exe);
+                command.arg(role.as_str());
+                command
+            }
+        };
         command
             .current_dir(&self.run_dir)
-            .arg(role.as_str())
             .arg(addr.to_string())
             .arg("--config")
             .arg(&self.config_file)

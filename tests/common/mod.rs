@@ -27,6 +27,8 @@ use gossipnet::{
 pub mod netns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gossipnet");
+/// The peer-only executable, `gossipnet-peer`.
+pub const PEER_BIN: &str = env!("CARGO_BIN_EXE_gossipnet-peer");
 
 /// Now, in microseconds since the Unix epoch: the clock of the nodes'
 /// event timestamps.
