@@ -198,18 +198,29 @@ struct Manager {
 enum PeerExecutable {
     /// `gossipnet-peer`, the peer alone: a third of the memory per peer.
     Lean(PathBuf),
-    /// `gossipnet peer`, when `gossipnet-peer` is not installed beside
-    /// `gossipnet` (`cargo run` builds only `gossipnet`).
-    Full(PathBuf),
+    /// `gossipnet peer`, with the reason `gossipnet-peer` is not used.
+    Full(PathBuf, &'static str),
 }
 
 impl PeerExecutable {
+    /// `gossipnet-peer` if it is beside `exe` and no older than the
+    /// library `exe` was built from. `cargo run` rebuilds only `gossipnet`,
+    /// so after a change to the code a `gossipnet-peer` from an earlier
+    /// build would run old code; cargo leaves the library
+    /// (`libgossipnet.rlib`) beside the executables, and an installed pair
+    /// has none to compare with.
     fn beside(exe: &Path) -> PeerExecutable {
         let lean = exe.with_file_name(format!("gossipnet-peer{}", std::env::consts::EXE_SUFFIX));
-        if lean.is_file() {
-            PeerExecutable::Lean(lean)
-        } else {
-            PeerExecutable::Full(exe.to_path_buf())
+        let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let Some(built) = modified(&lean) else {
+            return PeerExecutable::Full(exe.to_path_buf(), "gossipnet-peer is not built");
+        };
+        match modified(&exe.with_file_name("libgossipnet.rlib")) {
+            Some(library) if library > built => PeerExecutable::Full(
+                exe.to_path_buf(),
+                "gossipnet-peer is older than the code; `cargo run` rebuilt only gossipnet",
+            ),
+            _ => PeerExecutable::Lean(lean),
         }
     }
 }
@@ -218,12 +229,51 @@ impl fmt::Display for PeerExecutable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerExecutable::Lean(exe) => write!(f, "{}", exe.display()),
-            PeerExecutable::Full(exe) => write!(
+            PeerExecutable::Full(exe, why) => write!(
                 f,
-                "{} peer (build gossipnet-peer, e.g. `cargo build --release`, for lighter peers)",
+                "{} peer ({why}; `cargo build --release` builds it, for lighter peers)",
                 exe.display()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod peer_executable_tests {
+    use super::*;
+
+    fn touch(path: &Path, age_s: u64) {
+        let file = std::fs::File::create(path).unwrap();
+        let when = SystemTime::now() - Duration::from_secs(age_s);
+        file.set_modified(when).unwrap();
+    }
+
+    #[test]
+    fn the_lean_peer_is_used_unless_missing_or_older_than_the_library() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("gossipnet");
+        touch(&exe, 0);
+        assert!(
+            matches!(PeerExecutable::beside(&exe), PeerExecutable::Full(_, why) if why.contains("not built"))
+        );
+        touch(&dir.path().join("gossipnet-peer"), 100);
+        // Installed: no library to compare with.
+        assert!(matches!(
+            PeerExecutable::beside(&exe),
+            PeerExecutable::Lean(_)
+        ));
+        touch(&dir.path().join("libgossipnet.rlib"), 200);
+        assert!(matches!(
+            PeerExecutable::beside(&exe),
+            PeerExecutable::Lean(_)
+        ));
+        touch(&dir.path().join("libgossipnet.rlib"), 10);
+        let stale = PeerExecutable::beside(&exe);
+        assert!(matches!(&stale, PeerExecutable::Full(_, why) if why.contains("older")));
+        assert!(
+            stale.to_string().contains("cargo build --release"),
+            "{stale}"
+        );
     }
 }
 
