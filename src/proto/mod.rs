@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod message;
 pub mod peer;
 pub mod seed;
+pub mod sorted;
 pub mod time;
 pub mod topology;
 

@@ -9,13 +9,12 @@
 //! to anyone clears a suspect). PONG also carries the neighbour's own
 //! neighbours, so each peer knows who else can check on a neighbour.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
-use crate::proto::Timestamp;
+use crate::proto::{
+    sorted::{SortedMap, SortedSet},
+    Timestamp,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Liveness {
@@ -24,7 +23,7 @@ pub struct Liveness {
     /// Whole ping intervals without an answer.
     pub misses: u32,
     /// The neighbour's neighbours, from its last PONG.
-    pub neighbors: BTreeSet<SocketAddr>,
+    pub neighbors: SortedSet<SocketAddr>,
     /// Its incarnation, from its last PONG.
     pub incarnation: Option<u64>,
 }
@@ -47,7 +46,7 @@ pub struct Misses {
 
 #[derive(Debug, Default)]
 pub struct LivenessTable {
-    peers: BTreeMap<SocketAddr, Liveness>,
+    peers: SortedMap<SocketAddr, Liveness>,
     next_nonce: u64,
 }
 

@@ -21,11 +21,12 @@ use std::{
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::{
     message::{PeerEntry, PublicKey},
+    sorted::{SortedMap, SortedSet},
     topology,
 };
 
@@ -168,7 +169,7 @@ struct Stored {
     #[serde(with = "pairs")]
     votes: BTreeMap<Change, BTreeSet<SocketAddr>>,
     /// Each registered peer's own report of its neighbours.
-    links: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
+    links: BTreeMap<SocketAddr, SortedSet<SocketAddr>>,
     /// Each registered peer's public key, committed with its registration.
     /// Absent from snapshots written before keys existed.
     #[serde(default)]
@@ -225,7 +226,7 @@ struct LinkIndex {
 struct AddressRecord {
     /// The addresses this one reports or that report it, and how many of
     /// the two do (1 or 2).
-    touching: BTreeMap<SocketAddr, u8>,
+    touching: SortedMap<SocketAddr, u8>,
     /// Its place in the roster, if registered.
     place: Option<usize>,
 }
@@ -325,7 +326,7 @@ impl LinkIndex {
     /// `a`'s place.
     fn raise(&mut self, a: SocketAddr, b: SocketAddr) -> (bool, Option<usize>) {
         let record = self.records.entry(a).or_default();
-        let count = record.touching.entry(b).or_default();
+        let count = record.touching.get_or_insert_default(b);
         *count += 1;
         (*count == 1, record.place)
     }
@@ -461,7 +462,7 @@ impl Directory {
                         reason: Ignored::UnknownPeer,
                     };
                 }
-                let set: BTreeSet<SocketAddr> = reported().collect();
+                let set: SortedSet<SocketAddr> = reported().collect();
                 let (gone, new): (Vec<SocketAddr>, Vec<SocketAddr>) =
                     match self.state.links.entry(*peer) {
                         Entry::Occupied(mut entry) => {
@@ -635,23 +636,24 @@ impl Directory {
         if roster.len() <= limit {
             return self.peer_list();
         }
-        // Draws with repeats, then draws again for the repeats dropped:
-        // the set is uniform, and the cost is the sample's, not the
-        // roster's.
-        let mut picked: Vec<usize> = Vec::with_capacity(limit);
-        while picked.len() < limit {
-            let missing = limit - picked.len();
-            picked.extend((0..missing).map(|_| rng.random_range(0..roster.len())));
-            picked.sort_unstable();
-            picked.dedup();
+        // Draws until `limit` distinct places have come up, skipping
+        // repeats: the set is uniform, and the cost is the sample's, not
+        // the roster's. The hash set only answers "seen?"; the order is
+        // the draws'. (Sorting the draws to drop repeats cost a join more
+        // than everything else a seed does for it.)
+        let mut seen: FxHashSet<usize> =
+            FxHashSet::with_capacity_and_hasher(limit, Default::default());
+        let mut sample = Vec::with_capacity(limit);
+        while sample.len() < limit {
+            let i = rng.random_range(0..roster.len());
+            if seen.insert(i) {
+                sample.push(PeerEntry {
+                    addr: roster[i].0,
+                    degree: roster[i].1,
+                });
+            }
         }
-        picked
-            .into_iter()
-            .map(|i| PeerEntry {
-                addr: roster[i].0,
-                degree: roster[i].1,
-            })
-            .collect()
+        sample
     }
 
     /// After a removal, one replacement link for each `former` neighbour of
