@@ -643,17 +643,22 @@ impl Directory {
         // than everything else a seed does for it.)
         let mut seen: FxHashSet<usize> =
             FxHashSet::with_capacity_and_hasher(limit, Default::default());
-        let mut sample = Vec::with_capacity(limit);
-        while sample.len() < limit {
+        let mut places = Vec::with_capacity(limit);
+        while places.len() < limit {
             let i = rng.random_range(0..roster.len());
             if seen.insert(i) {
-                sample.push(PeerEntry {
-                    addr: roster[i].0,
-                    degree: roster[i].1,
-                });
+                places.push(i);
             }
         }
-        sample
+        // Read apart from the draws: in a large roster each read misses the
+        // cache, and a loop of reads alone lets them overlap.
+        places
+            .into_iter()
+            .map(|i| PeerEntry {
+                addr: roster[i].0,
+                degree: roster[i].1,
+            })
+            .collect()
     }
 
     /// After a removal, one replacement link for each `former` neighbour of
