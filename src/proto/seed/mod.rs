@@ -20,7 +20,7 @@ pub mod directory;
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, LazyLock},
     time::Duration,
 };
 
@@ -226,9 +226,12 @@ impl SeedCore {
             return Outcome::Nothing;
         };
         let neighbors_before = first.neighbors_before(command);
-        // Alone with the directory, the first changes it in place.
+        // Alone with the directory, the first changes it in place. The
+        // others hold one shared empty directory meanwhile, rather than
+        // each a new one made and dropped at every entry.
+        static VACANT: LazyLock<Arc<Directory>> = LazyLock::new(Arc::default);
         for other in others.iter_mut() {
-            other.directory = Arc::default();
+            other.directory = Arc::clone(&VACANT);
         }
         let outcome = Arc::make_mut(&mut first.directory).apply(command);
         first.act_on_applied(command, &outcome, &neighbors_before);
