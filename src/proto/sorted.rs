@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A set of distinct values in ascending order.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SortedSet<T>(Vec<T>);
 
 impl<T> Default for SortedSet<T> {
@@ -77,22 +77,9 @@ impl<T: Ord> SortedSet<T> {
         self.0.iter()
     }
 
-    pub fn first(&self) -> Option<&T> {
-        self.0.first()
-    }
-
-    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
-        self.0.retain(keep);
-    }
-
     /// The values in `self` but not in `other`, in order.
     pub fn difference<'a>(&'a self, other: &'a SortedSet<T>) -> impl Iterator<Item = &'a T> + 'a {
         self.0.iter().filter(move |v| !other.contains(v))
-    }
-
-    /// The values in both, in order.
-    pub fn intersection<'a>(&'a self, other: &'a SortedSet<T>) -> impl Iterator<Item = &'a T> + 'a {
-        self.0.iter().filter(move |v| other.contains(v))
     }
 
     pub fn as_slice(&self) -> &[T] {
@@ -116,14 +103,6 @@ impl<T: Ord> FromIterator<T> for SortedSet<T> {
 impl<T: Ord, const N: usize> From<[T; N]> for SortedSet<T> {
     fn from(values: [T; N]) -> Self {
         values.into_iter().collect()
-    }
-}
-
-impl<T: Ord> Extend<T> for SortedSet<T> {
-    fn extend<I: IntoIterator<Item = T>>(&mut self, values: I) {
-        for value in values {
-            self.insert(value);
-        }
     }
 }
 
@@ -178,10 +157,6 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for SortedMap<K, V> {
 }
 
 impl<K: Ord, V> SortedMap<K, V> {
-    pub const fn new() -> Self {
-        SortedMap(Vec::new())
-    }
-
     fn find(&self, key: &K) -> Result<usize, usize> {
         self.0.binary_search_by(|(k, _)| k.cmp(key))
     }
@@ -227,14 +202,6 @@ impl<K: Ord, V> SortedMap<K, V> {
         Some(&mut self.0[at].1)
     }
 
-    pub fn contains_key(&self, key: &K) -> bool {
-        self.find(key).is_ok()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -243,16 +210,8 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
-        self.0.iter_mut().map(|(k, v)| (&*k, v))
-    }
-
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.0.iter().map(|(k, _)| k)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.0.iter().map(|(_, v)| v)
     }
 }
 
@@ -281,7 +240,7 @@ mod tests {
     fn set_and_map_behave_as_the_trees_do() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let (mut set, mut tree_set) = (SortedSet::new(), BTreeSet::new());
-        let (mut map, mut tree_map) = (SortedMap::new(), BTreeMap::new());
+        let (mut map, mut tree_map) = (SortedMap::default(), BTreeMap::new());
         for step in 0..5000u32 {
             let key: u8 = rng.random_range(0..40);
             match rng.random_range(0..3) {
@@ -297,7 +256,7 @@ mod tests {
             assert_eq!(set.contains(&key), tree_set.contains(&key));
             assert_eq!(map.get(&key), tree_map.get(&key));
             assert_eq!(set.len(), tree_set.len());
-            assert_eq!(map.len(), tree_map.len());
+            assert_eq!(map.iter().count(), tree_map.len());
         }
         assert!(set.iter().eq(tree_set.iter()));
         assert!(map.iter().eq(tree_map.iter()));
@@ -309,7 +268,6 @@ mod tests {
         assert_eq!(set.as_slice(), &[1, 3, 5]);
         let other: SortedSet<u32> = [3, 4].into_iter().collect();
         assert_eq!(set.difference(&other).copied().collect::<Vec<_>>(), [1, 5]);
-        assert_eq!(set.intersection(&other).copied().collect::<Vec<_>>(), [3]);
     }
 
     #[test]

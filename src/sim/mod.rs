@@ -56,6 +56,7 @@ use crate::proto::{
     message::{Message, Role},
     peer::{PeerCore, PeerSettings, PeerTimer},
     seed::{directory, SeedCore, SeedTimer},
+    sorted::SortedMap,
     Command, Core, Directory, Event, Output, Timestamp,
 };
 
@@ -146,37 +147,12 @@ struct Node {
     /// What a frozen seed's core asked for after a commit it applied while
     /// frozen; carried out on resume, when its log would have caught up.
     held_outputs: Vec<Output<NodeTimer>>,
-    /// This node's end of its connections with others, open or once open.
-    channels: Channels,
-}
-
-/// A node's connection ends, sorted by the other end's number. A sorted
-/// vector rather than a tree: a peer has tens of connections and a seed's
-/// grow mostly at the end, as peers join in number order, so a search
-/// touches one allocation instead of a chain of tree nodes.
-#[derive(Default)]
-struct Channels(Vec<(NodeId, Channel)>);
-
-impl Channels {
-    fn get(&self, other: NodeId) -> Option<&Channel> {
-        let at = self.0.binary_search_by_key(&other, |(id, _)| *id).ok()?;
-        Some(&self.0[at].1)
-    }
-
-    fn get_or_insert(&mut self, other: NodeId) -> &mut Channel {
-        let at = match self.0.binary_search_by_key(&other, |(id, _)| *id) {
-            Ok(at) => at,
-            Err(at) => {
-                self.0.insert(at, (other, Channel::default()));
-                at
-            }
-        };
-        &mut self.0[at].1
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (NodeId, &Channel)> {
-        self.0.iter().map(|(id, c)| (*id, c))
-    }
+    /// This node's end of its connections with others, open or once open,
+    /// by the other end's number. Sorted in one vector rather than a tree:
+    /// a peer has tens of connections and a seed's grow mostly at the end,
+    /// as peers join in number order, so a search touches one allocation
+    /// instead of a chain of tree nodes.
+    channels: SortedMap<NodeId, Channel>,
 }
 
 /// One end of a connection between two nodes.
@@ -195,7 +171,7 @@ impl Node {
         self.channels
             .iter()
             .filter(|(_, c)| c.open)
-            .map(|(id, _)| NodeTable::address(id))
+            .map(|(id, _)| NodeTable::address(*id))
     }
 
     fn new(core: NodeCore) -> Node {
@@ -204,7 +180,7 @@ impl Node {
             health: Health::Up,
             held: Vec::new(),
             held_outputs: Vec::new(),
-            channels: Channels::default(),
+            channels: SortedMap::default(),
         }
     }
 }
@@ -899,7 +875,12 @@ impl Sim {
     /// `from`'s end of its connection with `to`, if both are nodes.
     fn channel(&mut self, from: SocketAddr, to: SocketAddr) -> Option<&mut Channel> {
         let to = NodeTable::id(&to)?;
-        Some(self.nodes.get_mut(&from)?.channels.get_or_insert(to))
+        Some(
+            self.nodes
+                .get_mut(&from)?
+                .channels
+                .get_or_insert_default(to),
+        )
     }
 
     fn is_linked(&self, a: SocketAddr, b: SocketAddr) -> bool {
@@ -912,7 +893,7 @@ impl Sim {
         let (end, other) = if id_a > id_b { (a, id_b) } else { (b, id_a) };
         self.nodes
             .get(&end)
-            .and_then(|n| n.channels.get(other))
+            .and_then(|n| n.channels.get(&other))
             .is_some_and(|c| c.open)
     }
 
