@@ -223,6 +223,10 @@ pub struct PeerCore<R> {
     reverify_wait: Duration,
     /// Seeds with a working connection, for the waiting message.
     reachable_seeds: SortedSet<SocketAddr>,
+    /// The one of our seeds that hears our link reports. The log shares
+    /// each report with every seed, so one copy is enough; sending one to
+    /// each of our seeds would put each change in the log once per seed.
+    report_seed: Option<SocketAddr>,
     /// The wait before the next registration attempt; doubles while the
     /// seeds cannot commit.
     register_retry: Duration,
@@ -274,6 +278,7 @@ impl<R: Rng> PeerCore<R> {
             reverify_armed: false,
             reverify_wait: settings_retry,
             reachable_seeds: SortedSet::new(),
+            report_seed: None,
             register_retry: settings_retry,
             stats: PeerStats::default(),
             outputs: VecDeque::new(),
@@ -530,16 +535,29 @@ impl<R: Rng> PeerCore<R> {
         if self.phase != Phase::Active {
             return;
         }
-        let neighbors: Vec<_> = self.neighbors.iter().copied().collect();
-        let seeds: Vec<_> = self.acked.iter().copied().collect();
-        for seed in seeds {
-            self.send(
-                seed,
-                Message::LinkReport {
-                    neighbors: neighbors.clone(),
-                },
-            );
+        // With none of our seeds in reach, the report waits for one.
+        let Some(seed) = self.report_seed() else {
+            return;
+        };
+        let neighbors = self.neighbors.iter().copied().collect();
+        self.send(seed, Message::LinkReport { neighbors });
+    }
+
+    /// The seed to send link reports to: the one chosen before, else one
+    /// of our seeds that we have a working connection with, at random.
+    /// Keeping to one seed keeps our reports in order in the log.
+    fn report_seed(&mut self) -> Option<SocketAddr> {
+        let usable = |s: &SocketAddr| self.acked.contains(s) && self.reachable_seeds.contains(s);
+        if self.report_seed.as_ref().is_some_and(usable) {
+            return self.report_seed;
         }
+        self.report_seed = self
+            .acked
+            .iter()
+            .filter(|s| self.reachable_seeds.contains(s))
+            .copied()
+            .choose(&mut self.rng);
+        self.report_seed
     }
 
     fn after_neighbors_changed(&mut self, now: Timestamp) {
@@ -1020,6 +1038,7 @@ impl<R: Rng> PeerCore<R> {
         self.pending_links.clear();
         self.asked.clear();
         self.acked.clear();
+        self.report_seed = None;
         self.lists.clear();
         self.list_requests.clear();
         self.retry_due = None;
@@ -1114,6 +1133,13 @@ impl<R: Rng> Core for PeerCore<R> {
     fn handle_link_up(&mut self, remote: SocketAddr, role: Role, now: Timestamp) {
         if role == Role::Seed && self.seeds.contains(&remote) {
             self.reachable_seeds.insert(remote);
+            if self.phase == Phase::Active
+                && self.report_seed.is_none()
+                && self.acked.contains(&remote)
+            {
+                // A report may be owed from while no seed was in reach.
+                self.report_links();
+            }
         }
         if role != Role::Peer {
             // Our seed connections come up this way too; only an address we
@@ -1161,6 +1187,12 @@ impl<R: Rng> Core for PeerCore<R> {
         }
         self.pending_links.remove(&remote);
         self.replacing.remove(&remote);
+        if self.report_seed == Some(remote) {
+            // Reports on their way to it may be lost: tell another of our
+            // seeds in reach the whole set, or the next one to come back.
+            self.report_seed = None;
+            self.report_links();
+        }
         if self.neighbors.contains(&remote) {
             // Suspected before it is forgotten: the suspicion needs what
             // the liveness checks learnt about it.

@@ -95,6 +95,7 @@ fn join_with(core: &mut PeerCore<ChaCha8Rng>, peers: &[PeerEntry]) -> Vec<Output
     core.start(now());
     let asked = sends_of(&drain(core), "REGISTER_REQUEST");
     for seed in &asked {
+        core.handle_link_up(*seed, Role::Seed, now());
         core.handle_message(*seed, Message::RegisterAck {}, now());
     }
     let list_requests = sends_of(&drain(core), "PEER_LIST_REQUEST");
@@ -364,13 +365,9 @@ fn join_completes_when_every_chosen_link_has_resolved() {
         .any(|e| matches!(e, Event::Joined { neighbors } if neighbors.is_empty())));
 }
 
-#[test]
-fn links_are_reported_to_the_registered_seeds() {
-    let mut core = peer(3, 4);
-    join_with(&mut core, &[entry(6001, 1)]);
-    core.handle_link_up(addr(6001), Role::Peer, now());
-    let out = drain(&mut core);
-    let reports: Vec<_> = out
+/// The LINK_REPORTs among `outputs`: to whom, with which neighbours.
+fn link_reports(outputs: &[Output<PeerTimer>]) -> Vec<(SocketAddr, Vec<SocketAddr>)> {
+    outputs
         .iter()
         .filter_map(|o| match o {
             Output::Send {
@@ -379,13 +376,56 @@ fn links_are_reported_to_the_registered_seeds() {
             } => Some((*to, neighbors.clone())),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn links_are_reported_to_one_registered_seed() {
+    let mut core = peer(3, 4);
+    join_with(&mut core, &[entry(6001, 1)]);
+    core.handle_link_up(addr(6001), Role::Peer, now());
+    let reports = link_reports(&drain(&mut core));
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let (to, neighbors) = &reports[0];
+    assert!(core.registered_seeds().any(|s| s == *to), "{to}");
+    assert_eq!(neighbors, &vec![addr(6001)]);
+    // Later changes go to the same seed, so they reach the log in order.
+    core.handle_link_up(addr(6002), Role::Peer, now());
+    let later = link_reports(&drain(&mut core));
+    assert_eq!(later, vec![(*to, vec![addr(6001), addr(6002)])]);
+}
+
+#[test]
+fn when_the_report_seed_drops_another_registered_seed_gets_the_whole_set() {
+    let mut core = peer(3, 4);
+    join_with(&mut core, &[entry(6001, 1)]);
+    core.handle_link_up(addr(6001), Role::Peer, now());
+    let (first, _) = link_reports(&drain(&mut core))[0].clone();
+    core.handle_link_down(first, now());
+    let reports = link_reports(&drain(&mut core));
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let (second, neighbors) = &reports[0];
+    assert_ne!(*second, first);
+    assert!(core.registered_seeds().any(|s| s == *second), "{second}");
+    assert_eq!(neighbors, &vec![addr(6001)]);
+}
+
+#[test]
+fn with_no_registered_seed_in_reach_the_report_waits_for_one() {
+    let mut core = peer(3, 4);
+    join_with(&mut core, &[entry(6001, 1)]);
     let registered: Vec<_> = core.registered_seeds().collect();
-    assert_eq!(reports.len(), registered.len());
-    for (to, neighbors) in reports {
-        assert!(registered.contains(&to));
-        assert_eq!(neighbors, vec![addr(6001)]);
+    for seed in &registered {
+        core.handle_link_down(*seed, now());
     }
+    drain(&mut core);
+    core.handle_link_up(addr(6001), Role::Peer, now());
+    assert_eq!(link_reports(&drain(&mut core)), vec![]);
+    core.handle_link_up(registered[1], Role::Seed, now());
+    assert_eq!(
+        link_reports(&drain(&mut core)),
+        vec![(registered[1], vec![addr(6001)])]
+    );
 }
 
 #[test]
