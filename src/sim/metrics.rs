@@ -145,6 +145,35 @@ impl Indexed {
         }
     }
 
+    /// `nodes` in address order, and the links between them, each once as
+    /// (lower place, higher place) in `nodes`, in order.
+    pub fn from_links(nodes: Vec<SocketAddr>, links: &[(u32, u32)]) -> Indexed {
+        debug_assert!(links.is_sorted(), "links must be in order");
+        let mut starts = vec![0; nodes.len() + 1];
+        for &(a, b) in links {
+            starts[a as usize + 1] += 1;
+            starts[b as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        // Filling in link order lists each node's neighbours in order: its
+        // lower neighbours come first, as links sort by their lower end.
+        let mut next = starts.clone();
+        let mut targets = vec![0; links.len() * 2];
+        for &(a, b) in links {
+            targets[next[a as usize]] = b;
+            next[a as usize] += 1;
+            targets[next[b as usize]] = a;
+            next[b as usize] += 1;
+        }
+        Indexed {
+            nodes,
+            starts,
+            targets,
+        }
+    }
+
     /// Each node's number of neighbours, in address order.
     pub fn degrees(&self) -> Vec<u32> {
         self.starts
@@ -255,6 +284,32 @@ mod tests {
                 x.floor().min(1e9) as u32
             })
             .collect()
+    }
+
+    #[test]
+    fn a_graph_from_its_links_equals_the_graph_from_its_lists() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let nodes: Vec<SocketAddr> = (0..40u16)
+            .map(|i| SocketAddr::from(([10, 0, 0, 1], 7000 + i)))
+            .collect();
+        let mut links = Vec::new();
+        for a in 0..40u32 {
+            for b in a + 1..40 {
+                if rng.random_bool(0.1) {
+                    links.push((a, b));
+                }
+            }
+        }
+        let lists = (0..40u32).map(|n| {
+            links
+                .iter()
+                .filter_map(move |&(a, b)| (a == n).then_some(b).or((b == n).then_some(a)))
+                .map(|p| nodes[p as usize])
+                .collect::<BTreeSet<_>>()
+        });
+        let expected = Indexed::from_lists(nodes.clone(), lists.collect::<Vec<_>>());
+        assert!(expected.degrees().iter().sum::<u32>() > 0);
+        assert_eq!(Indexed::from_links(nodes, &links), expected);
     }
 
     #[test]

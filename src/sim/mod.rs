@@ -716,14 +716,6 @@ impl Sim {
     /// the trees cost more than the measures run on the graph.
     pub fn live_graph(&self) -> metrics::Indexed {
         let live = self.live_peers();
-        let running_peer = |p: SocketAddr| match self.nodes.get(&p) {
-            Some(Node {
-                core: NodeCore::Peer(c),
-                health: Health::Up,
-                ..
-            }) => Some(c),
-            _ => None,
-        };
         // Each peer's place among the live ones, by its slot: a lookup per
         // link instead of a search of 100,000 addresses.
         let mut place = vec![None; self.nodes.peers.len()];
@@ -736,14 +728,32 @@ impl Sim {
             Some(Slot::Peer(slot)) => place.get(slot).copied().flatten(),
             _ => None,
         };
-        let lists = live.iter().map(|p| {
-            running_peer(*p)
-                .into_iter()
-                .flat_map(|c| c.neighbors())
-                .filter(|n| running_peer(*n).is_some_and(|back| back.is_neighbor(p)))
-                .filter_map(|n| place_of(&n))
-        });
-        metrics::Indexed::from_places(live.clone(), lists)
+        // Every link as each live end holds it, lower place first. A link
+        // counts only if both ends hold it, so it appears twice; sorting
+        // pairs up the two, where asking the far end for each link would
+        // cost a few cache misses per link.
+        let mut held: Vec<(u32, u32)> = Vec::new();
+        for (i, p) in live.iter().enumerate() {
+            if let Some(Node {
+                core: NodeCore::Peer(c),
+                ..
+            }) = self.nodes.get(p)
+            {
+                let i = i as u32;
+                held.extend(
+                    c.neighbors()
+                        .filter_map(|n| place_of(&n))
+                        .map(|j| (i.min(j), i.max(j))),
+                );
+            }
+        }
+        held.sort_unstable();
+        let links: Vec<(u32, u32)> = held
+            .chunk_by(|a, b| a == b)
+            .filter(|both| both.len() == 2)
+            .map(|both| both[0])
+            .collect();
+        metrics::Indexed::from_links(live, &links)
     }
 
     /// Starts a new peer; returns its address.
