@@ -63,12 +63,38 @@ struct Browser {
     answers: mpsc::Receiver<Value>,
     session: String,
     next_id: u64,
-    _profile: tempfile::TempDir,
+    /// Chromium's profile, and its stderr.log.
+    profile: tempfile::TempDir,
 }
 
+/// Launches of Chromium tried before the test gives up: on a loaded
+/// 2-core machine a headless Chromium now and then never answers its
+/// first command, and a fresh one does.
+const LAUNCH_ATTEMPTS: usize = 3;
+
 impl Browser {
+    /// A started Chromium, attached to its page.
     fn launch(chromium: &Path) -> Browser {
+        let mut failures = Vec::new();
+        for attempt in 1..=LAUNCH_ATTEMPTS {
+            let mut browser = Browser::spawn(chromium);
+            match browser.try_call("Target.getTargets", json!({})) {
+                Ok(targets) => return browser.attach(&targets),
+                Err(e) => {
+                    failures.push(format!("attempt {attempt}: {e}; {}", browser.stderr_tail()));
+                }
+            }
+        }
+        panic!(
+            "{} did not start in {LAUNCH_ATTEMPTS} attempts:\n{}",
+            chromium.display(),
+            failures.join("\n")
+        );
+    }
+
+    fn spawn(chromium: &Path) -> Browser {
         let profile = tempfile::tempdir().unwrap();
+        let stderr = File::create(profile.path().join("stderr.log")).unwrap();
         let (to_browser_read, to_browser_write) = high_pipe();
         let (from_browser_read, from_browser_write) = high_pipe();
         let (child_in, child_out) = (to_browser_read.as_raw_fd(), from_browser_write.as_raw_fd());
@@ -87,7 +113,7 @@ impl Browser {
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             // Its own group, so that its helper processes go with it.
             .process_group(0);
         // SAFETY: only dup2 runs between fork and exec; it is
@@ -120,15 +146,29 @@ impl Browser {
                 }
             }
         });
-        let mut browser = Browser {
+        Browser {
             child,
             commands: File::from(to_browser_write),
             answers,
             session: String::new(),
             next_id: 0,
-            _profile: profile,
-        };
-        let targets = browser.call("Target.getTargets", json!({}));
+            profile,
+        }
+    }
+
+    /// The last lines Chromium wrote to its standard error.
+    fn stderr_tail(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.profile.path().join("stderr.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "its stderr ends: {:?}",
+            lines[lines.len().saturating_sub(5)..].join(" | ")
+        )
+    }
+
+    /// Attaches to the page among `targets`, so later commands go to it.
+    fn attach(mut self, targets: &Value) -> Browser {
         let page = targets["targetInfos"]
             .as_array()
             .unwrap()
@@ -136,16 +176,22 @@ impl Browser {
             .find(|t| t["type"] == "page")
             .expect("a page target")["targetId"]
             .clone();
-        let attached = browser.call(
+        let attached = self.call(
             "Target.attachToTarget",
             json!({ "targetId": page, "flatten": true }),
         );
-        browser.session = attached["sessionId"].as_str().unwrap().to_string();
-        browser
+        self.session = attached["sessionId"].as_str().unwrap().to_string();
+        self
     }
 
     /// Sends one command (to the page once attached) and waits for its answer.
     fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|e| panic!("{e}; {}", self.stderr_tail()))
+    }
+
+    /// Like [`Browser::call`], saying what went wrong instead of panicking.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, String> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -154,17 +200,23 @@ impl Browser {
         }
         let mut frame = serde_json::to_vec(&message).unwrap();
         frame.push(0);
-        self.commands.write_all(&frame).unwrap();
+        self.commands
+            .write_all(&frame)
+            .map_err(|e| format!("cannot send {method} to chromium: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let answer = self
-                .answers
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no answer from chromium to {method}"));
+            let answer = self.answers.recv_timeout(left).map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => {
+                    format!("no answer from chromium to {method} within 30 s")
+                }
+                mpsc::RecvTimeoutError::Disconnected => {
+                    format!("chromium closed its pipe before answering {method}")
+                }
+            })?;
             if answer["id"] == json!(id) {
                 assert!(answer.get("error").is_none(), "{method}: {answer}");
-                return answer["result"].clone();
+                return Ok(answer["result"].clone());
             }
         }
     }
