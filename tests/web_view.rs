@@ -72,6 +72,9 @@ struct Browser {
 /// first command, and a fresh one does.
 const LAUNCH_ATTEMPTS: usize = 3;
 
+/// How long Chromium has to answer one command.
+const ANSWER_LIMIT: Duration = Duration::from_secs(30);
+
 impl Browser {
     /// A started Chromium, attached to its page.
     fn launch(chromium: &Path) -> Browser {
@@ -203,12 +206,12 @@ impl Browser {
         self.commands
             .write_all(&frame)
             .map_err(|e| format!("cannot send {method} to chromium: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + ANSWER_LIMIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let answer = self.answers.recv_timeout(left).map_err(|e| match e {
                 mpsc::RecvTimeoutError::Timeout => {
-                    format!("no answer from chromium to {method} within 30 s")
+                    format!("no answer from chromium to {method} within {ANSWER_LIMIT:?}")
                 }
                 mpsc::RecvTimeoutError::Disconnected => {
                     format!("chromium closed its pipe before answering {method}")

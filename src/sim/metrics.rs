@@ -114,28 +114,17 @@ impl Indexed {
         nodes: Vec<SocketAddr>,
         lists: impl IntoIterator<Item = L>,
     ) -> Indexed {
-        let search = nodes.clone();
-        let places = lists.into_iter().map(|links| {
-            links
-                .into_iter()
-                .filter_map(|n| search.binary_search(&n).ok())
-                .map(|i| i as u32)
-        });
-        Indexed::from_places(nodes, places)
-    }
-
-    /// Like [`Indexed::from_lists`], with each neighbour given by its place
-    /// in `nodes`, for a caller that can find places without a search.
-    pub fn from_places<L: IntoIterator<Item = u32>>(
-        nodes: Vec<SocketAddr>,
-        lists: impl IntoIterator<Item = L>,
-    ) -> Indexed {
         debug_assert!(nodes.is_sorted(), "nodes must be in address order");
         let mut starts = Vec::with_capacity(nodes.len() + 1);
         let mut targets = Vec::new();
         for links in lists {
             starts.push(targets.len());
-            targets.extend(links);
+            targets.extend(
+                links
+                    .into_iter()
+                    .filter_map(|n| nodes.binary_search(&n).ok())
+                    .map(|i| i as u32),
+            );
         }
         starts.push(targets.len());
         Indexed {

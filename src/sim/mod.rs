@@ -348,12 +348,13 @@ enum Action {
 
 impl Action {
     /// The nodes whose state handling it touches, as far as it is cheap
-    /// to tell.
+    /// to tell: first the one whose core handles it, then the other end.
     fn ends(&self) -> [Option<SocketAddr>; 2] {
         match self {
-            Action::Deliver { to, from, .. }
-            | Action::DialArrive { from, to }
-            | Action::DialTimeout { from, to } => [Some(*to), Some(*from)],
+            Action::Deliver { to, from, .. } | Action::DialArrive { from, to } => {
+                [Some(*to), Some(*from)]
+            }
+            Action::DialTimeout { from, to } => [Some(*from), Some(*to)],
             Action::LinkUp { at, remote } | Action::LinkDown { at, remote } => {
                 [Some(*at), Some(*remote)]
             }
@@ -370,16 +371,8 @@ impl Action {
     /// The node whose core handles it, if any.
     fn node(&self, sim: &Sim) -> Option<SocketAddr> {
         match self {
-            Action::Deliver { to, .. } | Action::DialArrive { to, .. } => Some(*to),
-            Action::DialTimeout { from, .. } => Some(*from),
-            Action::LinkUp { at, .. }
-            | Action::LinkDown { at, .. }
-            | Action::Timer { at, .. }
-            | Action::UserLine { at, .. }
-            | Action::IcmpDone { at, .. } => Some(*at),
-            Action::QueryArrive { to, .. } => Some(*to),
             Action::QueryDone { token, .. } => sim.queries.get(token).map(|q| q.asker),
-            Action::Commit { .. } | Action::CutTimeout { .. } => None,
+            _ => self.ends()[0],
         }
     }
 }
@@ -878,10 +871,7 @@ impl Sim {
     /// Runs every action due up to `until`; the clock ends there.
     pub fn run_until(&mut self, until: Timestamp) {
         while self.queue.next_due().is_some_and(|at| at <= until) {
-            let (at, action) = self.queue.pop().expect("an action is due");
-            self.prefetch_for(&action);
-            self.now = at;
-            self.handle(action);
+            self.handle_next();
         }
         self.now = self.now.max(until);
     }
@@ -903,11 +893,16 @@ impl Sim {
                 self.now = until;
                 return done(self);
             }
-            let (at, action) = self.queue.pop().expect("an action is due");
-            self.prefetch_for(&action);
-            self.now = at;
-            self.handle(action);
+            self.handle_next();
         }
+    }
+
+    /// Handles the earliest action, which must be due.
+    fn handle_next(&mut self) {
+        let (at, action) = self.queue.pop().expect("an action is due");
+        self.prefetch_for(&action);
+        self.now = at;
+        self.handle(action);
     }
 
     /// Starts loading the memory the next few actions will touch, so that

@@ -289,10 +289,6 @@ impl<R: Rng> PeerCore<R> {
         self.neighbors.iter().copied()
     }
 
-    pub fn is_neighbor(&self, peer: &SocketAddr) -> bool {
-        self.neighbors.contains(peer)
-    }
-
     pub fn registered_seeds(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.acked.iter().copied()
     }
