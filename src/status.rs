@@ -41,7 +41,10 @@ async fn ask(seed: SocketAddr, key: Option<&NetworkKey>) -> Result<Value, Status
             seed,
             reason: format!("{} instead of STATUS_REPLY", other.kind()),
         }),
-        Err(reason) => Err(StatusError::Unreachable { seed, reason }),
+        Err(e) => Err(StatusError::Unreachable {
+            seed,
+            reason: e.to_string(),
+        }),
     }
 }
 

@@ -36,35 +36,6 @@ fn send_all(client: &mut RawClient, msgs: impl Iterator<Item = Message>) {
 }
 
 #[test]
-fn connections_over_the_inbound_limit_are_closed_and_logged() {
-    let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
-    let peer = net.add_peer_with(&["--max-inbound", "3"], false);
-    let target = net.peers[peer].addr();
-    // Three connections that have not said HELLO yet fill the limit...
-    let mut held: Vec<RawClient> = (0..3).map(|_| RawClient::connect(target)).collect();
-    // ...so a fourth is closed at once, and the refusal names its address.
-    let mut fourth = RawClient::connect(target);
-    let fourth_addr = fourth.stream.local_addr().unwrap();
-    assert!(fourth.closed_by_node(), "a fourth connection was kept");
-    net.peers[peer].wait_event("the refusal over the limit", START, |e| {
-        matches!(e, Event::ConnectionRefused { remote, reason }
-            if *remote == fourth_addr && reason.contains("limit of 3 inbound"))
-    });
-    // Once one closes, a newcomer is served again.
-    drop(held.pop());
-    let (_served, _) = common::wait_for(
-        "a connection to be accepted again",
-        START,
-        || {
-            let mut client = RawClient::connect(target);
-            client.send(&hello("127.0.0.1:9".parse().unwrap(), Role::Peer));
-            client.recv().map(|_| (client, ()))
-        },
-        || "every new connection was closed".into(),
-    );
-}
-
-#[test]
 fn a_gossip_flood_on_one_link_is_cut_to_the_rate_limit() {
     let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
     let victim = net.add_peer();

@@ -314,13 +314,18 @@ fn dead_report(
     }
 }
 
-#[test]
-fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
-    let mut net = network(4);
-    let want = addrs_of(&net);
-    wait_for_peer_list(&net, 0, &want);
-    // A forger among the neighbours of the peer with the most links names
-    // them all as confirmers.
+/// The best-linked peer of `net`, as committed: its address, its
+/// incarnation, and its neighbours with their keys (read from their data
+/// directories, as an attacker who took their machines would).
+struct Hub {
+    victim: SocketAddr,
+    incarnation: u64,
+    neighbours: Vec<SocketAddr>,
+    keys: Vec<Identity>,
+}
+
+fn best_linked_peer(net: &Cluster) -> Hub {
+    let want = addrs_of(net);
     let seed = net.seeds[0].addr();
     let status = wait_for(
         "the topology to be committed",
@@ -366,7 +371,43 @@ fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
         .as_u64()
         .unwrap();
     let victim: SocketAddr = victim.parse().unwrap();
-    let keys: Vec<Identity> = neighbours.iter().map(|n| identity_of(&net, *n)).collect();
+    let keys: Vec<Identity> = neighbours.iter().map(|n| identity_of(net, *n)).collect();
+    Hub {
+        victim,
+        incarnation,
+        neighbours,
+        keys,
+    }
+}
+
+/// The report that every one of the hub's neighbours signs: it passes
+/// every check of the evidence, and only the seeds' own probes of the
+/// victim stand between it and a removal.
+fn colluding_report(hub: &Hub) -> Message {
+    let now = Timestamp::from_micros(common::unix_us());
+    let genuine: Vec<Statement> = hub
+        .neighbours
+        .iter()
+        .zip(&hub.keys)
+        .map(|(n, key)| key.state_unresponsive(*n, hub.victim, hub.incarnation, now))
+        .collect();
+    let forger = (hub.neighbours[0], &hub.keys[0]);
+    dead_report(forger, hub.victim, hub.incarnation, genuine)
+}
+
+#[test]
+fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
+    let mut net = network(4);
+    let want = addrs_of(&net);
+    wait_for_peer_list(&net, 0, &want);
+    // A forger among the neighbours of the peer with the most links names
+    // them all as confirmers.
+    let Hub {
+        victim,
+        incarnation,
+        ref neighbours,
+        ref keys,
+    } = best_linked_peer(&net);
     let now = Timestamp::from_micros(common::unix_us());
     let forger = (neighbours[0], &keys[0]);
 
@@ -380,12 +421,7 @@ fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
     let alone = dead_report(forger, victim, incarnation, forged);
     // 2. Every neighbour colludes, each signing its own statement: the
     //    signatures pass, and each seed's own probe finds the victim alive.
-    let genuine: Vec<Statement> = neighbours
-        .iter()
-        .zip(&keys)
-        .map(|(n, key)| key.state_unresponsive(*n, victim, incarnation, now))
-        .collect();
-    let colluding = dead_report(forger, victim, incarnation, genuine);
+    let colluding = colluding_report(&best_linked_peer(&net));
     for s in 0..3 {
         let mut client = RawClient::connect(net.seeds[s].addr());
         client.send(&hello(forger.0, Role::Peer));
@@ -423,5 +459,50 @@ fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
             matches!(e, Event::DeadReportRefused { reason, .. } if reason.starts_with("confirmer "))
         });
         assert_eq!(refused_on_signatures, 1, "seed {s}");
+    }
+}
+
+#[test]
+fn a_connection_flood_cannot_get_a_live_peer_removed() {
+    let net = network(4);
+    let want = addrs_of(&net);
+    wait_for_peer_list(&net, 0, &want);
+    let hub = best_linked_peer(&net);
+    let report = colluding_report(&hub);
+    // The attacker fills the victim's connections, and every neighbour's,
+    // past their limit, from the seeds' own address: the seeds' probes
+    // must get in, or not count.
+    let here = "127.0.0.1".parse().unwrap();
+    let flood = gossipnet::net::limits::DEFAULT_MAX_INBOUND + 76;
+    let _held: Vec<_> = std::iter::once(hub.victim)
+        .chain(hub.neighbours.iter().copied())
+        .flat_map(|target| common::idle_connections(target, here, flood))
+        .collect();
+    let mut seeds = net.seeds;
+    for seed in &mut seeds {
+        let mut client = RawClient::connect(seed.addr());
+        client.send(&hello(hub.neighbours[0], Role::Peer));
+        client.recv();
+        client.send(&report);
+        seed.wait_event("the report to be refused", DEADLINE, |e| {
+            matches!(e, Event::DeadReportRefused { peer, reason, .. }
+                if *peer == hub.victim
+                    && (reason.contains("answered this seed's own probe")
+                        || reason.contains("turned away this seed's own probe")))
+        });
+    }
+    for seed in &mut seeds {
+        assert_eq!(
+            committed_peers(seed.addr()).unwrap(),
+            want,
+            "a live peer was removed"
+        );
+        seed.poll();
+        assert_eq!(
+            seed.count(|e| matches!(e, Event::RemoveProposed { .. })),
+            0,
+            "{} voted to remove a live peer",
+            seed.addr()
+        );
     }
 }

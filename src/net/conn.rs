@@ -5,7 +5,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
         Arc,
     },
     time::Duration,
@@ -14,7 +14,7 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 use tokio::{
     net::TcpStream,
-    sync::mpsc,
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
     time::{timeout, timeout_at, Instant},
 };
 use tokio_util::{
@@ -28,7 +28,7 @@ use super::{
 };
 use crate::proto::{
     message::{Message, Role, MAX_FRAME_LEN, PROTOCOL_VERSION},
-    Event,
+    Event, QueryError,
 };
 
 /// A peer that says nothing this long after connecting is dropped, so idle
@@ -79,13 +79,6 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    fn sent(&self, msg: &Message, body_len: usize) {
-        self.count_sent(body_len);
-        if matches!(msg, Message::Gossip { .. }) {
-            self.gossip_sent.fetch_add(1, Relaxed);
-        }
-    }
-
     fn count_sent(&self, body_len: usize) {
         self.frames_sent.fetch_add(1, Relaxed);
         self.bytes_sent.fetch_add(body_len as u64 + 4, Relaxed);
@@ -105,6 +98,76 @@ impl Traffic {
             frames_received: self.frames_received.load(Relaxed),
             bytes_received: self.bytes_received.load(Relaxed),
         }
+    }
+}
+
+/// What a queued frame costs beyond its body: the queue's slot, the
+/// allocation and the length prefix, rounded up. It keeps a flood of empty
+/// frames from looking free.
+pub const FRAME_OVERHEAD: usize = 64;
+
+/// A frame encoded by the driver and queued for a connection's socket.
+#[derive(Debug)]
+pub struct Outgoing {
+    body: Vec<u8>,
+    gossip: bool,
+}
+
+impl Outgoing {
+    pub fn new(msg: &Message) -> Outgoing {
+        Outgoing {
+            body: msg.to_json(),
+            gossip: matches!(msg, Message::Gossip { .. }),
+        }
+    }
+
+    /// Bytes it holds while queued.
+    pub fn cost(&self) -> usize {
+        self.body.len() + FRAME_OVERHEAD
+    }
+}
+
+/// Bytes queued to be written: one connection's, and the whole node's.
+/// The driver adds a frame's cost when it queues it; the connection's task
+/// takes it off once the frame is handed to the socket.
+#[derive(Debug, Default)]
+pub struct QueuedBytes {
+    link: AtomicUsize,
+    node: Arc<AtomicUsize>,
+}
+
+impl QueuedBytes {
+    /// A new connection's count, adding to the node's `total`.
+    pub fn new(node: Arc<AtomicUsize>) -> QueuedBytes {
+        QueuedBytes {
+            link: AtomicUsize::new(0),
+            node,
+        }
+    }
+
+    pub fn link(&self) -> usize {
+        self.link.load(Relaxed)
+    }
+
+    pub fn node(&self) -> usize {
+        self.node.load(Relaxed)
+    }
+
+    pub fn add(&self, bytes: usize) {
+        self.link.fetch_add(bytes, Relaxed);
+        self.node.fetch_add(bytes, Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.link.fetch_sub(bytes, Relaxed);
+        self.node.fetch_sub(bytes, Relaxed);
+    }
+}
+
+impl Drop for QueuedBytes {
+    /// Whatever a closed connection still had queued leaves the node's total.
+    fn drop(&mut self) {
+        self.node.fetch_sub(self.link(), Relaxed);
     }
 }
 
@@ -164,12 +227,19 @@ impl Link {
     /// `traffic`; the flush is left to the caller, so that a burst of
     /// frames goes out in one write.
     async fn feed(&mut self, msg: &Message, traffic: &Traffic) -> std::io::Result<()> {
-        let body = msg.to_json();
+        self.feed_encoded(Outgoing::new(msg), traffic).await
+    }
+
+    /// [`Link::feed`] for a frame the driver encoded.
+    async fn feed_encoded(&mut self, frame: Outgoing, traffic: &Traffic) -> std::io::Result<()> {
         let wire = match &mut self.cipher {
-            Some(cipher) => cipher.seal(&body),
-            None => body,
+            Some(cipher) => cipher.seal(&frame.body),
+            None => frame.body,
         };
-        traffic.sent(msg, wire.len());
+        traffic.count_sent(wire.len());
+        if frame.gossip {
+            traffic.gossip_sent.fetch_add(1, Relaxed);
+        }
         self.framed.feed(Bytes::from(wire)).await
     }
 
@@ -242,6 +312,9 @@ pub enum ConnEvent {
     Frame {
         id: ConnId,
         msg: Message,
+        /// The frame's share of [`Channels::received`], given back when
+        /// the driver drops the event.
+        held: Option<OwnedSemaphorePermit>,
     },
     /// The remote opened with a one-shot query instead of HELLO (PROBE,
     /// SUSPECT_REQUEST or STATUS_REQUEST). The driver answers it, then
@@ -342,39 +415,57 @@ pub async fn accept(
 
 /// The channels between a connection task and its driver.
 pub struct Channels {
-    pub outbox: mpsc::Receiver<Message>,
+    /// Frames to write, bounded in bytes by `queued` (the driver checks
+    /// before it queues one).
+    pub outbox: mpsc::UnboundedReceiver<Outgoing>,
+    pub queued: Arc<QueuedBytes>,
     pub events: mpsc::Sender<ConnEvent>,
+    /// Bytes of received frames that all connections together may have
+    /// waiting for the driver, as permits: a reader waits for room, so a
+    /// flood of large frames is held back in the sockets, not in memory.
+    pub received: Arc<Semaphore>,
     pub traffic: Arc<Traffic>,
 }
 
 /// Dials `target` afresh, sends the one-shot `query` (PROBE,
 /// SUSPECT_REQUEST or STATUS_REQUEST) instead of HELLO, and returns the
-/// answer, or why there is none within `limit`.
+/// answer, or why there is none within `limit`. The error tells a node
+/// that is not there (no connection, or no answer) from one that turned
+/// the query away (closed or reset the connection before answering).
 pub async fn query(
     target: SocketAddr,
     query: &Message,
     limit: Duration,
     key: Option<&NetworkKey>,
     traffic: &Traffic,
-) -> Result<Message, String> {
+) -> Result<Message, QueryError> {
+    let deadline = Instant::now() + limit;
+    let stream = match timeout_at(deadline, TcpStream::connect(target)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(QueryError::NoConnection(format!("cannot connect: {e}"))),
+        Err(_) => {
+            let reason = format!("no connection within {limit:?}");
+            return Err(QueryError::NoConnection(reason));
+        }
+    };
     let exchange = async {
-        let stream = TcpStream::connect(target)
+        let mut link = Link::open(stream, key, Side::Dialled, traffic)
             .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let mut link = Link::open(stream, key, Side::Dialled, traffic).await?;
-        link.feed(query, traffic).await.map_err(|e| e.to_string())?;
-        link.flush().await.map_err(|e| e.to_string())?;
-        let unanswered = "closed without answering";
+            .map_err(QueryError::TurnedAway)?;
+        let turned_away = |e: std::io::Error| QueryError::TurnedAway(e.to_string());
+        link.feed(query, traffic).await.map_err(turned_away)?;
+        link.flush().await.map_err(turned_away)?;
         let body = match link.next(traffic).await {
-            None => return Err(unanswered.to_string()),
-            Some(Err(reason)) => return Err(reason.text(unanswered)),
+            None => return Err(QueryError::TurnedAway("closed without answering".into())),
+            Some(Err(CloseReason::Protocol(e))) => return Err(QueryError::BadAnswer(e)),
+            Some(Err(reason)) => return Err(QueryError::TurnedAway(reason.text(""))),
             Some(Ok(body)) => body,
         };
-        Message::from_json(&body).map_err(|e| e.to_string())
+        Message::from_json(&body).map_err(|e| QueryError::BadAnswer(e.to_string()))
     };
-    timeout(limit, exchange)
+    timeout_at(deadline, exchange)
         .await
-        .map_err(|_| format!("no answer within {limit:?}"))?
+        .map_err(|_| QueryError::NoAnswer(format!("no answer within {limit:?}")))?
 }
 
 async fn report_closed(events: &mpsc::Sender<ConnEvent>, id: ConnId, reason: CloseReason) {
@@ -385,7 +476,9 @@ async fn report_closed(events: &mpsc::Sender<ConnEvent>, id: ConnId, reason: Clo
 async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Channels) {
     let Channels {
         mut outbox,
+        queued,
         events,
+        received,
         traffic,
     } = channels;
     let hello_deadline = tokio::time::sleep_until(hello_deadline);
@@ -402,6 +495,12 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
                     None => break CloseReason::Ended,
                     Some(Err(reason)) => break reason,
                     Some(Ok(body)) => body,
+                };
+                // A frame is at most MAX_FRAME_LEN, far below the permits
+                // there are, so this waits only for frames ahead of it.
+                let cost = (body.len() + FRAME_OVERHEAD) as u32;
+                let Ok(held) = received.clone().acquire_many_owned(cost).await else {
+                    return;
                 };
                 let event = match (Message::from_json(&body), greeted) {
                     (Err(e), _) => break CloseReason::Protocol(e.to_string()),
@@ -447,7 +546,7 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
                     (Ok(msg), true) => {
                         let now = std::time::Instant::now();
                         match limits.admit(&msg, now) {
-                            Admit::Deliver => ConnEvent::Frame { id, msg },
+                            Admit::Deliver => ConnEvent::Frame { id, msg, held: Some(held) },
                             Admit::Hold => {
                                 held_link_report = Some(msg);
                                 held_until = Instant::from_std(limits.reports_free_at(now));
@@ -468,7 +567,7 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
                 let now = std::time::Instant::now();
                 if limits.take_report(now) {
                     let msg = held_link_report.take().expect("a held LINK_REPORT");
-                    if events.send(ConnEvent::Frame { id, msg }).await.is_err() {
+                    if events.send(ConnEvent::Frame { id, msg, held: None }).await.is_err() {
                         return;
                     }
                 } else {
@@ -476,13 +575,17 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
                 }
             }
             out = outbox.recv() => match out {
-                Some(msg) => {
+                Some(frame) => {
                     // Whatever else is already queued goes out in the same
                     // write: one syscall per burst, not per frame.
                     let write = async {
-                        link.feed(&msg, &traffic).await?;
+                        let cost = frame.cost();
+                        link.feed_encoded(frame, &traffic).await?;
+                        queued.sub(cost);
                         while let Ok(more) = outbox.try_recv() {
-                            link.feed(&more, &traffic).await?;
+                            let cost = more.cost();
+                            link.feed_encoded(more, &traffic).await?;
+                            queued.sub(cost);
                         }
                         link.flush().await
                     };

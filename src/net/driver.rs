@@ -9,21 +9,24 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{atomic::AtomicUsize, Arc},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::Value;
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, oneshot, watch},
+    sync::{mpsc, oneshot, watch, Semaphore},
     task::JoinSet,
 };
 
 use super::{
-    conn::{self, CloseReason, ConnEvent, ConnId, Traffic},
+    conn::{self, CloseReason, ConnEvent, ConnId, Outgoing, QueuedBytes, Traffic},
     icmp::{Icmp, Unavailable},
-    limits::{RefusalLog, DEFAULT_MAX_INBOUND},
+    limits::{
+        RefusalLog, DEFAULT_MAX_INBOUND, LINK_SEND_QUEUE_BYTES, NODE_SEND_QUEUE_BYTES,
+        RECEIVE_QUEUE_BYTES,
+    },
     secure::NetworkKey,
 };
 use crate::{
@@ -31,16 +34,14 @@ use crate::{
     output::LogSink,
     proto::{
         message::{Message, Role, PROTOCOL_VERSION},
-        Command, Core, Directory, Event, Output, Timestamp,
+        Command, Core, Directory, Event, Output, QueryError, Timestamp,
     },
 };
 
 /// Frames queued from connection tasks to the driver. Full means the driver
-/// is behind, and readers wait: backpressure instead of memory growth.
+/// is behind, and readers wait: backpressure instead of memory growth. Their
+/// bytes are bounded too, by [`RECEIVE_QUEUE_BYTES`].
 pub const CONN_EVENT_QUEUE: usize = 1024;
-/// Frames queued for one connection's socket. A connection that falls this
-/// far behind is closed as too slow rather than buffered without bound.
-pub const CONN_SEND_QUEUE: usize = 1024;
 /// Typed lines waiting for the driver.
 pub const USER_LINE_QUEUE: usize = 64;
 /// How long shutdown waits for connection tasks to flush.
@@ -107,10 +108,34 @@ impl ConnState {
 }
 
 struct Conn {
-    outbox: mpsc::Sender<Message>,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    /// What `outbox` holds, in bytes.
+    queued: Arc<QueuedBytes>,
     state: ConnState,
     /// The socket's remote address, for logs before HELLO names the node.
     socket_addr: Option<SocketAddr>,
+    /// When the connection was set up.
+    since: Instant,
+    /// When the remote last sent a frame after its HELLO.
+    heard: Option<Instant>,
+    /// The remote asked a one-shot query, whose answer is on its way.
+    answering: bool,
+}
+
+impl Conn {
+    /// Which inbound connection goes first when the node needs room: the
+    /// least use, then the longest unused. One that has not said HELLO,
+    /// oldest first (an honest dialler says it at once); then one that
+    /// said HELLO and nothing since; then the longest silent. A query
+    /// being answered goes last.
+    fn eviction_order(&self) -> (u8, Instant) {
+        match (&self.state, self.heard) {
+            _ if self.answering => (3, self.since),
+            (ConnState::AwaitingHello, _) => (0, self.since),
+            (_, None) => (1, self.since),
+            (_, Some(heard)) => (2, heard),
+        }
+    }
 }
 
 struct Driver<C: Core> {
@@ -140,7 +165,14 @@ struct Driver<C: Core> {
     max_inbound: usize,
     /// Accepted connections in `conns`.
     inbound: usize,
+    /// Accepted connections in `conns`, by the IP address they come from.
+    inbound_by_ip: HashMap<IpAddr, usize>,
     over_inbound_log: RefusalLog,
+    /// Bytes queued for all connections' sockets.
+    queued_total: Arc<AtomicUsize>,
+    /// Room for received frames waiting for this driver, in bytes.
+    received: Arc<Semaphore>,
+    too_slow_log: RefusalLog,
 }
 
 /// How the driver admits connections (docs/SECURITY.md).
@@ -175,7 +207,7 @@ enum Deferred {
     QueryResult {
         to: SocketAddr,
         query: Message,
-        result: Result<Message, String>,
+        result: Result<Message, QueryError>,
     },
     RpcAnswer {
         to: SocketAddr,
@@ -242,9 +274,13 @@ pub async fn run<C: Core>(
         icmp: Icmp::new(std::process::id() as u16),
         traffic: Arc::default(),
         network_key: admission.network_key.map(Arc::new),
-        max_inbound: admission.max_inbound,
+        max_inbound: admission.max_inbound.max(1),
         inbound: 0,
+        inbound_by_ip: HashMap::new(),
         over_inbound_log: RefusalLog::default(),
+        queued_total: Arc::default(),
+        received: Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES)),
+        too_slow_log: RefusalLog::default(),
     };
     let role = driver.core.role();
     driver.log(Event::Listening { role });
@@ -337,60 +373,87 @@ impl<C: Core> Driver<C> {
         &mut self,
         state: ConnState,
         socket_addr: Option<SocketAddr>,
-    ) -> (ConnId, mpsc::Receiver<Message>) {
+    ) -> (ConnId, conn::Channels) {
         let id = ConnId(self.next_seq);
         self.next_seq += 1;
-        let (outbox, rx) = mpsc::channel(CONN_SEND_QUEUE);
+        let (outbox, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(QueuedBytes::new(self.queued_total.clone()));
         self.conns.insert(
             id,
             Conn {
                 outbox,
+                queued: queued.clone(),
                 state,
                 socket_addr,
+                since: Instant::now(),
+                heard: None,
+                answering: false,
             },
         );
-        (id, rx)
+        let channels = conn::Channels {
+            outbox: rx,
+            queued,
+            events: self.events_tx.clone(),
+            received: self.received.clone(),
+            traffic: self.traffic.clone(),
+        };
+        (id, channels)
     }
 
+    /// Takes every connection that arrives. At the limit, one already
+    /// accepted makes room: the least used one of the source address that
+    /// holds the most (see [`Conn::eviction_order`]). So a flood of
+    /// connections from one source crowds out only itself, and even from
+    /// the address everyone shares (one machine), a newcomer that says
+    /// HELLO or asks its question at once, as every honest one does, is
+    /// served: a seed's probe can never be shut out.
     fn accept(&mut self, stream: tokio::net::TcpStream, socket_addr: SocketAddr) {
         if self.inbound >= self.max_inbound {
-            drop(stream);
-            if let Some(refused) = self.over_inbound_log.note(std::time::Instant::now()) {
-                let reason = format!(
-                    "over the limit of {} inbound connections ({refused} refused since the last such line)",
-                    self.max_inbound
-                );
-                self.log(Event::ConnectionRefused {
-                    remote: socket_addr,
-                    reason,
-                });
-            }
-            return;
+            self.evict_one();
         }
         self.inbound += 1;
-        let (id, rx) = self.new_conn(ConnState::AwaitingHello, Some(socket_addr));
-        let channels = self.channels(rx);
+        *self.inbound_by_ip.entry(socket_addr.ip()).or_default() += 1;
+        let (id, channels) = self.new_conn(ConnState::AwaitingHello, Some(socket_addr));
         let key = self.network_key.clone();
         self.tasks.spawn(conn::accept(id, stream, channels, key));
     }
 
+    /// Closes the inbound connection that [`Driver::accept`] picks to make
+    /// room, and logs it (at most once a second, with a count).
+    fn evict_one(&mut self) {
+        let Some((&busiest, &held)) = self.inbound_by_ip.iter().max_by_key(|(_, n)| **n) else {
+            return;
+        };
+        let evicted = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state.is_inbound())
+            .filter(|(_, c)| c.socket_addr.map(|a| a.ip()) == Some(busiest))
+            .min_by_key(|(_, c)| c.eviction_order())
+            .map(|(id, c)| (*id, c.socket_addr));
+        let Some((id, socket_addr)) = evicted else {
+            return;
+        };
+        if let (Some(closed), Some(remote)) =
+            (self.over_inbound_log.note(Instant::now()), socket_addr)
+        {
+            let reason = format!(
+                "closed to make room: over the limit of {} inbound connections, and {busiest} holds the most ({held}); {closed} closed since the last such line",
+                self.max_inbound
+            );
+            self.log(Event::ConnectionRefused { remote, reason });
+        }
+        self.on_closed(id, CloseReason::Ended);
+    }
+
     fn dial(&mut self, target: SocketAddr) -> ConnId {
-        let (id, rx) = self.new_conn(ConnState::Dialing { target }, Some(target));
+        let (id, channels) = self.new_conn(ConnState::Dialing { target }, Some(target));
         self.by_remote.insert(target, id);
         let hello = self.hello.clone();
-        let channels = self.channels(rx);
         let key = self.network_key.clone();
         self.tasks
             .spawn(conn::dial(id, target, hello, channels, key));
         id
-    }
-
-    fn channels(&self, outbox: mpsc::Receiver<Message>) -> conn::Channels {
-        conn::Channels {
-            outbox,
-            events: self.events_tx.clone(),
-            traffic: self.traffic.clone(),
-        }
     }
 
     /// Drops a connection; its task sends what is queued and closes.
@@ -400,6 +463,14 @@ impl<C: Core> Driver<C> {
         };
         if conn.state.is_inbound() {
             self.inbound -= 1;
+            if let Some(ip) = conn.socket_addr.map(|a| a.ip()) {
+                if let Some(n) = self.inbound_by_ip.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.inbound_by_ip.remove(&ip);
+                    }
+                }
+            }
         }
         // A connection is filed under a remote only while dialling it or
         // once its HELLO named it.
@@ -418,12 +489,14 @@ impl<C: Core> Driver<C> {
     fn on_conn_event(&mut self, event: ConnEvent) {
         match event {
             ConnEvent::Hello { id, listen, role } => self.on_hello(id, listen, role),
-            ConnEvent::Frame { id, msg } => {
+            ConnEvent::Frame { id, msg, .. } => {
                 if let Some(Conn {
                     state: ConnState::Open { remote, role, .. },
+                    heard,
                     ..
-                }) = self.conns.get(&id)
+                }) = self.conns.get_mut(&id)
                 {
+                    *heard = Some(Instant::now());
                     let (remote, role, now) = (*remote, *role, self.clock.now());
                     match msg {
                         Message::RaftRequest { id, body } if role == Role::Seed => {
@@ -593,23 +666,59 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    /// Queues `msg` on connection `id`; a full queue closes it as too slow.
+    /// Queues `msg` on connection `id`. A connection whose queue would go
+    /// over [`LINK_SEND_QUEUE_BYTES`] is closed as too slow, and so is the
+    /// one holding the most when all together would go over
+    /// [`NODE_SEND_QUEUE_BYTES`].
     fn send_on(&mut self, id: ConnId, msg: Message) {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        match conn.outbox.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let reason = CloseReason::Protocol(format!(
-                    "send queue of {CONN_SEND_QUEUE} frames is full; the remote is too slow"
-                ));
-                self.on_closed(id, reason);
-            }
-            // The task has ended; its Closed event, with the real reason,
-            // is on its way.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        let frame = Outgoing::new(&msg);
+        let cost = frame.cost();
+        if conn.queued.link() + cost > LINK_SEND_QUEUE_BYTES {
+            let reason = format!(
+                "its send queue would pass {LINK_SEND_QUEUE_BYTES} bytes ({} queued); the remote is too slow",
+                conn.queued.link()
+            );
+            return self.close_too_slow(id, reason);
         }
+        if conn.queued.node() + cost > NODE_SEND_QUEUE_BYTES {
+            let fullest = self
+                .conns
+                .iter()
+                .max_by_key(|(_, c)| c.queued.link())
+                .map(|(id, c)| (*id, c.queued.link()));
+            if let Some((fullest, bytes)) = fullest {
+                let reason = format!(
+                    "the node's send queues would pass {NODE_SEND_QUEUE_BYTES} bytes, and this one holds the most ({bytes})"
+                );
+                self.close_too_slow(fullest, reason);
+            }
+            if fullest.is_some_and(|(f, _)| f == id) {
+                return;
+            }
+        }
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        conn.queued.add(cost);
+        // An error means the task has ended; its Closed event, with the
+        // real reason, is on its way.
+        let _ = conn.outbox.send(frame);
+    }
+
+    /// Closes a connection that cannot keep up, saying so at most once a
+    /// second.
+    fn close_too_slow(&mut self, id: ConnId, reason: String) {
+        if let Some(count) = self.too_slow_log.note(Instant::now()) {
+            let reason = match count {
+                1 => reason,
+                n => format!("{reason} ({n} such closes since the last such line)"),
+            };
+            self.protocol_error(id, reason);
+        }
+        self.on_closed(id, CloseReason::Ended);
     }
 
     fn fire_due_timers(&mut self) {
@@ -732,6 +841,9 @@ impl<C: Core> Driver<C> {
 
     /// Answers a one-shot query; the connection closes after the answer.
     fn on_query(&mut self, id: ConnId, msg: Message) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.answering = true;
+        }
         match msg {
             Message::Probe { nonce, .. } => {
                 let reply = Message::ProbeReply {

@@ -23,6 +23,18 @@ pub const REPORTS_PER_SEC: f64 = 20.0;
 pub const REPORTS_BURST: f64 = 100.0;
 /// Connections a node accepts at once, by default (`--max-inbound`).
 pub const DEFAULT_MAX_INBOUND: usize = 1024;
+/// Bytes queued for one connection's socket. A remote that stops reading
+/// holds at most this much of the node's memory before it is closed as too
+/// slow: 64 full-size GOSSIP messages, or thousands of ordinary frames.
+pub const LINK_SEND_QUEUE_BYTES: usize = 4 << 20;
+/// Bytes queued for all of a node's sockets together; past it, the
+/// connection holding the most is closed as too slow. Eight slow links at
+/// their own limit.
+pub const NODE_SEND_QUEUE_BYTES: usize = 32 << 20;
+/// Bytes of received frames waiting for the node's driver, all connections
+/// together: 16 frames of the largest size. A connection finding no room
+/// stops reading until there is, so its sender is slowed by TCP itself.
+pub const RECEIVE_QUEUE_BYTES: usize = 16 << 20;
 /// At most one log line per connection and per kind of limit this often.
 pub const LIMIT_LOG_EVERY: Duration = Duration::from_secs(1);
 

@@ -82,6 +82,51 @@ impl<T> Output<T> {
     }
 }
 
+/// Why a one-shot query (`Output::Query`) got no answer. Only
+/// [`QueryError::NoConnection`] and [`QueryError::NoAnswer`] say anything
+/// about whether the node there lives: a node that turned the query away
+/// was running to do so ("I could not get in" is no evidence of death).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    /// Nothing took the connection: it was refused (nobody listens on that
+    /// port) or not set up within the limit (the host is down or cut off).
+    NoConnection(String),
+    /// The connection was taken, but no answer came within the limit: the
+    /// process is frozen (its kernel still accepts) or far too slow.
+    NoAnswer(String),
+    /// The node closed or reset the connection before answering: it turned
+    /// the query away, over a limit say.
+    TurnedAway(String),
+    /// An answer came, but not one the query can use.
+    BadAnswer(String),
+}
+
+impl QueryError {
+    /// Whether this failure is evidence that nothing alive answers there.
+    pub fn counts_as_down(&self) -> bool {
+        matches!(
+            self,
+            QueryError::NoConnection(_) | QueryError::NoAnswer(_) | QueryError::BadAnswer(_)
+        )
+    }
+
+    /// Why, in words.
+    pub fn reason(&self) -> &str {
+        match self {
+            QueryError::NoConnection(r)
+            | QueryError::NoAnswer(r)
+            | QueryError::TurnedAway(r)
+            | QueryError::BadAnswer(r) => r,
+        }
+    }
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
 /// The interface every driver uses to run a core.
 pub trait Core {
     type Timer: Clone + std::fmt::Debug + Send + 'static;
@@ -113,7 +158,7 @@ pub trait Core {
         &mut self,
         _to: SocketAddr,
         _query: Message,
-        _result: Result<Message, String>,
+        _result: Result<Message, QueryError>,
         _now: Timestamp,
     ) {
     }

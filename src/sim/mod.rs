@@ -57,7 +57,7 @@ use crate::proto::{
     peer::{PeerCore, PeerSettings, PeerTimer},
     seed::{directory, SeedCore, SeedTimer},
     sorted::SortedMap,
-    Command, Core, Directory, Event, Output, Timestamp,
+    Command, Core, Directory, Event, Output, QueryError, Timestamp,
 };
 
 /// How the simulated network treats frames.
@@ -323,7 +323,7 @@ enum Action {
     },
     QueryDone {
         token: u64,
-        result: Result<Message, String>,
+        result: Result<Message, QueryError>,
     },
     /// An entry of the seeds' log is applied on every seed.
     Commit {
@@ -1368,7 +1368,9 @@ impl Sim {
         // An answer sure to come in time is always handled before the time
         // limit would be, so the limit is left out of the queue.
         if !matches!(fate, QueryFate::Answered(at, _) if at < deadline) {
-            let result = Err(format!("no answer within {timeout:?}"));
+            let result = Err(QueryError::NoAnswer(format!(
+                "no answer within {timeout:?}"
+            )));
             self.schedule(deadline, Action::QueryDone { token, result });
         }
         match fate {
@@ -1401,7 +1403,7 @@ impl Sim {
             (Some(Health::Frozen), Message::Probe { .. }) => QueryFate::Lost,
             (Some(Health::Up | Health::Frozen), _) => QueryFate::Arrives(there),
             (Some(Health::Crashed) | None, _) => {
-                let refused = Err("connection refused".to_string());
+                let refused = Err(QueryError::NoConnection("connection refused".to_string()));
                 QueryFate::Answered(there + self.latency(), refused)
             }
         }
@@ -1412,7 +1414,7 @@ impl Sim {
 enum QueryFate {
     /// The answer reaches the asker then: the driver's own, to a probe, or
     /// a refused connection.
-    Answered(Timestamp, Result<Message, String>),
+    Answered(Timestamp, Result<Message, QueryError>),
     /// It reaches the node then, whose core may answer it.
     Arrives(Timestamp),
     /// It never gets there.

@@ -549,3 +549,40 @@ pub fn committed_topology(seed: SocketAddr, dead: &[SocketAddr]) -> Option<Adjac
     }
     Some(adjacency)
 }
+
+/// `n` connections to `target` that say nothing, from the local address
+/// `from` (any port): 127.0.0.2 stands for another host on one machine,
+/// 127.0.0.1 for a process on the nodes' own. They stay open until dropped.
+pub fn idle_connections(target: SocketAddr, from: std::net::IpAddr, n: usize) -> Vec<TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            let socket = match from {
+                std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .unwrap();
+            socket.bind(SocketAddr::new(from, 0)).unwrap();
+            let stream = socket.connect(target).await.expect("connect");
+            let stream = stream.into_std().unwrap();
+            stream.set_nonblocking(false).unwrap();
+            held.push(stream);
+        }
+        held
+    })
+}
+
+/// The resident memory of process `pid`, in KiB (Linux; 0 elsewhere).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}

@@ -48,7 +48,7 @@ use super::{
     },
     seed::directory::majority,
     sorted::SortedSet,
-    topology, Core, Event, Output, Timestamp,
+    topology, Core, Event, Output, QueryError, Timestamp,
 };
 
 /// Peer behaviour settings. Defaults are documented with their reason.
@@ -1372,7 +1372,7 @@ impl<R: Rng> Core for PeerCore<R> {
         &mut self,
         to: SocketAddr,
         query: Message,
-        result: Result<Message, String>,
+        result: Result<Message, QueryError>,
         now: Timestamp,
     ) {
         let Message::SuspectRequest { peer, .. } = query else {
@@ -1386,7 +1386,7 @@ impl<R: Rng> Core for PeerCore<R> {
                 statement,
             }) if about == peer => Ok((verdict, incarnation, statement)),
             Ok(other) => Err(format!("answered {}", other.kind())),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         self.on_suspect_answer(to, peer, answer, now);
     }

@@ -879,7 +879,7 @@ fn answer(
             statement: (verdict == Verdict::Unresponsive)
                 .then(|| identity(to.port()).state_unresponsive(to, peer, incarnation, now())),
         })
-        .map_err(str::to_string);
+        .map_err(|e| QueryError::NoConnection(e.to_string()));
     core.handle_query_result(to, query, result, now());
     drain(core)
 }

@@ -33,7 +33,7 @@ use super::{
     event::CommitBasis,
     evidence::{self, ReportContent},
     message::{Message, PublicKey, Role, Signature, Statement, PROTOCOL_VERSION},
-    Core, Event, Output, Timestamp,
+    Core, Event, Output, QueryError, Timestamp,
 };
 
 /// Seeds retry only the cluster's first entry; retrying registrations is
@@ -43,6 +43,8 @@ pub enum SeedTimer {
     /// The leader checks that its `Init` was applied, and proposes it again
     /// if not.
     InitRetry,
+    /// Probe again a reported-dead peer that turned the last probe away.
+    RetryProbe(PendingProbe),
 }
 
 /// 1 s: a lost `Init` only delays the first registrations.
@@ -55,6 +57,17 @@ pub const REGISTER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// still accepts the connection (the kernel does), so this wait is part of
 /// every removal of a frozen peer.
 pub const DEAD_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Probes of a reported-dead peer that may be turned away before the seed
+/// gives up on learning anything. A node that closes a probe's connection
+/// unanswered (over its connection limit, say) is running, and an attacker
+/// who floods it with connections must not make that look like death; so a
+/// turned-away probe is tried again, and if every try is turned away the
+/// suspect counts as alive.
+pub const DEAD_PROBE_ATTEMPTS: u32 = 3;
+/// The wait before the second try of a turned-away probe; it doubles
+/// after, so the tries span about 3 s: longer than a burst of connections
+/// that a node's admission (docs/SECURITY.md) takes to shed.
+pub const DEAD_PROBE_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a seed probes a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +80,15 @@ enum ProbePurpose {
     Unreachable { suspect: SocketAddr },
 }
 
-#[derive(Debug, Clone, Copy)]
-struct PendingProbe {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingProbe {
     purpose: ProbePurpose,
     target: SocketAddr,
     incarnation: Incarnation,
     /// The key the reply must state, when one is known.
     key: Option<PublicKey>,
+    /// 1 for the first try; see [`DEAD_PROBE_ATTEMPTS`].
+    attempt: u32,
 }
 
 /// A dead report under this seed's own check.
@@ -89,6 +104,9 @@ struct DeadCheck {
     unreachable: usize,
     /// Whether the suspect failed this seed's probe, once known.
     suspect_down: Option<bool>,
+    /// Why the suspect counts as up though no probe got an answer: it
+    /// turned every try away.
+    turned_away: Option<String>,
     /// This seed's own check (see `watch`), not a report's.
     own: bool,
 }
@@ -407,21 +425,25 @@ impl SeedCore {
         incarnation: Incarnation,
         key: Option<PublicKey>,
     ) {
-        self.next_nonce += 1;
-        let nonce = self.next_nonce;
         if let (ProbePurpose::Register, Some(key)) = (purpose, key) {
             self.probing_registrations
                 .insert((target, incarnation, key));
         }
-        self.probes.insert(
-            nonce,
-            PendingProbe {
-                purpose,
-                target,
-                incarnation,
-                key,
-            },
-        );
+        self.send_probe(PendingProbe {
+            purpose,
+            target,
+            incarnation,
+            key,
+            attempt: 1,
+        });
+    }
+
+    /// Sends `probe` under a fresh nonce.
+    fn send_probe(&mut self, probe: PendingProbe) {
+        self.next_nonce += 1;
+        let nonce = self.next_nonce;
+        let (purpose, target) = (probe.purpose, probe.target);
+        self.probes.insert(nonce, probe);
         let timeout = match purpose {
             ProbePurpose::Register => REGISTER_PROBE_TIMEOUT,
             ProbePurpose::DeadCheck | ProbePurpose::Unreachable { .. } => DEAD_PROBE_TIMEOUT,
@@ -535,6 +557,7 @@ impl SeedCore {
                 probing: to_probe.iter().map(|(u, _)| *u).collect(),
                 unreachable: 0,
                 suspect_down: None,
+                turned_away: None,
                 own: false,
             },
         );
@@ -653,7 +676,13 @@ impl SeedCore {
         };
         let reason = if !suspect_down {
             self.reporters.remove(&suspect);
-            "it answered this seed's own probe".to_string()
+            match check.turned_away {
+                Some(why) => format!(
+                    "it turned away this seed's own probe {DEAD_PROBE_ATTEMPTS} times (last: {why}); \
+                     a node that turns a probe away is running"
+                ),
+                None => "it answered this seed's own probe".to_string(),
+            }
         } else if check.confirmers < needed {
             format!(
                 "{} of its {live} reachable neighbours confirm; a majority needs {needed}",
@@ -669,34 +698,60 @@ impl SeedCore {
         });
     }
 
-    fn on_probe_result(&mut self, probe: PendingProbe, result: Result<(), String>) {
+    fn on_probe_result(
+        &mut self,
+        probe: PendingProbe,
+        result: Result<(), QueryError>,
+        now: Timestamp,
+    ) {
         let PendingProbe {
             purpose,
             target,
             incarnation,
             key,
+            attempt,
         } = probe;
+        // Only a probe that nothing answered is evidence of death; one
+        // turned away (closed unanswered) is not.
+        let down = result.as_ref().is_err_and(QueryError::counts_as_down);
         match purpose {
             ProbePurpose::DeadCheck => {
-                if result.is_err() {
+                if let Err(e) = &result {
+                    if !down && attempt < DEAD_PROBE_ATTEMPTS {
+                        let at = now + DEAD_PROBE_RETRY * 2u32.pow(attempt - 1);
+                        let retry = PendingProbe {
+                            attempt: attempt + 1,
+                            ..probe
+                        };
+                        self.outputs.push_back(Output::Timer {
+                            timer: SeedTimer::RetryProbe(retry),
+                            at,
+                        });
+                        return;
+                    }
+                    if let (false, Some(check)) = (down, self.dead_checks.get_mut(&target)) {
+                        check.turned_away = Some(e.to_string());
+                    }
+                }
+                if down {
                     self.failed_probes.insert(target, incarnation);
                 } else {
                     self.failed_probes.remove(&target);
                 }
                 if let Some(check) = self.dead_checks.get_mut(&target) {
-                    check.suspect_down = Some(result.is_err());
+                    check.suspect_down = Some(down);
                 }
                 self.finish_dead_check(target);
             }
             ProbePurpose::Unreachable { suspect } => {
                 if let Some(check) = self.dead_checks.get_mut(&suspect) {
-                    if check.probing.remove(&target) && result.is_err() {
+                    if check.probing.remove(&target) && down {
                         check.unreachable += 1;
                     }
                 }
                 self.finish_dead_check(suspect);
             }
-            ProbePurpose::Register => match (result, key) {
+            ProbePurpose::Register => match (result.map_err(|e| e.to_string()), key) {
                 (Ok(()), Some(key)) => {
                     self.propose_vote(Change::add(target, incarnation, key));
                 }
@@ -807,6 +862,7 @@ impl SeedCore {
                 probing: BTreeSet::new(),
                 unreachable: 0,
                 suspect_down: None,
+                turned_away: None,
                 own: true,
             },
         );
@@ -951,6 +1007,17 @@ impl Core for SeedCore {
                 self.init_retry_armed = false;
                 self.propose_init_if_leading(now);
             }
+            // A check that ended meanwhile (a commit, a later report) needs
+            // no more tries.
+            SeedTimer::RetryProbe(probe) => {
+                if self
+                    .dead_checks
+                    .get(&probe.target)
+                    .is_some_and(|c| c.incarnation == probe.incarnation && c.suspect_down.is_none())
+                {
+                    self.send_probe(probe);
+                }
+            }
         }
     }
 
@@ -958,8 +1025,8 @@ impl Core for SeedCore {
         &mut self,
         to: SocketAddr,
         query: Message,
-        result: Result<Message, String>,
-        _now: Timestamp,
+        result: Result<Message, QueryError>,
+        now: Timestamp,
     ) {
         let Message::Probe { nonce, .. } = query else {
             return;
@@ -972,8 +1039,9 @@ impl Core for SeedCore {
                 .remove(&(probe.target, probe.incarnation, key));
         }
         debug_assert_eq!(probe.target, to);
-        let result = result.and_then(|reply| probe_verdict(&probe, nonce, reply));
-        self.on_probe_result(probe, result);
+        let result = result
+            .and_then(|reply| probe_verdict(&probe, nonce, reply).map_err(QueryError::BadAnswer));
+        self.on_probe_result(probe, result, now);
     }
 
     fn handle_applied(&mut self, command: &Command, outcome: &Outcome, _now: Timestamp) {

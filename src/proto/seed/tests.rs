@@ -36,6 +36,8 @@ struct Cluster {
     probes: Vec<(usize, SocketAddr, Message)>,
     /// Proposals from these cores are lost, as when cut off from the leader.
     cut_off: Vec<usize>,
+    /// Timers the cores armed and that have not fired.
+    timers: Vec<(usize, SeedTimer)>,
 }
 
 impl Cluster {
@@ -51,6 +53,7 @@ impl Cluster {
             events: Vec::new(),
             probes: Vec::new(),
             cut_off: Vec::new(),
+            timers: Vec::new(),
         };
         for i in 0..3 {
             c.cores[i].handle_leader(Some(addr(5010)), now());
@@ -71,6 +74,7 @@ impl Cluster {
                         Output::Send { to, msg } => self.sent.push((i, to, msg)),
                         Output::Event(e) => self.events.push((i, e)),
                         Output::Query { to, query, .. } => self.probes.push((i, to, query)),
+                        Output::Timer { timer, .. } => self.timers.push((i, timer)),
                         _ => {}
                     }
                 }
@@ -109,6 +113,18 @@ impl Cluster {
         probes: Vec<(usize, SocketAddr, Message)>,
         result: impl Fn(SocketAddr) -> Result<(), String>,
     ) {
+        self.answer_failing(probes, |target| {
+            result(target).map_err(QueryError::NoConnection)
+        })
+    }
+
+    /// Answers `probes` as [`Cluster::answer`] does, failing each in the way
+    /// `result` gives.
+    fn answer_failing(
+        &mut self,
+        probes: Vec<(usize, SocketAddr, Message)>,
+        result: impl Fn(SocketAddr) -> Result<(), QueryError>,
+    ) {
         for (i, target, query) in probes {
             let Message::Probe { nonce, .. } = query else {
                 panic!("a seed queried {query:?}");
@@ -121,6 +137,14 @@ impl Cluster {
                 key: Some(key(target.port())),
             });
             self.cores[i].handle_query_result(target, query, reply, now());
+        }
+        self.settle();
+    }
+
+    /// Fires every armed timer, late as timers may be.
+    fn fire_timers(&mut self) {
+        for (i, timer) in std::mem::take(&mut self.timers) {
+            self.cores[i].handle_timer(timer, now());
         }
         self.settle();
     }
@@ -543,6 +567,83 @@ fn a_suspect_that_answers_the_seeds_own_probe_is_not_removed() {
             .count(),
         3
     );
+}
+
+/// A probe's connection closed before any answer, as a node over its
+/// connection limit closes it.
+fn turned_away() -> QueryError {
+    QueryError::TurnedAway("closed without answering".into())
+}
+
+#[test]
+fn a_suspect_that_turns_every_probe_away_is_not_removed() {
+    // Every neighbour confirms, but the suspect's node is flooded with
+    // connections and closes each probe unanswered: it is running, so no
+    // seed may count that as death, however many tries.
+    let mut c = cluster_with_a_hub();
+    for seed in 0..3 {
+        report(&mut c, seed, 6002, &[6002, 6003, 6004]);
+    }
+    for attempt in 1..=DEAD_PROBE_ATTEMPTS {
+        assert_eq!(c.probes.len(), 3, "try {attempt}: one probe per seed");
+        let probes = std::mem::take(&mut c.probes);
+        c.answer_failing(probes, |_| Err(turned_away()));
+        c.fire_timers();
+    }
+    assert!(c.probes.is_empty(), "probed past the last try");
+    assert!(c.cores.iter().all(|s| s.directory().contains(&addr(6001))));
+    assert!(!c
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::RemoveProposed { .. })));
+    let refused = refusals(&c);
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|r| r.contains("turned away this seed's own probe 3 times"))
+            .count(),
+        3,
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_dead_suspect_is_removed_though_a_probe_was_turned_away_first() {
+    // The first try is cut off (say, the process died mid-answer); the
+    // second finds nothing listening, which is death.
+    let mut c = cluster_with_a_hub();
+    for seed in 0..3 {
+        report(&mut c, seed, 6002, &[6002, 6003, 6004]);
+    }
+    let probes = std::mem::take(&mut c.probes);
+    c.answer_failing(probes, |_| Err(turned_away()));
+    assert!(c.cores.iter().all(|s| s.directory().contains(&addr(6001))));
+    c.fire_timers();
+    c.answer_probes(Err("connection refused".into()));
+    assert!(c.cores.iter().all(|s| !s.directory().contains(&addr(6001))));
+}
+
+#[test]
+fn a_neighbour_that_turns_probes_away_is_not_counted_out() {
+    // Only 6002 of 6001's three neighbours confirms and names the other
+    // two unreachable; the seeds cannot connect to the suspect, and 6003
+    // and 6004 turn their probes away: they are running, so they still
+    // count, and one confirmer of three removes nothing.
+    let mut c = cluster_with_a_hub();
+    report_with(&mut c, 0, 6002, &[6002], &[6003, 6004]);
+    report_with(&mut c, 1, 6002, &[6002], &[6003, 6004]);
+    let probes = std::mem::take(&mut c.probes);
+    c.answer_failing(probes, |target| {
+        if target == addr(6001) {
+            Err(QueryError::NoConnection("connection refused".into()))
+        } else {
+            Err(turned_away())
+        }
+    });
+    assert!(c.cores.iter().all(|s| s.directory().contains(&addr(6001))));
+    assert!(refusals(&c)
+        .iter()
+        .any(|r| r.contains("1 of its 3 reachable neighbours confirm")));
 }
 
 #[test]
