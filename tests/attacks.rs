@@ -1,7 +1,7 @@
 //! Attacks on a node's connections, with real processes: floods of idle
 //! connections, and a neighbour that stops reading (docs/SECURITY.md,
-//! "Connections and queues"). Each test is the attack itself, then checks
-//! that everyone else is still served and that memory stays bounded.
+//! "Limits"). Each test is the attack itself, then checks that everyone
+//! else is still served and that memory stays bounded.
 
 mod common;
 

@@ -52,7 +52,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::proto::{
-    evidence::Identity,
+    evidence::{Identity, ReportContent},
     message::{Message, Role},
     peer::{PeerCore, PeerSettings, PeerTimer},
     seed::{directory, SeedCore, SeedTimer},
@@ -527,6 +527,9 @@ pub struct Sim {
     outputs: Vec<Output<NodeTimer>>,
     /// The peers' signing keys; see [`IDENTITY_POOL`].
     identities: Vec<Identity>,
+    /// Nodes whose connection limit an attacker holds full: they turn away
+    /// every new connection, a dial or a query, and keep the links they have.
+    exhausted: BTreeSet<SocketAddr>,
 }
 
 /// The simulated start of time: 2025-01-01, so that timestamps look real.
@@ -575,6 +578,7 @@ impl Sim {
                     .map(|_| Identity::from_secret(rng.random()))
                     .collect()
             },
+            exhausted: BTreeSet::new(),
         };
         for addr in &seed_addrs {
             let core = SeedCore::new(*addr, seed_addrs.clone());
@@ -769,6 +773,75 @@ impl Sim {
         self.peers.push(addr);
         self.call(addr, |core, now| each_core!(core, c => c.start(now)));
         addr
+    }
+
+    /// An attacker fills `node`'s connection limit: from now on it turns
+    /// away every new connection, until [`Sim::relieve_all`]. This is the
+    /// worst a flood can do; the real driver's admission (see
+    /// `net::driver`) lets honest newcomers in even then.
+    pub fn exhaust(&mut self, node: SocketAddr) {
+        self.exhausted.insert(node);
+    }
+
+    /// Ends every exhaustion.
+    pub fn relieve_all(&mut self) {
+        self.exhausted.clear();
+    }
+
+    /// Every one of `victim`'s committed neighbours signs a statement that
+    /// it is unresponsive, and the first of them reports it to every seed:
+    /// evidence that passes every check but the seeds' own probes, as
+    /// colluding neighbours (or an attacker holding their keys) can make.
+    /// Returns false if `victim` has no neighbour to forge it with.
+    pub fn forge_dead_report(&mut self, victim: SocketAddr) -> bool {
+        let Some(incarnation) = self.directory().incarnation_of(&victim) else {
+            return false;
+        };
+        let neighbours: Vec<SocketAddr> =
+            self.directory().neighbors_of(&victim).into_iter().collect();
+        let Some(&reporter) = neighbours.first() else {
+            return false;
+        };
+        let identity_of = |peer: &SocketAddr| {
+            let i = self.peers.iter().position(|p| p == peer).expect("a peer");
+            &self.identities[i % IDENTITY_POOL]
+        };
+        let mut confirmers: Vec<_> = neighbours
+            .iter()
+            .map(|n| identity_of(n).state_unresponsive(*n, victim, incarnation, self.now))
+            .collect();
+        confirmers.sort_by_key(|c| c.addr);
+        let report = format!(
+            "Dead Node:{}:{}:{:.6}:{}",
+            victim.ip(),
+            victim.port(),
+            self.now.as_secs_f64(),
+            reporter.ip()
+        );
+        let signature = identity_of(&reporter).sign_report(&ReportContent {
+            reporter,
+            report: &report,
+            peer: victim,
+            incarnation,
+            confirmers: &confirmers,
+            unreachable: &[],
+        });
+        let msg = Message::DeadReport {
+            report,
+            peer: victim,
+            incarnation,
+            confirmers,
+            unreachable: Vec::new(),
+            signature,
+        };
+        for seed in self.seeds.clone() {
+            let msg = msg.clone();
+            self.call(
+                seed,
+                |core, now| each_core!(core, c => c.handle_message(reporter, msg, now)),
+            );
+        }
+        true
     }
 
     /// A typed line at `peer`, gossiped like one from the keyboard.
@@ -1199,6 +1272,18 @@ impl Sim {
         let Some(queued) = self.dialing.remove(&(from, to)) else {
             return;
         };
+        if self.exhausted.contains(&to) {
+            // Taken and closed at once: the dialler hears of it as a
+            // connection that went down.
+            let at = self.arrival(to, from);
+            return self.schedule(
+                at,
+                Action::LinkDown {
+                    at: from,
+                    remote: to,
+                },
+            );
+        }
         if self.link(from, to) {
             self.schedule(
                 self.now,
@@ -1386,6 +1471,10 @@ impl Sim {
     fn query_fate(&mut self, to: SocketAddr, query: &Message) -> QueryFate {
         let health = self.nodes.get(&to).map(|n| n.health);
         let there = self.now + self.latency();
+        if health != Some(Health::Crashed) && self.exhausted.contains(&to) {
+            let turned_away = QueryError::TurnedAway("closed without answering".into());
+            return QueryFate::Answered(there + self.latency(), Err(turned_away));
+        }
         match (health, query) {
             (Some(Health::Up), Message::Probe { nonce, .. }) => {
                 // The driver answers PROBE itself, from the node's state.

@@ -36,6 +36,14 @@ pub enum Step {
     Isolate(usize),
     /// End the partition.
     Heal,
+    /// An attacker holds full the connection limits of this many live
+    /// peers, picked at random, and of all their neighbours, so that every
+    /// new connection to them is turned away; then it sends the seeds a
+    /// dead report about each of those peers, signed by all its neighbours.
+    /// None of them is faulty: the seeds must not remove any.
+    ExhaustAndAccuse(usize),
+    /// End every exhaustion.
+    Relieve,
     /// A live peer, picked at random, types a line.
     Gossip,
     /// Run until the check holds, for at most this long.
@@ -181,6 +189,21 @@ impl Run {
                 self.sim.isolate(side);
             }
             Step::Heal => self.sim.heal(),
+            Step::ExhaustAndAccuse(n) => {
+                let victims = self.pick_live(*n);
+                for victim in &victims {
+                    self.sim.exhaust(*victim);
+                    for neighbour in self.sim.directory().neighbors_of(victim) {
+                        self.sim.exhaust(neighbour);
+                    }
+                }
+                for victim in victims {
+                    if !self.sim.forge_dead_report(victim) {
+                        return Err(format!("{victim} has no neighbour to accuse it"));
+                    }
+                }
+            }
+            Step::Relieve => self.sim.relieve_all(),
             Step::Gossip => {
                 let author = self.pick_live(1);
                 let author = author.first().ok_or("no live peer to type a line")?;

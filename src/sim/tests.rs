@@ -113,6 +113,44 @@ fn partition_steps() -> Vec<Step> {
     ]
 }
 
+/// An attacker floods the connections of live peers and of their
+/// neighbours, then accuses them with evidence signed by every neighbour.
+/// Once the flood ends, real crashes are still found in the usual bound.
+/// The checks after every step include that no live peer was removed.
+fn exhaustion_steps() -> Vec<Step> {
+    vec![
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(3)),
+        Step::ExhaustAndAccuse(3),
+        Step::Wait(Duration::from_secs(15)),
+        Step::Relieve,
+        Step::Crash(2),
+        Step::Expect(Check::FaultyRemoved, detection_bound(&settings())),
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+    ]
+}
+
+#[test]
+fn no_live_peer_is_removed_under_connection_exhaustion_and_forged_reports() {
+    check_property(
+        "no_live_peer_is_removed_under_connection_exhaustion_and_forged_reports",
+        CI_SEEDS,
+        wan(),
+        &exhaustion_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn no_live_peer_is_removed_under_connection_exhaustion_and_forged_reports_over_200_seeds() {
+    check_property(
+        "no_live_peer_is_removed_under_connection_exhaustion_and_forged_reports_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &exhaustion_steps(),
+    );
+}
+
 #[test]
 fn peers_cut_off_by_a_partition_are_registered_and_linked_again_after_it_heals() {
     check_property(
