@@ -128,7 +128,8 @@ struct SeedArgs {
     data_dir: Option<PathBuf>,
     /// Refuse to register more than N peers from one IP address (a brake
     /// on Sybil registrations). Default: the config's max_peers_per_ip,
-    /// else no cap.
+    /// else no cap. Fixed when the cluster first forms: the value the
+    /// forming leader commits holds on every seed.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_peers_per_ip: Option<u32>,
 }

@@ -121,3 +121,53 @@ fn seeds_refuse_registrations_over_the_per_ip_cap() {
     let committed = common::committed_peers(net.seeds[0].addr()).expect("status");
     assert_eq!(committed.len(), 2, "{committed:?}");
 }
+
+#[test]
+fn concurrent_registrations_from_one_ip_stop_at_the_committed_cap() {
+    const CAP: usize = 2;
+    const STARTED: usize = 6;
+    let mut net =
+        Cluster::with_seed_args(3, &["--max-peers-per-ip", "2"], &["--gossip-count", "0"]);
+    // All at once: each seed checks its requests before any of them has
+    // committed, so only the seeds' apply can hold the cap.
+    let peers: Vec<usize> = (0..STARTED).map(|_| net.start_peer()).collect();
+    let seed = net.seeds[0].addr();
+    let refused = |net: &mut Cluster| -> std::collections::BTreeSet<SocketAddr> {
+        net.poll_all();
+        net.seeds
+            .iter()
+            .flat_map(|s| s.events())
+            .filter_map(|e| match e {
+                Event::RegisterRefused { peer, reason } if reason.contains("max_peers_per_ip") => {
+                    Some(*peer)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let registered = |net: &Cluster| {
+        peers
+            .iter()
+            .filter(|i| net.peers[**i].count(|e| matches!(e, Event::Registered { .. })) > 0)
+            .count()
+    };
+    common::wait_for(
+        "two peers registered and the other four refused",
+        START,
+        || {
+            let refused = refused(&mut net).len();
+            let committed = common::committed_peers(seed)?.len();
+            (committed == CAP && refused == STARTED - CAP && registered(&net) == CAP).then_some(())
+        },
+        || {
+            format!(
+                "committed {:?}",
+                common::committed_peers(seed).unwrap_or_default()
+            )
+        },
+    );
+    for s in &net.seeds {
+        let committed = common::committed_peers(s.addr()).expect("status");
+        assert_eq!(committed.len(), CAP, "{committed:?}");
+    }
+}

@@ -141,8 +141,10 @@ pub enum Event {
     RegisterRequested {
         peer: SocketAddr,
     },
-    /// This seed refused a registration without checking it further:
-    /// its IP address already has `max_peers_per_ip` peers registered.
+    /// A registration refused for the per-IP cap: by this seed before any
+    /// probe or vote, its IP address having `max_peers_per_ip` peers
+    /// registered already, or by the seeds' consensus, when the vote that
+    /// completed its majority was applied with the cap already reached.
     RegisterRefused {
         peer: SocketAddr,
         reason: String,
@@ -200,6 +202,12 @@ pub enum Event {
     /// The seed cluster's log now names its seeds.
     ClusterFormed {
         seeds: Vec<SocketAddr>,
+    },
+    /// This seed's own `max_peers_per_ip` differs from the cap committed
+    /// in the log's `Init`, which it enforces instead. Logged once.
+    IpCapOverridden {
+        configured: Option<u32>,
+        committed: Option<u32>,
     },
     /// The seed that leads the log changed; `None` while there is none.
     LeaderChanged {
@@ -426,6 +434,18 @@ impl fmt::Display for Event {
                 ports(voters)
             ),
             Event::ClusterFormed { seeds } => write!(f, "SEED CLUSTER formed: {}", addrs(seeds)),
+            Event::IpCapOverridden {
+                configured,
+                committed,
+            } => {
+                let cap = |c: &Option<u32>| c.map_or("no cap".to_string(), |n| n.to_string());
+                write!(
+                    f,
+                    "WARNING max_peers_per_ip is {} here but {} in the seeds' log, which wins: the cap is fixed when the cluster first forms",
+                    cap(configured),
+                    cap(committed)
+                )
+            }
             Event::LeaderChanged { leader } => match leader {
                 Some(leader) => write!(f, "LEADER is now seed {leader}"),
                 None => write!(f, "LEADER unknown: no seed leads; waiting for a majority"),

@@ -8,6 +8,13 @@
 //! same directory, vote for vote: the outcome is decided by the log, never
 //! by a seed's local view.
 //!
+//! The `Init` entry also fixes the cap on peers registered from one IP
+//! address, so that apply can enforce it: an Add whose commit would put one
+//! peer too many on an IP address does not register it ([`Outcome::Refused`]).
+//! Checked against the state at apply time, in log order, the cap holds
+//! however many registrations from one address race each other; a check
+//! before the vote, against a seed's current view, cannot see the others.
+//!
 //! Peers are identified by listen address and incarnation. A peer restarted
 //! on the same address registers again with a higher incarnation, and a vote
 //! about an older incarnation is stale. A removed incarnation is remembered,
@@ -16,7 +23,7 @@
 use std::{
     collections::{btree_map::Entry, BTreeMap, BTreeSet},
     fmt,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
 };
 
 use rand::SeedableRng;
@@ -91,8 +98,15 @@ impl fmt::Display for Change {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// Names the seeds, once, when the cluster first forms. Until it is
-    /// applied, no vote counts.
-    Init { seeds: Vec<SocketAddr> },
+    /// applied, no vote counts. `max_peers_per_ip` is the cap on peers
+    /// registered from one IP address that every seed enforces from then
+    /// on, whatever its own setting; absent (no cap) in logs written before
+    /// the cap was replicated.
+    Init {
+        seeds: Vec<SocketAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_peers_per_ip: Option<u32>,
+    },
     /// `seed` votes for `change`, having checked it.
     Vote { change: Change, seed: SocketAddr },
     /// A registered peer's complete neighbour set, as it reported it.
@@ -123,6 +137,34 @@ pub enum Ignored {
     Unchanged,
 }
 
+/// Why a change that reached its majority did not take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+pub enum Refusal {
+    /// Registering the peer would put more than `cap` peers on `ip`:
+    /// `registered` other addresses at that IP are registered already.
+    OverIpCap {
+        ip: IpAddr,
+        registered: usize,
+        cap: u32,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::OverIpCap {
+                ip,
+                registered,
+                cap,
+            } => write!(
+                f,
+                "{registered} peers are already registered from {ip}, the cap per IP address (max_peers_per_ip = {cap})"
+            ),
+        }
+    }
+}
+
 /// What applying one command did.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -140,6 +182,12 @@ pub enum Outcome {
     Committed {
         voters: Vec<SocketAddr>,
         seeds: usize,
+    },
+    /// This vote completed a majority, but the change does not take
+    /// effect: the peer is not registered and the votes are dropped.
+    Refused {
+        voters: Vec<SocketAddr>,
+        reason: Refusal,
     },
     LinksRecorded,
     Ignored {
@@ -161,6 +209,11 @@ pub struct Directory {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Stored {
     seeds: BTreeSet<SocketAddr>,
+    /// The committed cap on peers registered from one IP address, from
+    /// `Init`. Absent (no cap) from snapshots written before it was
+    /// replicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_peers_per_ip: Option<u32>,
     /// Registered peers and their incarnation.
     peers: BTreeMap<SocketAddr, Incarnation>,
     /// The newest incarnation removed at each address.
@@ -378,6 +431,36 @@ impl Directory {
         !self.state.seeds.is_empty()
     }
 
+    /// The committed cap on peers registered from one IP address; `None`:
+    /// no cap.
+    pub fn max_peers_per_ip(&self) -> Option<u32> {
+        self.state.max_peers_per_ip
+    }
+
+    /// Registered peers whose address has `ip`, in address order. Costs
+    /// the peers found, not the directory: addresses sort by IP first.
+    pub fn peers_at_ip(&self, ip: IpAddr) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.state
+            .peers
+            .range(SocketAddr::new(ip, 0)..)
+            .map(|(a, _)| *a)
+            .take_while(move |a| a.ip() == ip)
+    }
+
+    /// Why registering `peer` now would break the committed cap on peers
+    /// per IP address, if it would. The peer's own address does not
+    /// count: a new life of a registered peer takes its place.
+    pub fn ip_cap_refusal(&self, peer: SocketAddr) -> Option<Refusal> {
+        let cap = self.state.max_peers_per_ip?;
+        let ip = peer.ip();
+        let registered = self.peers_at_ip(ip).filter(|a| *a != peer).count();
+        (registered >= cap as usize).then_some(Refusal::OverIpCap {
+            ip,
+            registered,
+            cap,
+        })
+    }
+
     /// Votes a change needs: a majority of the seeds.
     pub fn quorum(&self) -> usize {
         majority(self.state.seeds.len())
@@ -433,13 +516,17 @@ impl Directory {
     /// order give the same state and outcomes on every seed.
     pub fn apply(&mut self, command: &Command) -> Outcome {
         match command {
-            Command::Init { seeds } => {
+            Command::Init {
+                seeds,
+                max_peers_per_ip,
+            } => {
                 if self.is_initialised() {
                     return Outcome::Ignored {
                         reason: Ignored::AlreadyInitialised,
                     };
                 }
                 self.state.seeds = seeds.iter().copied().collect();
+                self.state.max_peers_per_ip = *max_peers_per_ip;
                 Outcome::Initialised
             }
             Command::Vote { change, seed } => self.vote(*change, *seed),
@@ -517,6 +604,18 @@ impl Directory {
         }
         let voters = self.state.votes.remove(&change).unwrap_or_default();
         let peer = change.peer;
+        // The cap is checked here, against the state every seed has at
+        // this point of the log, not only before the vote: registrations
+        // from one address that race each other all pass a check against
+        // a seed's current view.
+        if change.kind == ChangeKind::Add {
+            if let Some(reason) = self.ip_cap_refusal(peer) {
+                return Outcome::Refused {
+                    voters: voters.into_iter().collect(),
+                    reason,
+                };
+            }
+        }
         // A new life at this address starts with no links.
         self.forget_links(peer);
         match change.kind {

@@ -14,6 +14,12 @@
 //!
 //! So no seed and no minority of seeds can add a peer. Removal uses the same
 //! votes with `Remove`.
+//!
+//! The cap on peers per IP address (`max_peers_per_ip`) is the one committed
+//! in the log's `Init`; the directory enforces it when it applies the vote
+//! that completes a majority, so registrations from one address that race
+//! each other cannot pass it together. A seed also refuses, without a probe
+//! or a vote, a request that is over the cap already in its directory.
 
 pub mod directory;
 
@@ -27,7 +33,7 @@ use std::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use directory::{Change, ChangeKind, Command, Directory, Incarnation, Outcome};
+use directory::{Change, ChangeKind, Command, Directory, Incarnation, Outcome, Refusal};
 
 use super::{
     event::CommitBasis,
@@ -169,8 +175,13 @@ pub struct SeedCore {
     /// An InitRetry timer is pending.
     init_retry_armed: bool,
     outputs: VecDeque<Output<SeedTimer>>,
-    /// Most peers registered from one IP address; `None`: no cap.
+    /// This seed's own setting for the most peers registered from one IP
+    /// address (`None`: no cap). It goes into `Init` if this seed forms
+    /// the cluster; the cap enforced is the committed one.
     max_peers_per_ip: Option<u32>,
+    /// Whether this seed has compared its setting with the committed cap
+    /// (and warned if they differ): once is enough.
+    cap_compared: bool,
     /// Keys found valid lately: checking one costs a point decompression
     /// (tens of µs), and a peer repeats its request until it is acked.
     valid_keys: BTreeSet<PublicKey>,
@@ -199,32 +210,35 @@ impl SeedCore {
             init_retry_armed: false,
             outputs: VecDeque::new(),
             max_peers_per_ip: None,
+            cap_compared: false,
             valid_keys: BTreeSet::new(),
         }
     }
 
     /// Caps the peers registered from one IP address: a brake on one host
-    /// registering many identities (Sybil). Registrations over the cap are
-    /// refused and logged (`register_refused`).
+    /// registering many identities (Sybil). The value is proposed in the
+    /// `Init` entry if this seed forms the cluster; the committed value is
+    /// the one every seed enforces. Registrations over the cap are refused
+    /// and logged (`register_refused`).
     pub fn with_max_peers_per_ip(mut self, cap: Option<u32>) -> Self {
         self.max_peers_per_ip = cap;
         self
     }
 
-    /// Why a new registration of `peer` is over the per-IP cap, if it is.
-    fn over_ip_cap(&self, peer: SocketAddr) -> Option<String> {
-        let cap = self.max_peers_per_ip?;
-        let same_ip = self
-            .directory
-            .peers()
-            .filter(|(other, _)| other.ip() == peer.ip() && *other != peer)
-            .count();
-        (same_ip >= cap as usize).then(|| {
-            format!(
-                "{same_ip} peers are already registered from {}, the cap per IP address (max_peers_per_ip)",
-                peer.ip()
-            )
-        })
+    /// Warns, once, if this seed's own cap differs from the committed one,
+    /// which it enforces instead.
+    fn compare_cap(&mut self) {
+        if self.cap_compared || !self.directory.is_initialised() {
+            return;
+        }
+        self.cap_compared = true;
+        let committed = self.directory.max_peers_per_ip();
+        if committed != self.max_peers_per_ip {
+            self.emit(Event::IpCapOverridden {
+                configured: self.max_peers_per_ip,
+                committed,
+            });
+        }
     }
 
     /// Applies a committed log entry to this seed's directory and acts on
@@ -278,14 +292,15 @@ impl SeedCore {
         neighbors_before: &BTreeSet<SocketAddr>,
     ) {
         match (command, outcome) {
-            (Command::Init { seeds }, Outcome::Initialised) => {
+            (Command::Init { seeds, .. }, Outcome::Initialised) => {
                 self.emit(Event::ClusterFormed {
                     seeds: seeds.clone(),
                 });
+                self.compare_cap();
             }
             (
                 Command::Vote { change, seed },
-                Outcome::VoteCounted { .. } | Outcome::Committed { .. },
+                Outcome::VoteCounted { .. } | Outcome::Committed { .. } | Outcome::Refused { .. },
             ) => {
                 self.emit(Event::Vote {
                     change: change.kind,
@@ -317,6 +332,9 @@ impl SeedCore {
                         self.announce_removal(peer, change.incarnation, neighbors_before);
                     }
                     self.ack_if_committed(peer);
+                }
+                if let Outcome::Refused { reason, .. } = outcome {
+                    self.refuse_committed(change, reason);
                 }
             }
             (Command::Links { peer, neighbors }, Outcome::LinksRecorded) => {
@@ -402,9 +420,11 @@ impl SeedCore {
             }
             _ => {}
         }
-        if let Some(reason) = self.over_ip_cap(peer) {
-            self.emit(Event::RegisterRefused { peer, reason });
-            return self.outputs.push_back(Output::Close(peer));
+        // A cheap pre-filter: over the cap already, the request is refused
+        // without a probe or a vote. Requests that race each other pass it;
+        // the directory's apply refuses those (`refuse_committed`).
+        if let Some(reason) = self.directory.ip_cap_refusal(peer) {
+            return self.refuse(peer, &reason, true);
         }
         self.awaiting_ack.insert(peer, (incarnation, key));
         if !self
@@ -770,7 +790,33 @@ impl SeedCore {
         }
     }
 
-    /// Acknowledges every waiting peer whose registration is now committed.
+    /// Logs the refusal of `peer`'s registration (`register_refused`) and,
+    /// if `close`, closes the peer's connection, which is how a refused
+    /// peer hears of it. It asks again later, and is refused the same way
+    /// while the cause lasts.
+    fn refuse(&mut self, peer: SocketAddr, reason: &Refusal, close: bool) {
+        self.emit(Event::RegisterRefused {
+            peer,
+            reason: reason.to_string(),
+        });
+        if close {
+            self.outputs.push_back(Output::Close(peer));
+        }
+    }
+
+    /// An Add that reached its majority was refused when applied. Every
+    /// seed logs it; a seed the peer asked, waiting to acknowledge that
+    /// very registration, refuses the peer instead of leaving it waiting.
+    fn refuse_committed(&mut self, change: &Change, reason: &Refusal) {
+        let peer = change.peer;
+        let waiting = self.awaiting_ack.get(&peer).copied();
+        let asked = waiting.is_some_and(|(i, k)| i == change.incarnation && change.key == Some(k));
+        if asked {
+            self.awaiting_ack.remove(&peer);
+        }
+        self.refuse(peer, reason, asked);
+    }
+
     /// Acknowledges every waiting registration that is now committed.
     fn ack_committed(&mut self) {
         let waiting: Vec<SocketAddr> = self.awaiting_ack.keys().copied().collect();
@@ -925,9 +971,11 @@ impl SeedCore {
 
     fn propose_init_if_leading(&mut self, now: Timestamp) {
         if self.leader == Some(self.addr) && !self.directory.is_initialised() {
-            let seeds = self.seeds.clone();
-            self.outputs
-                .push_back(Output::Propose(Command::Init { seeds }));
+            let init = Command::Init {
+                seeds: self.seeds.clone(),
+                max_peers_per_ip: self.max_peers_per_ip,
+            };
+            self.outputs.push_back(Output::Propose(init));
             if !self.init_retry_armed {
                 self.init_retry_armed = true;
                 self.outputs.push_back(Output::Timer {
@@ -1058,6 +1106,7 @@ impl Core for SeedCore {
             let seeds = self.directory.seeds().collect();
             self.emit(Event::ClusterFormed { seeds });
         }
+        self.compare_cap();
         self.ack_committed();
     }
 

@@ -38,13 +38,21 @@ struct Cluster {
     cut_off: Vec<usize>,
     /// Timers the cores armed and that have not fired.
     timers: Vec<(usize, SeedTimer)>,
+    /// Connections the cores closed: the core's index, the remote.
+    closed: Vec<(usize, SocketAddr)>,
 }
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with_cap(None)
+    }
+
+    /// Seeds whose setting, and so the cluster's `Init`, caps the peers
+    /// per IP address at `cap`.
+    fn with_cap(cap: Option<u32>) -> Cluster {
         let cores = seeds()
             .into_iter()
-            .map(|s| SeedCore::new(s, seeds()))
+            .map(|s| SeedCore::new(s, seeds()).with_max_peers_per_ip(cap))
             .collect();
         let mut c = Cluster {
             cores,
@@ -54,6 +62,7 @@ impl Cluster {
             probes: Vec::new(),
             cut_off: Vec::new(),
             timers: Vec::new(),
+            closed: Vec::new(),
         };
         for i in 0..3 {
             c.cores[i].handle_leader(Some(addr(5010)), now());
@@ -75,6 +84,7 @@ impl Cluster {
                         Output::Event(e) => self.events.push((i, e)),
                         Output::Query { to, query, .. } => self.probes.push((i, to, query)),
                         Output::Timer { timer, .. } => self.timers.push((i, timer)),
+                        Output::Close(remote) => self.closed.push((i, remote)),
                         _ => {}
                     }
                 }
@@ -176,7 +186,11 @@ impl Cluster {
 #[test]
 fn the_leader_names_the_seeds_in_the_log_first() {
     let c = Cluster::new();
-    assert_eq!(c.log, vec![Command::Init { seeds: seeds() }]);
+    let init = Command::Init {
+        seeds: seeds(),
+        max_peers_per_ip: None,
+    };
+    assert_eq!(c.log, vec![init]);
     assert!(c.cores.iter().all(|s| s.directory().is_initialised()));
 }
 
@@ -275,11 +289,7 @@ fn a_registered_peer_asking_again_is_acknowledged_without_a_new_vote() {
 
 #[test]
 fn registrations_over_the_per_ip_cap_are_refused_and_other_ips_are_not() {
-    let mut c = Cluster::new();
-    for core in &mut c.cores {
-        let taken = std::mem::replace(core, SeedCore::new(addr(1), vec![]));
-        *core = taken.with_max_peers_per_ip(Some(2));
-    }
+    let mut c = Cluster::with_cap(Some(2));
     for port in [6001, 6002] {
         c.register(addr(port), &[0, 1, 2]);
         c.answer_probes(Ok(()));
@@ -306,6 +316,104 @@ fn registrations_over_the_per_ip_cap_are_refused_and_other_ips_are_not() {
     c.register(elsewhere, &[0, 1]);
     c.answer_probes(Ok(()));
     assert!(c.cores[0].directory().contains(&elsewhere));
+}
+
+#[test]
+fn thirty_racing_registrations_from_one_ip_register_ten_under_a_cap_of_ten() {
+    let mut c = Cluster::with_cap(Some(10));
+    let peers: Vec<SocketAddr> = (0..30).map(|i| addr(6001 + i)).collect();
+    // Each asks a majority, two of the three seeds, and every request
+    // arrives before any vote is in the log: each seed's own directory is
+    // empty when it checks.
+    let asked = |i: usize| [i % 3, (i + 1) % 3];
+    for (i, peer) in peers.iter().enumerate() {
+        c.register(*peer, &asked(i));
+    }
+    assert_eq!(c.probes.len(), 60, "every request passed the pre-filter");
+    assert_eq!(c.log.len(), 1, "nothing voted before the probes");
+    c.answer_probes(Ok(()));
+    for core in &c.cores {
+        assert_eq!(
+            core.directory().len(),
+            10,
+            "{:?}",
+            core.directory().peer_list()
+        );
+    }
+    let registered: Vec<SocketAddr> = c.cores[0].directory().peers().map(|(p, _)| p).collect();
+    for (i, peer) in peers.iter().enumerate() {
+        let mut acked = c.acks_to(*peer);
+        acked.sort();
+        let mut refused: Vec<usize> = c
+            .closed
+            .iter()
+            .filter(|(_, to)| to == peer)
+            .map(|(i, _)| *i)
+            .collect();
+        refused.sort();
+        let mut asked = asked(i).to_vec();
+        asked.sort();
+        if registered.contains(peer) {
+            assert_eq!(acked, asked, "{peer} registered");
+            assert!(refused.is_empty(), "{peer} registered and refused");
+        } else {
+            assert!(acked.is_empty(), "{peer} acknowledged but not registered");
+            assert_eq!(refused, asked, "{peer} left waiting");
+        }
+    }
+    let refusals: BTreeSet<SocketAddr> = c
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::RegisterRefused { peer, reason } if reason.contains("max_peers_per_ip") => {
+                Some(*peer)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), 20, "{refusals:?}");
+    // A retry of a refused peer is refused at once, without a probe.
+    let refused = *refusals.first().unwrap();
+    c.register(refused, &[0]);
+    assert!(c.probes.is_empty());
+    assert_eq!(c.cores[0].directory().len(), 10);
+}
+
+#[test]
+fn a_seed_whose_cap_differs_from_the_committed_one_warns_once_and_enforces_the_committed_one() {
+    let mut c = Cluster::new();
+    let init = c.log[0].clone();
+    let mut seed = SeedCore::new(addr(5011), seeds()).with_max_peers_per_ip(Some(1));
+    seed.handle_applied(&init, &Outcome::Initialised, now());
+    // Applied again, or restored from a snapshot: still one warning.
+    let snapshot = c.cores[0].directory().clone();
+    seed.handle_snapshot(snapshot, now());
+    let warnings: Vec<Event> = std::iter::from_fn(|| seed.poll_output())
+        .filter_map(|o| match o {
+            Output::Event(e @ Event::IpCapOverridden { .. }) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![Event::IpCapOverridden {
+            configured: Some(1),
+            committed: None
+        }]
+    );
+    // The committed "no cap" holds: its pre-filter lets a second peer of
+    // one IP through.
+    c.cores[1] = seed;
+    for port in [6001, 6002] {
+        c.register(addr(port), &[1, 2]);
+        c.answer_probes(Ok(()));
+    }
+    assert!(c.cores.iter().all(|s| s.directory().len() == 2));
+    // Seeds whose setting matches say nothing.
+    assert!(!c
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::IpCapOverridden { .. })));
 }
 
 #[test]
@@ -1113,7 +1221,10 @@ fn seeds_sharing_one_applied_directory_act_as_if_each_applied_it() {
         neighbors: to.iter().map(|p| addr(*p)).collect(),
     };
     let log = vec![
-        Command::Init { seeds: seeds() },
+        Command::Init {
+            seeds: seeds(),
+            max_peers_per_ip: None,
+        },
         vote(ChangeKind::Add, 6001, 0),
         vote(ChangeKind::Add, 6001, 1),
         vote(ChangeKind::Add, 6002, 2),

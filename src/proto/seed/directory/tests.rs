@@ -14,7 +14,11 @@ fn peer(i: u16) -> SocketAddr {
 fn directory(n: u16) -> Directory {
     let mut d = Directory::default();
     let seeds = (0..n).map(seed).collect();
-    assert_eq!(d.apply(&Command::Init { seeds }), Outcome::Initialised);
+    let init = Command::Init {
+        seeds,
+        max_peers_per_ip: None,
+    };
+    assert_eq!(d.apply(&init), Outcome::Initialised);
     d
 }
 
@@ -139,9 +143,11 @@ fn no_vote_counts_before_the_seeds_are_named() {
     );
     d.apply(&Command::Init {
         seeds: vec![seed(0), seed(1)],
+        max_peers_per_ip: None,
     });
     let again = d.apply(&Command::Init {
         seeds: vec![seed(7)],
+        max_peers_per_ip: Some(1),
     });
     assert_eq!(
         again,
@@ -150,6 +156,7 @@ fn no_vote_counts_before_the_seeds_are_named() {
         }
     );
     assert_eq!(d.seeds().collect::<Vec<_>>(), vec![seed(0), seed(1)]);
+    assert_eq!(d.max_peers_per_ip(), None, "a second Init sets no cap");
 }
 
 #[test]
@@ -326,6 +333,9 @@ fn random_log(seed_value: u64) -> Vec<Command> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed_value);
     let mut log = vec![Command::Init {
         seeds: (0..5).map(seed).collect(),
+        // Below the 20 addresses used, all of one IP: some Adds are
+        // refused at their commit, and replicas must agree on which.
+        max_peers_per_ip: Some(12),
     }];
     for _ in 0..2_000 {
         let p = rng.random_range(0..20);
@@ -469,4 +479,179 @@ fn a_large_peer_list_is_a_uniform_sample_with_true_degrees() {
         assert!(sample.iter().all(|e| e.addr != peer(5)));
     }
     assert_eq!(d.degree_of(&peer(0)), 99);
+}
+
+/// A directory of `n` seeds whose `Init` commits `cap` peers per IP.
+fn capped(n: u16, cap: u32) -> Directory {
+    let mut d = Directory::default();
+    let init = Command::Init {
+        seeds: (0..n).map(seed).collect(),
+        max_peers_per_ip: Some(cap),
+    };
+    assert_eq!(d.apply(&init), Outcome::Initialised);
+    d
+}
+
+#[test]
+fn racing_adds_from_one_ip_commit_only_up_to_the_cap_on_every_replica() {
+    const CAP: usize = 10;
+    let mut rng = ChaCha8Rng::seed_from_u64(20);
+    // 30 peers of 127.0.0.1, each voted by a majority (3 of 5 seeds), the
+    // votes interleaved in the log as racing registrations would leave
+    // them: every seed checked its request against a directory with none
+    // of them in it.
+    let mut votes: Vec<Command> = Vec::new();
+    for p in 1..=30u16 {
+        for s in 0..3 {
+            votes.push(Command::Vote {
+                change: add(p, 1),
+                seed: seed((p + s) % 5),
+            });
+        }
+    }
+    for i in (1..votes.len()).rev() {
+        votes.swap(i, rng.random_range(0..=i));
+    }
+    let replicas: Vec<(Directory, Vec<Outcome>)> = (0..3)
+        .map(|_| {
+            let mut d = capped(5, CAP as u32);
+            let outcomes = votes.iter().map(|c| d.apply(c)).collect();
+            (d, outcomes)
+        })
+        .collect();
+    let (d, outcomes) = &replicas[0];
+    let committed = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Committed { .. }))
+        .count();
+    let refused: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Refused { .. }))
+        .collect();
+    assert_eq!(committed, CAP, "{outcomes:?}");
+    assert_eq!(d.len(), CAP);
+    assert_eq!(refused.len(), 30 - CAP);
+    for r in refused {
+        let Outcome::Refused { voters, reason } = r else {
+            unreachable!()
+        };
+        assert_eq!(
+            voters.len(),
+            3,
+            "refused at the vote that made the majority"
+        );
+        assert_eq!(
+            *reason,
+            Refusal::OverIpCap {
+                ip: peer(0).ip(),
+                registered: CAP,
+                cap: CAP as u32
+            }
+        );
+    }
+    for (other, other_outcomes) in &replicas[1..] {
+        assert_eq!(other, d, "replicas of one log disagree");
+        assert_eq!(other_outcomes, outcomes);
+    }
+    // Refused votes are not left pending, and another IP has its own cap.
+    assert!((1..=30).all(|p| d.pending_votes(&add(p, 1)) == 0));
+    let elsewhere = SocketAddr::from(([127, 0, 0, 2], 6001));
+    let change = Change::add(elsewhere, 1, key(1, 1));
+    let mut d = d.clone();
+    let last = (0..3)
+        .map(|s| {
+            d.apply(&Command::Vote {
+                change,
+                seed: seed(s),
+            })
+        })
+        .last();
+    assert!(matches!(last, Some(Outcome::Committed { .. })), "{last:?}");
+}
+
+#[test]
+fn a_new_life_of_a_registered_peer_does_not_count_against_the_cap_twice() {
+    let mut d = capped(3, 2);
+    for change in [add(1, 1), add(2, 1), add(1, 2)] {
+        vote(&mut d, change, 0);
+        let outcome = vote(&mut d, change, 1);
+        assert!(
+            matches!(outcome, Outcome::Committed { .. }),
+            "{change}: {outcome:?}"
+        );
+    }
+    assert_eq!(d.incarnation_of(&peer(1)), Some(2));
+    vote(&mut d, add(3, 1), 0);
+    assert!(matches!(
+        vote(&mut d, add(3, 1), 1),
+        Outcome::Refused { .. }
+    ));
+    assert_eq!(d.len(), 2);
+    // Once one of them is removed, there is room again.
+    vote(&mut d, remove(2, 1), 0);
+    vote(&mut d, remove(2, 1), 1);
+    vote(&mut d, add(3, 1), 0);
+    assert!(matches!(
+        vote(&mut d, add(3, 1), 2),
+        Outcome::Committed { .. }
+    ));
+}
+
+#[test]
+fn the_cap_travels_in_init_and_logs_and_snapshots_without_it_still_load() {
+    let old_init: Command =
+        serde_json::from_str(r#"{"op":"init","seeds":["127.0.0.1:5010"]}"#).unwrap();
+    let uncapped = Command::Init {
+        seeds: vec![seed(0)],
+        max_peers_per_ip: None,
+    };
+    assert_eq!(old_init, uncapped);
+    assert_eq!(
+        serde_json::to_string(&uncapped).unwrap(),
+        r#"{"op":"init","seeds":["127.0.0.1:5010"]}"#,
+        "an uncapped Init is written as before"
+    );
+    let d = capped(3, 4);
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["max_peers_per_ip"], 4);
+    let restored: Directory = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(restored.max_peers_per_ip(), Some(4));
+    let mut old = json;
+    old.as_object_mut().unwrap().remove("max_peers_per_ip");
+    let old: Directory = serde_json::from_value(old).unwrap();
+    assert_eq!(old.max_peers_per_ip(), None);
+    assert!(old.is_initialised());
+}
+
+#[test]
+fn peers_at_one_ip_are_found_among_other_ips_and_families() {
+    let mut d = directory(3);
+    let addrs: Vec<SocketAddr> = [
+        "127.0.0.1:1",
+        "127.0.0.1:65535",
+        "127.0.0.0:65535",
+        "127.0.0.2:0",
+        "[::1]:0",
+        "[::1]:9",
+        "[::ffff:127.0.0.1]:5",
+        "[::2]:1",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
+    for (i, a) in addrs.iter().enumerate() {
+        let change = Change::add(*a, 1, key(i as u16, 1));
+        for s in 0..2 {
+            d.apply(&Command::Vote {
+                change,
+                seed: seed(s),
+            });
+        }
+    }
+    assert_eq!(d.len(), addrs.len());
+    let at = |ip: &str| -> Vec<SocketAddr> { d.peers_at_ip(ip.parse().unwrap()).collect() };
+    assert_eq!(at("127.0.0.1"), addrs[..2].to_vec());
+    assert_eq!(at("::1"), addrs[4..6].to_vec());
+    assert_eq!(at("::ffff:127.0.0.1"), addrs[6..7].to_vec());
+    assert!(at("10.0.0.1").is_empty());
 }
