@@ -96,6 +96,13 @@ pub struct PeerSettingArgs {
     /// net.ipv4.ping_group_range, else it is skipped with a warning.
     #[arg(long)]
     pub icmp: bool,
+    /// Longest gossip message a peer creates from a typed line or accepts
+    /// from a neighbour, in bytes; longer ones are refused and logged
+    /// [default: 65536].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(
+        i64::from(*config::MAX_GOSSIP_BYTES_RANGE.start())..=i64::from(*config::MAX_GOSSIP_BYTES_RANGE.end())
+    ))]
+    pub max_gossip_bytes: Option<u32>,
 }
 
 impl PeerSettingArgs {
@@ -108,6 +115,7 @@ impl PeerSettingArgs {
             ping_interval: self.ping_interval,
             ping_misses: self.ping_misses,
             icmp: self.icmp.then_some(true),
+            max_gossip_bytes: self.max_gossip_bytes,
         }
     }
 }

@@ -34,7 +34,7 @@ use std::{
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::proto::peer::PeerSettings;
+use crate::proto::{message::MAX_FRAME_LEN, peer::PeerSettings};
 
 /// A loaded config file.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +70,16 @@ pub struct PeerOverrides {
     pub ping_misses: Option<u32>,
     /// Also check neighbours' hosts with ICMP echo.
     pub icmp: Option<bool>,
+    /// Longest gossip text a peer creates or accepts, in bytes; validated
+    /// within [`MAX_GOSSIP_BYTES_RANGE`].
+    pub max_gossip_bytes: Option<u32>,
 }
+
+/// The values `max_gossip_bytes` may take: room for the
+/// `<timestamp>:<IP>:` prefix and some text, and at most half a frame
+/// ([`MAX_FRAME_LEN`]), so that a message with its JSON escapes still
+/// fits in one.
+pub const MAX_GOSSIP_BYTES_RANGE: std::ops::RangeInclusive<u32> = 128..=(MAX_FRAME_LEN as u32 / 2);
 
 impl PeerOverrides {
     /// Keeps every setting set here and takes the rest from `base`.
@@ -83,6 +92,7 @@ impl PeerOverrides {
             ping_interval: self.ping_interval.or(base.ping_interval),
             ping_misses: self.ping_misses.or(base.ping_misses),
             icmp: self.icmp.or(base.icmp),
+            max_gossip_bytes: self.max_gossip_bytes.or(base.max_gossip_bytes),
         }
     }
 
@@ -108,6 +118,9 @@ impl PeerOverrides {
         }
         if let Some(v) = self.icmp {
             settings.icmp = v;
+        }
+        if let Some(v) = self.max_gossip_bytes {
+            settings.max_gossip_bytes = v as usize;
         }
         settings
     }
@@ -135,6 +148,9 @@ impl PeerOverrides {
         }
         if let Some(v) = self.icmp {
             text += &format!("icmp = {v}\n");
+        }
+        if let Some(v) = self.max_gossip_bytes {
+            text += &format!("max_gossip_bytes = {v}\n");
         }
         text
     }
@@ -338,6 +354,22 @@ const PEER_KEYS: &[PeerKey] = &[
                 ));
             };
             peer.icmp = Some(on);
+            Ok(())
+        },
+    },
+    PeerKey {
+        name: "max_gossip_bytes",
+        apply: |value, peer| {
+            let (min, max) = MAX_GOSSIP_BYTES_RANGE.into_inner();
+            let bytes = whole_number(value, min).map_err(|e| {
+                format!("{e} (a message needs room for its timestamp and IP prefix)")
+            })?;
+            if bytes > max {
+                return Err(format!(
+                    "{bytes} is too large; use at most {max} (half of the 1 MiB frame limit)"
+                ));
+            }
+            peer.max_gossip_bytes = Some(bytes);
             Ok(())
         },
     },
@@ -1262,6 +1294,7 @@ mod tests {
                 ping_interval: Some(Duration::from_millis(500)),
                 ping_misses: Some(2),
                 icmp: None,
+                max_gossip_bytes: None,
             }
         );
     }
@@ -1283,6 +1316,7 @@ mod tests {
                 ping_interval: Some(Duration::from_secs(13)),
                 ping_misses: Some(3),
                 icmp: Some(false),
+                max_gossip_bytes: Some(65536),
             }
         );
         // The example documents the defaults; they must not drift apart.
@@ -1422,7 +1456,7 @@ mod tests {
         assert_eq!(line, Some(3));
         assert_eq!(
             message,
-            "config.toml:3: unknown key \"gossip_intervall\" in [peer]; known keys: gossip_interval, gossip_count, max_links, link_exponent, ping_interval, ping_misses, icmp"
+            "config.toml:3: unknown key \"gossip_intervall\" in [peer]; known keys: gossip_interval, gossip_count, max_links, link_exponent, ping_interval, ping_misses, icmp, max_gossip_bytes"
         );
     }
 
@@ -1627,6 +1661,7 @@ mod tests {
             ping_interval: Some(Duration::from_millis(500)),
             ping_misses: Some(4),
             icmp: Some(true),
+            max_gossip_bytes: Some(1000),
         };
         let merged = cli.or(file);
         assert_eq!(merged.gossip_interval, Some(Duration::from_millis(200)));
@@ -1634,6 +1669,7 @@ mod tests {
         let settings = merged.apply_to(PeerSettings::default());
         assert_eq!(settings.max_links.get(), 3);
         assert_eq!(settings.link_exponent, 2.5);
+        assert_eq!(settings.max_gossip_bytes, 1000);
         let text = format!(
             "seeds = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n[peer]\n{}",
             merged.to_toml()
@@ -1659,6 +1695,18 @@ mod tests {
         let (line, message) = fail("net.toml", &format!("{seeds}network_key = 5\n"));
         assert_eq!(line, Some(2));
         assert!(message.contains("gossipnet keygen"), "{message}");
+    }
+
+    #[test]
+    fn max_gossip_bytes_must_leave_room_for_the_prefix_and_fit_a_frame() {
+        let head = "seeds = [\"127.0.0.1:5010\", \"127.0.0.1:5011\"]\n[peer]\n";
+        let set = ok("net.toml", &format!("{head}max_gossip_bytes = 4096\n"));
+        assert_eq!(set.peer.max_gossip_bytes, Some(4096));
+        let (line, message) = fail("net.toml", &format!("{head}max_gossip_bytes = 10\n"));
+        assert_eq!(line, Some(3));
+        assert!(message.contains("use 128 or more"), "{message}");
+        let (_, message) = fail("net.toml", &format!("{head}max_gossip_bytes = 600000\n"));
+        assert!(message.contains("use at most 524288"), "{message}");
     }
 
     #[test]

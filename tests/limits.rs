@@ -11,7 +11,7 @@ use gossipnet::{
     net::limits::{GOSSIP_BURST, GOSSIP_PER_SEC, REPORTS_BURST, REPORTS_PER_SEC},
     proto::{
         message::{Message, Role},
-        Event,
+        Event, GossipRefusal,
     },
 };
 
@@ -170,4 +170,49 @@ fn concurrent_registrations_from_one_ip_stop_at_the_committed_cap() {
         let committed = common::committed_peers(s.addr()).expect("status");
         assert_eq!(committed.len(), CAP, "{committed:?}");
     }
+}
+
+#[test]
+fn an_oversized_gossip_is_refused_logged_and_never_forwarded() {
+    let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
+    let neighbour = net.add_peer();
+    // The victim's one candidate is the first peer, so they link.
+    let victim = net.add_peer();
+    let (mut flooder, me) = greeted(net.peers[victim].addr(), Role::Peer);
+    let now = common::unix_us() as f64 / 1e6;
+    let huge = format!("{now:.6}:127.0.0.1:{}", "x".repeat(500_000));
+    let small = format!("{now:.6}:127.0.0.1:after the big one");
+    for msg in [huge.clone(), huge.clone(), small.clone()] {
+        flooder.send(&Message::Gossip {
+            origin: me,
+            msg,
+            hops: 0,
+        });
+    }
+    net.peers[victim].wait_event("the refusal of the 500 kB message", START, |e| {
+        matches!(e, Event::GossipRefused { from, cause: GossipRefusal::TooLarge, count: 1, .. }
+            if *from == me)
+    });
+    // Frames on one link are handled in order: once the small message that
+    // followed has gone through the victim to its neighbour, the big ones
+    // would have too.
+    net.peers[neighbour].wait_event(
+        "the small message, forwarded",
+        START,
+        |e| matches!(e, Event::GossipReceived { msg, .. } if *msg == small),
+    );
+    for (at, what) in [(victim, "the victim"), (neighbour, "its neighbour")] {
+        let big = net.peers[at]
+            .poll()
+            .count(|e| matches!(e, Event::GossipReceived { msg, .. } if msg.len() > 65_536));
+        assert_eq!(big, 0, "{what} delivered a 500 kB message");
+    }
+    // Logged once: the second refusal came within the same second.
+    let lines = net.peers[victim].count(|e| matches!(e, Event::GossipRefused { .. }));
+    assert_eq!(lines, 1);
+    let log = std::fs::read_to_string(net.peers[victim].output_file("peer")).unwrap();
+    assert!(
+        log.contains("over the 65536-byte limit"),
+        "the output file does not say why"
+    );
 }

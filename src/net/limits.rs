@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::proto::message::Message;
+pub use crate::proto::time::{RefusalLog, LIMIT_LOG_EVERY};
 
 /// GOSSIP frames a connection may deliver per second, sustained. Each
 /// message crosses each link at most once per direction, so this is also
@@ -35,32 +36,6 @@ pub const NODE_SEND_QUEUE_BYTES: usize = 32 << 20;
 /// together: 16 frames of the largest size. A connection finding no room
 /// stops reading until there is, so its sender is slowed by TCP itself.
 pub const RECEIVE_QUEUE_BYTES: usize = 16 << 20;
-/// At most one log line per connection and per kind of limit this often.
-pub const LIMIT_LOG_EVERY: Duration = Duration::from_secs(1);
-
-/// Counts refusals, and says when to log them: the first at once, then at
-/// most once per [`LIMIT_LOG_EVERY`] with how many there were, so that a
-/// flood makes a few log lines, not one per frame or connection.
-#[derive(Debug, Default)]
-pub struct RefusalLog {
-    since_logged: u64,
-    last_logged: Option<Instant>,
-}
-
-impl RefusalLog {
-    /// Counts one refusal; returns the count to log, when a line is due.
-    pub fn note(&mut self, now: Instant) -> Option<u64> {
-        self.since_logged += 1;
-        let due = self
-            .last_logged
-            .is_none_or(|at| now.saturating_duration_since(at) >= LIMIT_LOG_EVERY);
-        if !due {
-            return None;
-        }
-        self.last_logged = Some(now);
-        Some(std::mem::take(&mut self.since_logged))
-    }
-}
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
 #[derive(Debug, Clone)]

@@ -22,6 +22,22 @@ pub enum CommitBasis {
     Consensus,
 }
 
+/// Why a peer refused a gossip message, in `gossip_refused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GossipRefusal {
+    /// Longer than `--max-gossip-bytes`.
+    TooLarge,
+    /// Its text does not start with a creation time.
+    Timeless,
+    /// Its creation time is too far ahead of this peer's clock.
+    Future,
+    /// The Message List is full of entries that have not expired.
+    ListFull,
+    /// The link it came from holds its share of the Message List.
+    LinkShare,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -125,6 +141,17 @@ pub enum Event {
     /// This peer made a gossip message.
     GossipCreated {
         msg: String,
+    },
+    /// Gossip from neighbour `from` was refused: not delivered, not
+    /// forwarded (docs/SECURITY.md). `from` is this peer itself for its
+    /// own messages. `count` refusals from `from` since the last such line,
+    /// which comes at most once a second per link; `cause` and `reason`
+    /// are the latest one's.
+    GossipRefused {
+        from: SocketAddr,
+        cause: GossipRefusal,
+        reason: String,
+        count: u64,
     },
     /// First receipt of a gossip message; duplicates are not reported.
     GossipReceived {
@@ -359,6 +386,15 @@ impl fmt::Display for Event {
                 "typed line of {bytes} bytes not gossiped: the limit is {limit} bytes"
             ),
             Event::GossipCreated { msg } => write!(f, "GOSSIP created: '{msg}'"),
+            Event::GossipRefused {
+                from,
+                reason,
+                count,
+                ..
+            } => write!(
+                f,
+                "GOSSIP from {from} refused: {reason} ({count} refused since the last such line)"
+            ),
             Event::GossipReceived {
                 msg, from, hops, ..
             } => write!(

@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-pub use event::Event;
+pub use event::{Event, GossipRefusal};
 pub use message::{Message, Role};
 pub use seed::directory::{majority, Command, Directory, Outcome};
 pub use time::Timestamp;

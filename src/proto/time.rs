@@ -1,6 +1,9 @@
 //! Time as the cores see it: a value passed in, never read from a clock.
 
-use std::{ops::Add, time::Duration};
+use std::{
+    ops::Add,
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,5 +43,60 @@ impl Add<Duration> for Timestamp {
             self.0
                 .saturating_add(d.as_micros().min(u64::MAX as u128) as u64),
         )
+    }
+}
+
+/// At most one log line per source and per kind of refusal this often.
+pub const LIMIT_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// A point in time that [`RefusalLog`] can measure from: the driver's
+/// [`Instant`], or a core's [`Timestamp`].
+pub trait Moment: Copy {
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    fn since(self, earlier: Self) -> Duration;
+}
+
+impl Moment for Instant {
+    fn since(self, earlier: Instant) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
+
+impl Moment for Timestamp {
+    fn since(self, earlier: Timestamp) -> Duration {
+        self.saturating_since(earlier)
+    }
+}
+
+/// Counts refusals, and says when to log them: the first at once, then at
+/// most once per [`LIMIT_LOG_EVERY`] with how many there were, so that a
+/// flood makes a few log lines, not one per frame or connection.
+#[derive(Debug)]
+pub struct RefusalLog<T = Instant> {
+    since_logged: u64,
+    last_logged: Option<T>,
+}
+
+impl<T> Default for RefusalLog<T> {
+    fn default() -> Self {
+        RefusalLog {
+            since_logged: 0,
+            last_logged: None,
+        }
+    }
+}
+
+impl<T: Moment> RefusalLog<T> {
+    /// Counts one refusal; returns the count to log, when a line is due.
+    pub fn note(&mut self, now: T) -> Option<u64> {
+        self.since_logged += 1;
+        let due = self
+            .last_logged
+            .is_none_or(|at| now.since(at) >= LIMIT_LOG_EVERY);
+        if !due {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.since_logged))
     }
 }

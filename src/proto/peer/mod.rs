@@ -38,7 +38,8 @@ use rustc_hash::FxHashMap;
 pub use agreement::{Agreement, Answer, Decision};
 pub use liveness::{ping_timeout, Liveness, LivenessTable};
 pub use message_list::{
-    digest, MessageDigest, MessageList, MessageMeta, ML_CAPACITY, ML_RETENTION,
+    creation_time, digest, MessageDigest, MessageList, Refusal, MAX_FUTURE_SKEW, ML_CAPACITY,
+    ML_LINK_SHARE, ML_RETENTION,
 };
 
 use super::{
@@ -48,7 +49,8 @@ use super::{
     },
     seed::directory::majority,
     sorted::SortedSet,
-    topology, Core, Event, Output, QueryError, Timestamp,
+    time::RefusalLog,
+    topology, Core, Event, GossipRefusal, Output, QueryError, Timestamp,
 };
 
 /// Peer behaviour settings. Defaults are documented with their reason.
@@ -78,6 +80,11 @@ pub struct PeerSettings {
     /// that a host is up. When on, `ping_misses` unanswered echoes in a row
     /// make every neighbour on that host a suspect.
     pub icmp: bool,
+    /// 64 KiB ([`MAX_GOSSIP_TEXT`]): the longest gossip text, in bytes,
+    /// that this peer creates from a typed line or accepts from a
+    /// neighbour. Far above any course message, and small enough that a
+    /// flood of maximal messages costs the logs little.
+    pub max_gossip_bytes: usize,
 }
 
 impl Default for PeerSettings {
@@ -92,6 +99,7 @@ impl Default for PeerSettings {
             ping_interval: Duration::from_secs(13),
             ping_misses: NonZeroU32::new(3).expect("non-zero"),
             icmp: false,
+            max_gossip_bytes: MAX_GOSSIP_TEXT,
         }
     }
 }
@@ -135,6 +143,14 @@ pub struct PeerStats {
     /// Received messages refused as older than the Message List keeps
     /// entries: replays, or messages from a clock far behind.
     pub stale_dropped: u64,
+    /// Received messages longer than `max_gossip_bytes`.
+    pub oversize_refused: u64,
+    /// Received messages without a creation time, or with one further
+    /// ahead than [`MAX_FUTURE_SKEW`].
+    pub untimely_refused: u64,
+    /// Messages, received or our own, refused for want of room in the
+    /// Message List: it was full, or their link held its share.
+    pub no_room_refused: u64,
     pub forwarded: u64,
 }
 
@@ -231,6 +247,9 @@ pub struct PeerCore<R> {
     /// seeds cannot commit.
     register_retry: Duration,
     stats: PeerStats,
+    /// Refused gossip by link (our own address for our own messages), for
+    /// `gossip_refused` lines at most once a second each.
+    refusals: FxHashMap<SocketAddr, RefusalLog<Timestamp>>,
     outputs: VecDeque<Output<PeerTimer>>,
 }
 
@@ -281,6 +300,7 @@ impl<R: Rng> PeerCore<R> {
             report_seed: None,
             register_retry: settings_retry,
             stats: PeerStats::default(),
+            refusals: FxHashMap::default(),
             outputs: VecDeque::new(),
         }
     }
@@ -569,7 +589,9 @@ impl<R: Rng> PeerCore<R> {
     }
 
     fn create_gossip(&mut self, text: String, now: Timestamp) {
-        self.ml.record_first(self.addr, &text, None, now);
+        if let Err(refusal) = self.ml.record_first(self.addr, &text, None, now) {
+            return self.list_refused(self.addr, refusal, now);
+        }
         self.emit(Event::GossipCreated { msg: text.clone() });
         if self.neighbors.is_empty() {
             // Alone for the moment (a neighbour just died, say): the
@@ -601,13 +623,16 @@ impl<R: Rng> PeerCore<R> {
         hops: u32,
         now: Timestamp,
     ) {
-        if message_list::is_stale(&msg, now) {
-            self.stats.stale_dropped += 1;
-            return;
+        let limit = self.settings.max_gossip_bytes;
+        if msg.len() > limit {
+            self.stats.oversize_refused += 1;
+            let bytes = msg.len();
+            return self.log_refusal(from, GossipRefusal::TooLarge, now, |_| {
+                format!("{bytes} bytes, over the {limit}-byte limit (--max-gossip-bytes)")
+            });
         }
-        if !self.ml.record_first(origin, &msg, Some(from), now) {
-            self.stats.duplicates_dropped += 1;
-            return;
+        if let Err(refusal) = self.ml.record_first(origin, &msg, Some(from), now) {
+            return self.list_refused(from, refusal, now);
         }
         let hops = hops.saturating_add(1);
         self.stats.received_first += 1;
@@ -633,6 +658,65 @@ impl<R: Rng> PeerCore<R> {
                     hops,
                 },
             );
+        }
+    }
+
+    /// Counts a message the Message List did not admit, from neighbour
+    /// `from` (our own address: one of our own), and logs why unless it
+    /// was a duplicate or a stale copy: those are the normal lot of
+    /// flooding, and of replays the list is there to stop.
+    fn list_refused(&mut self, from: SocketAddr, refusal: Refusal, now: Timestamp) {
+        let cause = match refusal {
+            Refusal::Duplicate => return self.stats.duplicates_dropped += 1,
+            Refusal::Stale => return self.stats.stale_dropped += 1,
+            Refusal::Timeless => GossipRefusal::Timeless,
+            Refusal::Future(_) => GossipRefusal::Future,
+            Refusal::Full => GossipRefusal::ListFull,
+            Refusal::OverShare => GossipRefusal::LinkShare,
+        };
+        match cause {
+            GossipRefusal::Timeless | GossipRefusal::Future => self.stats.untimely_refused += 1,
+            _ => self.stats.no_room_refused += 1,
+        }
+        self.log_refusal(from, cause, now, |ml| match refusal {
+            Refusal::Future(ahead) => format!(
+                "created {} s ahead of this peer's clock, more than the {} s allowed; \
+                 check both hosts' clocks",
+                ahead.as_secs(),
+                MAX_FUTURE_SKEW.as_secs()
+            ),
+            Refusal::Full => format!(
+                "the Message List holds {} unexpired entries, its capacity",
+                ml.capacity()
+            ),
+            Refusal::OverShare => format!(
+                "this link holds its share of the Message List ({} entries) \
+                 and the list is half full",
+                ml.link_share()
+            ),
+            _ => "its text does not start with a creation time (<Unix seconds>:)".to_string(),
+        });
+    }
+
+    /// Logs a refused message from `from`: the first at once, then at most
+    /// one line a second per link, with the count since the last line.
+    /// `reason` is worked out only for a line that is due, so that a flood
+    /// costs no text.
+    fn log_refusal(
+        &mut self,
+        from: SocketAddr,
+        cause: GossipRefusal,
+        now: Timestamp,
+        reason: impl FnOnce(&MessageList) -> String,
+    ) {
+        if let Some(count) = self.refusals.entry(from).or_default().note(now) {
+            let reason = reason(&self.ml);
+            self.emit(Event::GossipRefused {
+                from,
+                cause,
+                reason,
+                count,
+            });
         }
     }
 
@@ -971,6 +1055,7 @@ impl<R: Rng> PeerCore<R> {
             return false;
         }
         self.liveness.remove(&peer);
+        self.refusals.remove(&peer);
         self.emit(Event::NeighborDown { peer });
         self.report_links();
         true
@@ -1326,13 +1411,16 @@ impl<R: Rng> Core for PeerCore<R> {
         if text.is_empty() {
             return;
         }
-        if text.len() > MAX_GOSSIP_TEXT {
+        let prefix = format!("{:.6}:{}:", now.as_secs_f64(), self.addr.ip());
+        // The whole message must fit what every peer accepts.
+        let limit = self.settings.max_gossip_bytes.saturating_sub(prefix.len());
+        if text.len() > limit {
             return self.emit(Event::UserLineRefused {
                 bytes: text.len(),
-                limit: MAX_GOSSIP_TEXT,
+                limit,
             });
         }
-        let msg = format!("{:.6}:{}:{}", now.as_secs_f64(), self.addr.ip(), text);
+        let msg = prefix + text;
         self.create_gossip(msg, now);
     }
 

@@ -1521,3 +1521,250 @@ fn candidates_merge_the_lists_keeping_each_peer_once_at_its_highest_degree() {
     // order, at the highest degree any list gave it.
     assert_eq!(merged, vec![(6001, 4), (6002, 7), (6003, 0)]);
 }
+
+/// A GOSSIP of `msg` from neighbour `from`, created by 6099.
+fn gossip_from(core: &mut PeerCore<ChaCha8Rng>, from: u16, msg: &str, at: Timestamp) {
+    let gossip = Message::Gossip {
+        origin: addr(6099),
+        msg: msg.into(),
+        hops: 0,
+    };
+    core.handle_message(addr(from), gossip, at);
+}
+
+/// Texts delivered (first receipt) among `outputs`.
+fn delivered(outputs: &[Output<PeerTimer>]) -> Vec<String> {
+    events(outputs)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::GossipReceived { msg, .. } => Some(msg),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A text created at `at`, as a peer writes it.
+fn created_at(at: Timestamp, n: u64) -> String {
+    format!("{:.6}:127.0.0.9:{n}", at.as_secs_f64())
+}
+
+#[test]
+fn a_flood_of_distinct_messages_never_lets_an_old_message_be_delivered_twice() {
+    // Eight links: 6001 is a real peer, 6002..=6008 are HELLO-only
+    // attackers that flood distinct, current messages.
+    let links: Vec<u16> = (6001..=6008).collect();
+    let mut core = linked_peer(&links);
+    let real = created_at(now(), 1);
+    gossip_from(&mut core, 6001, &real, now());
+    assert_eq!(delivered(&drain(&mut core)), vec![real.clone()]);
+    let mut at = now();
+    for i in 0..70_000u64 {
+        let attacker = 6002 + (i % 7) as u16;
+        at = now() + Duration::from_micros(i * 100);
+        gossip_from(&mut core, attacker, &created_at(at, 1_000 + i), at);
+        drain(&mut core);
+        assert!(core.message_list().len() <= ML_CAPACITY);
+    }
+    // The real message again, from an attacker and from the real peer.
+    for from in [6002, 6001] {
+        gossip_from(&mut core, from, &real, at);
+        let out = drain(&mut core);
+        assert!(delivered(&out).is_empty(), "delivered twice: {real}");
+        assert!(gossip_sends(&out).is_empty(), "forwarded twice: {real}");
+    }
+}
+
+#[test]
+fn a_far_future_or_timeless_message_is_refused() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let hour_ahead = created_at(now() + Duration::from_secs(3600), 1);
+    for (i, msg) in [hour_ahead.as_str(), "hello", "nan:127.0.0.9:1", ""]
+        .into_iter()
+        .enumerate()
+    {
+        let at = now() + Duration::from_secs(i as u64);
+        gossip_from(&mut core, 6001, msg, at);
+        let out = drain(&mut core);
+        let cause = if i == 0 {
+            GossipRefusal::Future
+        } else {
+            GossipRefusal::Timeless
+        };
+        assert!(
+            matches!(&events(&out)[..], [Event::GossipRefused { from, cause: c, count: 1, .. }]
+                if *from == addr(6001) && *c == cause),
+            "{msg:?}: {out:?}"
+        );
+        assert!(delivered(&out).is_empty(), "delivered {msg:?}");
+        assert!(gossip_sends(&out).is_empty(), "forwarded {msg:?}");
+    }
+    assert!(
+        core.message_list().is_empty(),
+        "a refused message took room"
+    );
+    assert_eq!(core.stats().untimely_refused, 4);
+    // Within the allowed skew, a message from a clock a little ahead is
+    // delivered.
+    let minute_ahead = created_at(now() + Duration::from_secs(59), 2);
+    gossip_from(&mut core, 6001, &minute_ahead, now());
+    assert_eq!(delivered(&drain(&mut core)), vec![minute_ahead]);
+}
+
+#[test]
+fn a_message_from_a_clock_ahead_is_not_delivered_again_once_the_clock_catches_up() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let ahead = created_at(now() + Duration::from_secs(59), 1);
+    gossip_from(&mut core, 6001, &ahead, now());
+    assert_eq!(delivered(&drain(&mut core)).len(), 1);
+    // Just before it turns stale, 659 s after it was first seen, a copy
+    // is still a duplicate.
+    let later = now() + Duration::from_secs(59) + ML_RETENTION;
+    gossip_from(&mut core, 6002, &ahead, later);
+    assert!(delivered(&drain(&mut core)).is_empty(), "delivered twice");
+}
+
+#[test]
+fn one_flooding_link_cannot_crowd_out_another_links_messages() {
+    let mut core = linked_peer(&[6001, 6002, 6003]);
+    let flood = |core: &mut PeerCore<ChaCha8Rng>, from: u16, range: std::ops::Range<u64>| {
+        for i in range {
+            gossip_from(core, from, &created_at(now(), i), now());
+            drain(core);
+        }
+    };
+    flood(&mut core, 6001, 0..ML_CAPACITY as u64);
+    // The honest link's message gets in, and stays in however long the
+    // flood goes on.
+    let honest = created_at(now(), 999_999_999);
+    gossip_from(&mut core, 6002, &honest, now());
+    assert_eq!(delivered(&drain(&mut core)), vec![honest.clone()]);
+    flood(&mut core, 6001, ML_CAPACITY as u64..2 * ML_CAPACITY as u64);
+    assert!(core.message_list().len() <= ML_CAPACITY);
+    gossip_from(&mut core, 6003, &honest, now());
+    assert!(delivered(&drain(&mut core)).is_empty(), "delivered twice");
+}
+
+#[test]
+fn received_gossip_over_the_size_cap_is_refused_and_not_forwarded() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let prefix = created_at(now(), 1);
+    let huge = format!("{prefix}{}", "x".repeat(500_000));
+    let mut logged = Vec::new();
+    for i in 0..10 {
+        gossip_from(
+            &mut core,
+            6001,
+            &huge,
+            now() + Duration::from_millis(i * 300),
+        );
+        let out = drain(&mut core);
+        assert!(delivered(&out).is_empty(), "a 500 kB message was delivered");
+        assert!(
+            gossip_sends(&out).is_empty(),
+            "a 500 kB message was forwarded"
+        );
+        logged.extend(events(&out));
+    }
+    // Logged at once, then at most once a second with a count: at 0, 1.2
+    // and 2.4 s.
+    let counts: Vec<u64> = logged
+        .iter()
+        .map(|e| match e {
+            Event::GossipRefused {
+                from,
+                cause: GossipRefusal::TooLarge,
+                reason,
+                count,
+            } if *from == addr(6001) && reason.contains(&format!("{} bytes", huge.len())) => *count,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(counts, vec![1, 4, 4]);
+    assert_eq!(core.stats().oversize_refused, 10);
+    assert!(
+        core.message_list().is_empty(),
+        "an oversized message took room"
+    );
+    // At the cap exactly, it is delivered.
+    let fits = format!("{prefix}{}", "y".repeat(MAX_GOSSIP_TEXT - prefix.len()));
+    gossip_from(&mut core, 6001, &fits, now());
+    assert_eq!(delivered(&drain(&mut core)).len(), 1);
+}
+
+#[test]
+fn the_size_cap_is_a_setting_that_typed_lines_obey_too() {
+    let mut core = PeerCore::new(
+        addr(6000),
+        seeds(3),
+        PeerSettings {
+            max_gossip_bytes: 200,
+            ..PeerSettings::default()
+        },
+        42,
+        identity(6000),
+        ChaCha8Rng::seed_from_u64(11),
+    );
+    join_with(&mut core, &[]);
+    core.handle_link_up(addr(6001), Role::Peer, now());
+    core.handle_link_up(addr(6002), Role::Peer, now());
+    drain(&mut core);
+    let prefix = "1740466800.000000:127.0.0.1:";
+    // A typed line is refused unless the whole message, prefix and all,
+    // fits: every peer with the same setting then accepts it.
+    core.handle_user_line(&"a".repeat(200 - prefix.len() + 1), now());
+    let out = drain(&mut core);
+    assert!(gossip_sends(&out).is_empty());
+    assert_eq!(
+        events(&out),
+        vec![Event::UserLineRefused {
+            bytes: 200 - prefix.len() + 1,
+            limit: 200 - prefix.len()
+        }]
+    );
+    core.handle_user_line(&"a".repeat(200 - prefix.len()), now());
+    let sent = gossip_sends(&drain(&mut core));
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].1.len(), 200);
+    let received = created_at(now(), 1);
+    let over = format!("{received}{}", "b".repeat(201 - received.len()));
+    gossip_from(&mut core, 6001, &over, now());
+    assert!(delivered(&drain(&mut core)).is_empty());
+    gossip_from(&mut core, 6001, &over[..200], now());
+    assert_eq!(delivered(&drain(&mut core)).len(), 1);
+}
+
+#[test]
+fn a_peer_whose_list_is_full_refuses_its_own_new_messages_and_says_so() {
+    let mut core = linked_peer(&[6001, 6002, 6003, 6004, 6005]);
+    // Four links fill the list, each within its share.
+    for i in 0..ML_CAPACITY as u64 {
+        let from = 6001 + (i % 4) as u16;
+        gossip_from(&mut core, from, &created_at(now(), i), now());
+    }
+    drain(&mut core);
+    assert_eq!(core.message_list().len(), ML_CAPACITY);
+    gossip_from(&mut core, 6005, &created_at(now(), u64::MAX), now());
+    let out = drain(&mut core);
+    assert!(delivered(&out).is_empty());
+    assert!(matches!(
+        &events(&out)[..],
+        [Event::GossipRefused {
+            cause: GossipRefusal::ListFull,
+            count: 1,
+            ..
+        }]
+    ));
+    core.handle_user_line("hello", now());
+    let out = drain(&mut core);
+    assert!(gossip_sends(&out).is_empty(), "sent without an entry");
+    assert!(matches!(
+        &events(&out)[..],
+        [Event::GossipRefused { from, cause: GossipRefusal::ListFull, .. }] if *from == addr(6000)
+    ));
+    assert_eq!(core.stats().no_room_refused, 2);
+    // Once the entries expire, there is room again.
+    let later = now() + ML_RETENTION + MAX_FUTURE_SKEW + Duration::from_secs(1);
+    core.handle_user_line("hello", later);
+    assert_eq!(gossip_sends(&drain(&mut core)).len(), 5);
+    assert_eq!(core.message_list().len(), 1);
+}
