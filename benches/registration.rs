@@ -3,8 +3,9 @@
 //!
 //! Starts real seed processes on loopback (with the test suite's fixtures),
 //! then registers 200 peers one after another from this process: a
-//! registering "peer" is a listener that answers the seeds' dial-back PROBE,
-//! plus a connection to each of floor(n/2)+1 seeds. Prints p50, p99 and max
+//! registering "peer" is a `FakeNode` (a key, and a listener that answers
+//! the seeds' PROBEs), plus a proved connection to each of floor(n/2)+1
+//! seeds. The time starts once the connections are up. Prints p50, p99 and max
 //! for 3 and 5 seeds.
 //!
 //! Run: `cargo bench --bench registration` (add `-- 500` for more samples).
@@ -12,81 +13,26 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::{
-    net::TcpListener,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{Cluster, RawClient};
+use common::{Cluster, FakeNode, RawClient};
 use gossipnet::proto::{
-    evidence::Identity,
     majority,
-    message::{Message, PublicKey, Role, PROTOCOL_VERSION},
+    message::{Message, Role},
 };
-
-/// The public key every registering "peer" states: keys may repeat across
-/// addresses, and one key spares each registration a key derivation.
-fn key() -> PublicKey {
-    static KEY: std::sync::OnceLock<PublicKey> = std::sync::OnceLock::new();
-    *KEY.get_or_init(|| Identity::from_secret([1; 32]).public_key())
-}
-
-/// Answers every PROBE on `listener` until `stop` is set.
-fn answer_probes(
-    listener: TcpListener,
-    incarnation: u64,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<()> {
-    let listen = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            let stream = match listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    thread::sleep(Duration::from_micros(200));
-                    continue;
-                }
-            };
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut prober = RawClient { stream };
-            if let Some(Message::Probe { nonce, .. }) = prober.recv() {
-                prober.send(&Message::ProbeReply {
-                    nonce,
-                    role: Role::Peer,
-                    listen,
-                    incarnation,
-                    key: Some(key()),
-                });
-            }
-        }
-    })
-}
 
 /// One registration; returns the time until the last of the quorum's acks.
 fn register_once(net: &mut Cluster) -> Duration {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let me = listener.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let prober = answer_probes(listener, 1, stop.clone());
+    // A registering "peer": a key, and a listener that answers the seeds'
+    // PROBEs (of its HELLO, and the registration's dial-back).
+    let node = FakeNode::new(Role::Peer);
+    let me = node.addr;
     let asked = majority(net.seeds.len());
     let mut conns: Vec<RawClient> = net.seeds[..asked]
         .iter()
         .map(|seed| {
-            let mut c = RawClient::connect(seed.addr());
+            let c = node.greet(seed.addr());
             c.stream.set_nodelay(true).unwrap();
-            c.send(&Message::Hello {
-                version: PROTOCOL_VERSION,
-                role: Role::Peer,
-                listen: me,
-            });
-            assert!(matches!(c.recv(), Some(Message::Hello { .. })));
             c
         })
         .collect();
@@ -94,7 +40,7 @@ fn register_once(net: &mut Cluster) -> Duration {
     for c in &mut conns {
         c.send(&Message::RegisterRequest {
             incarnation: 1,
-            key: key(),
+            key: node.identity.public_key(),
         });
     }
     for (i, c) in conns.iter_mut().enumerate() {
@@ -113,10 +59,7 @@ fn register_once(net: &mut Cluster) -> Duration {
             }
         }
     }
-    let took = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let _ = prober.join();
-    took
+    start.elapsed()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

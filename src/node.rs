@@ -149,6 +149,10 @@ pub fn run_peer(options: NodeOptions) -> Result<(), NodeError> {
         // Before any file is opened, so that a bad key file stops the peer
         // with nothing else changed.
         let identity = crate::identity::load_or_create(&node.data_dir)?.0;
+        let admission = net::driver::Admission {
+            identity: Some(identity.clone()),
+            ..node.admission
+        };
         let sink = open_sink(&node.options, node.addr)?;
         let shutdown = shutdown_signal();
         let read_stdin = node
@@ -164,16 +168,7 @@ pub fn run_peer(options: NodeOptions) -> Result<(), NodeError> {
             identity,
             ChaCha8Rng::from_os_rng(),
         );
-        net::run(
-            core,
-            node.listener,
-            sink,
-            lines,
-            None,
-            node.admission,
-            shutdown,
-        )
-        .await;
+        net::run(core, node.listener, sink, lines, None, admission, shutdown).await;
         Ok(())
     })
 }
@@ -187,6 +182,13 @@ pub fn run_seed(options: NodeOptions) -> Result<(), NodeError> {
         .enable_all()
         .build();
     run_in(runtime, options, |node| async move {
+        // A seed proves this key on every connection it dials, so that no
+        // other process can speak in its name.
+        let identity = crate::identity::load_or_create(&node.data_dir)?.0;
+        let admission = net::driver::Admission {
+            identity: Some(identity),
+            ..node.admission
+        };
         let sink = open_sink(&node.options, node.addr)?;
         let shutdown = shutdown_signal();
         let seeds = node.options.config.seeds.clone();
@@ -200,7 +202,7 @@ pub fn run_seed(options: NodeOptions) -> Result<(), NodeError> {
             sink,
             None,
             Some(link),
-            node.admission,
+            admission,
             shutdown,
         )
         .await;
@@ -233,6 +235,7 @@ where
     let admission = net::driver::Admission {
         network_key: options.load_network_key()?,
         max_inbound: options.max_inbound,
+        identity: None,
     };
     let runtime = runtime.map_err(NodeError::Runtime)?;
     let result = runtime.block_on(async {

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{hello, idle_connections, rss_kib, wait_for, Cluster, RawClient, START};
+use common::{hello, idle_connections, rss_kib, wait_for, Cluster, FakeNode, RawClient, START};
 use gossipnet::{
     net::limits::{DEFAULT_MAX_INBOUND, LINK_SEND_QUEUE_BYTES},
     proto::{
@@ -167,21 +167,16 @@ fn a_neighbour_that_stops_reading_is_closed_and_memory_stays_bounded() {
     let victim = net.add_peer();
     let target = net.peers[victim].addr();
     let pid = net.peers[victim].child.id();
-    // A neighbour that says HELLO, then never reads again.
-    let slow_addr: SocketAddr = format!("127.0.0.1:{}", common::free_ports(1)[0])
-        .parse()
-        .unwrap();
-    let mut slow = RawClient::connect(target);
-    slow.send(&hello(slow_addr, Role::Peer));
+    // A neighbour that is taken as one, then never reads again.
+    let slow_node = FakeNode::new(Role::Peer);
+    let slow_addr = slow_node.addr;
+    let _slow = slow_node.greet_taken(target, Role::Peer);
     let before = rss_kib(pid);
     // Another sends distinct messages of 60,000 bytes, each forwarded to
     // the slow one: 48 MB in all, far past what one link may queue.
-    let sender_addr: SocketAddr = format!("127.0.0.1:{}", common::free_ports(1)[0])
-        .parse()
-        .unwrap();
-    let mut sender = RawClient::connect(target);
-    sender.send(&hello(sender_addr, Role::Peer));
-    assert!(matches!(sender.recv(), Some(Message::Hello { .. })));
+    let sender_node = FakeNode::new(Role::Peer);
+    let sender_addr = sender_node.addr;
+    let mut sender = sender_node.greet_taken(target, Role::Peer);
     let now = common::unix_us() as f64 / 1e6;
     let filler = "x".repeat(60_000);
     let count = 800;

@@ -6,7 +6,7 @@ mod common;
 
 use std::{io::Write, net::SocketAddr};
 
-use common::{hello, Cluster, RawClient, START};
+use common::{Cluster, FakeNode, RawClient, START};
 use gossipnet::{
     net::limits::{GOSSIP_BURST, GOSSIP_PER_SEC, REPORTS_BURST, REPORTS_PER_SEC},
     proto::{
@@ -15,18 +15,13 @@ use gossipnet::{
     },
 };
 
-/// A hand-made node that said HELLO to `target` and got its HELLO back.
-fn greeted(target: SocketAddr, role: Role) -> (RawClient, SocketAddr) {
-    let me: SocketAddr = format!("127.0.0.1:{}", common::free_ports(1)[0])
-        .parse()
-        .unwrap();
-    let mut client = RawClient::connect(target);
-    client.send(&hello(me, role));
-    assert!(
-        matches!(client.recv(), Some(Message::Hello { .. })),
-        "no HELLO back"
-    );
-    (client, me)
+/// A hand-made node that `target`, a node of `role`, has taken as a
+/// neighbour (a peer) or a client (a seed). Keep the node: it answers the
+/// target's PROBEs.
+fn greeted(target: SocketAddr, role: Role) -> (RawClient, SocketAddr, FakeNode) {
+    let node = FakeNode::new(Role::Peer);
+    let client = node.greet_taken(target, role);
+    (client, node.addr, node)
 }
 
 /// The frames of `msgs`, written in one go so that they arrive together.
@@ -39,7 +34,7 @@ fn send_all(client: &mut RawClient, msgs: impl Iterator<Item = Message>) {
 fn a_gossip_flood_on_one_link_is_cut_to_the_rate_limit() {
     let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
     let victim = net.add_peer();
-    let (mut flooder, me) = greeted(net.peers[victim].addr(), Role::Peer);
+    let (mut flooder, me, _node) = greeted(net.peers[victim].addr(), Role::Peer);
     let now = common::unix_us() as f64 / 1e6;
     let flood = 3 * GOSSIP_BURST as usize;
     let started = std::time::Instant::now();
@@ -79,7 +74,7 @@ fn a_gossip_flood_on_one_link_is_cut_to_the_rate_limit() {
 #[test]
 fn a_request_flood_to_a_seed_is_cut_to_the_rate_limit() {
     let mut net = Cluster::with_seeds(2, &[]);
-    let (mut flooder, me) = greeted(net.seeds[0].addr(), Role::Peer);
+    let (mut flooder, me, _node) = greeted(net.seeds[0].addr(), Role::Seed);
     let flood = 10 * REPORTS_BURST as usize;
     let started = std::time::Instant::now();
     send_all(
@@ -178,7 +173,7 @@ fn an_oversized_gossip_is_refused_logged_and_never_forwarded() {
     let neighbour = net.add_peer();
     // The victim's one candidate is the first peer, so they link.
     let victim = net.add_peer();
-    let (mut flooder, me) = greeted(net.peers[victim].addr(), Role::Peer);
+    let (mut flooder, me, _node) = greeted(net.peers[victim].addr(), Role::Peer);
     let now = common::unix_us() as f64 / 1e6;
     let huge = format!("{now:.6}:127.0.0.1:{}", "x".repeat(500_000));
     let small = format!("{now:.6}:127.0.0.1:after the big one");

@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use common::{hello, Cluster, Proc, RawClient};
+use common::{Cluster, FakeNode, Proc, RawClient};
 use gossipnet::proto::{
     message::{Message, Role},
     Event,
@@ -34,6 +34,7 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>)> {
                 version: 0,
                 role: Role::Peer,
                 listen: "127.0.0.1:9".parse().unwrap(),
+                challenge: None,
             }
             .to_frame(),
         ),
@@ -67,15 +68,8 @@ fn a_seed_survives_malformed_input_and_keeps_serving() {
 
     // A well-behaved client is still served, on a new connection.
     let seed = net.seeds[0].addr();
-    let mut client = RawClient::connect(seed);
-    client.send(&hello("127.0.0.1:9".parse().unwrap(), Role::Peer));
-    assert!(matches!(
-        client.recv(),
-        Some(Message::Hello {
-            role: Role::Seed,
-            ..
-        })
-    ));
+    let node = FakeNode::new(Role::Peer);
+    let mut client = node.greet(seed);
     client.send(&Message::PeerListRequest {});
     let Some(Message::PeerList { .. }) = client.recv() else {
         panic!("seed stopped answering after bad input");
@@ -92,17 +86,9 @@ fn a_peer_survives_malformed_input_and_keeps_gossiping() {
     feed_bad_input(&mut net.peers[victim]);
 
     // A hand-made neighbour links to it and its gossip is taken and logged.
-    let listen = common::free_ports(1)[0];
-    let me: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
-    let mut client = RawClient::connect(net.peers[victim].addr());
-    client.send(&hello(me, Role::Peer));
-    assert!(matches!(
-        client.recv(),
-        Some(Message::Hello {
-            role: Role::Peer,
-            ..
-        })
-    ));
+    let node = FakeNode::new(Role::Peer);
+    let me = node.addr;
+    let mut client = node.greet(net.peers[victim].addr());
     client.send(&Message::Gossip {
         origin: me,
         // A current time: older messages are refused as replays.

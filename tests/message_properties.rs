@@ -93,11 +93,16 @@ fn message() -> impl Strategy<Value = Message> {
     let peer_entry =
         (socket_addr(), any::<u32>()).prop_map(|(addr, degree)| PeerEntry { addr, degree });
     prop_oneof![
-        (any::<u32>(), role(), socket_addr()).prop_map(|(version, role, listen)| Message::Hello {
-            version,
-            role,
-            listen
-        }),
+        (any::<u32>(), role(), socket_addr(), any::<Option<u64>>()).prop_map(
+            |(version, role, listen, challenge)| Message::Hello {
+                version,
+                role,
+                listen,
+                challenge
+            }
+        ),
+        (public_key(), signature())
+            .prop_map(|(key, signature)| Message::HelloProof { key, signature }),
         (any::<u64>(), public_key())
             .prop_map(|(incarnation, key)| Message::RegisterRequest { incarnation, key }),
         Just(Message::RegisterAck {}),
@@ -222,9 +227,10 @@ fn variant(m: &Message) -> usize {
         Message::Ping { .. } => 16,
         Message::Pong { .. } => 17,
         Message::Gossip { .. } => 18,
+        Message::HelloProof { .. } => 19,
     }
 }
-const VARIANTS: usize = 19;
+const VARIANTS: usize = 20;
 
 /// Decodes every frame in `stream`, handing it to the codec in reads of the
 /// given sizes (cycled; 0 = decode again with nothing new), and fails on

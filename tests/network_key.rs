@@ -145,6 +145,7 @@ fn members_with_the_key_gossip_and_nodes_without_it_are_refused() {
         version: PROTOCOL_VERSION,
         role: Role::Peer,
         listen: "127.0.0.1:9".parse().unwrap(),
+        challenge: None,
     });
     client.send(&Message::Gossip {
         origin: "127.0.0.1:9".parse().unwrap(),

@@ -6,7 +6,7 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{committed_peers, hello, wait_for, Cluster, RawClient};
+use common::{committed_peers, hello, wait_for, Cluster, FakeNode, RawClient};
 use gossipnet::proto::{
     evidence::{Identity, ReportContent},
     message::{Message, Role, Statement},
@@ -142,30 +142,32 @@ fn forged_registrations_and_votes_commit_nothing() {
         .parse()
         .unwrap();
 
-    // 1. A registration for an address where no peer listens: the
-    //    dial-back check fails and no seed votes.
+    // 1. A registration from a connection that names an address where no
+    //    node listens: the seed's PROBE of the HELLO's address finds
+    //    nobody, so the connection is never taken as that node's, and the
+    //    registration it carries never reaches a vote.
+    let forger = Identity::from_secret([1; 32]);
     for s in 0..3 {
-        let mut client = RawClient::connect(net.seeds[s].addr());
-        client.send(&hello(nobody, Role::Peer));
-        assert!(client.recv().is_some());
+        let mut client = common::greet_as(net.seeds[s].addr(), nobody, Role::Peer, &forger);
         client.send(&Message::RegisterRequest {
             incarnation: 1,
-            key: Identity::from_secret([1; 32]).public_key(),
+            key: forger.public_key(),
         });
+        assert!(client.closed_by_node(), "a HELLO for {nobody} was taken");
+        let claims = format!("HELLO claims {nobody}, but a PROBE of {nobody} found no node");
+        net.seeds[s].wait_event(
+            "the refused HELLO",
+            DEADLINE,
+            |e| matches!(e, Event::ProtocolError { reason, .. } if reason.contains(&claims)),
+        );
     }
-    net.seeds[0].wait_event(
-        "the failed dial-back",
-        DEADLINE,
-        |e| matches!(e, Event::ProbeFailed { peer, .. } if *peer == nobody),
-    );
 
     // 2. A vote sent as a peer: RAFT traffic is only taken from seeds.
     let vote = serde_json::json!({"propose": {"op": "vote", "change": {
         "kind": "add", "peer": nobody.to_string(), "incarnation": 1},
         "seed": seed.to_string()}});
-    let mut client = RawClient::connect(seed);
-    client.send(&hello(nobody, Role::Peer));
-    client.recv();
+    let node = FakeNode::new(Role::Peer);
+    let mut client = node.greet_taken(seed, Role::Seed);
     client.send(&Message::RaftRequest {
         id: 1,
         body: vote.clone(),
@@ -191,13 +193,6 @@ fn forged_registrations_and_votes_commit_nothing() {
 
     // Nothing was committed for the forged address, on any seed: each has
     // refused the registration by then.
-    for s in 0..3 {
-        net.seeds[s].wait_event(
-            "the failed dial-back",
-            DEADLINE,
-            |e| matches!(e, Event::ProbeFailed { peer, .. } if *peer == nobody),
-        );
-    }
     for s in 0..3 {
         let peers = committed_peers(net.seeds[s].addr()).unwrap();
         assert!(
@@ -423,9 +418,7 @@ fn a_forged_dead_report_about_a_live_peer_removes_nothing() {
     //    signatures pass, and each seed's own probe finds the victim alive.
     let colluding = colluding_report(&best_linked_peer(&net));
     for s in 0..3 {
-        let mut client = RawClient::connect(net.seeds[s].addr());
-        client.send(&hello(forger.0, Role::Peer));
-        client.recv();
+        let mut client = common::greet_as(net.seeds[s].addr(), forger.0, Role::Peer, forger.1);
         client.send(&alone);
         net.seeds[s].wait_event("the forged statements to be refused", DEADLINE, |e| {
             matches!(e, Event::DeadReportRefused { peer, reason, .. }
@@ -480,9 +473,9 @@ fn a_connection_flood_cannot_get_a_live_peer_removed() {
         .collect();
     let mut seeds = net.seeds;
     for seed in &mut seeds {
-        let mut client = RawClient::connect(seed.addr());
-        client.send(&hello(hub.neighbours[0], Role::Peer));
-        client.recv();
+        // As the first neighbour, with its key: the seed takes the
+        // connection as that neighbour's.
+        let mut client = common::greet_as(seed.addr(), hub.neighbours[0], Role::Peer, &hub.keys[0]);
         client.send(&report);
         seed.wait_event("the report to be refused", DEADLINE, |e| {
             matches!(e, Event::DeadReportRefused { peer, reason, .. }

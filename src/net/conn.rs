@@ -27,6 +27,7 @@ use super::{
     secure::{self, Cipher, NetworkKey},
 };
 use crate::proto::{
+    evidence::Identity,
     message::{Message, Role, MAX_FRAME_LEN, PROTOCOL_VERSION},
     Event, QueryError,
 };
@@ -350,12 +351,29 @@ fn codec_for(max_body: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// How a dialling node proves who it is: it signs the acceptor's
+/// challenge as the node at `me` (see [`Message::HelloProof`]).
+#[derive(Debug, Clone)]
+pub struct Prover {
+    pub identity: Identity,
+    pub me: SocketAddr,
+}
+
+/// Which side opened the connection, and what that side owes.
+enum Opened {
+    /// We dialled: we answer the acceptor's challenge.
+    ByUs(Prover),
+    /// The remote dialled: it must prove itself after its HELLO.
+    ByRemote,
+}
+
 /// Runs a connection we dialled: connect, handshake if the network has a
-/// key, say HELLO, then [`serve`].
+/// key, say HELLO, then [`serve`], which answers the acceptor's challenge.
 pub async fn dial(
     id: ConnId,
     target: SocketAddr,
     hello: Message,
+    prover: Prover,
     channels: Channels,
     key: Option<Arc<NetworkKey>>,
 ) {
@@ -387,7 +405,7 @@ pub async fn dial(
             return report_closed(events, id, reason).await;
         }
     };
-    serve(id, link, hello_deadline, channels).await
+    serve(id, link, hello_deadline, Opened::ByUs(prover), channels).await
 }
 
 /// Runs an accepted connection: the handshake if the network has a key,
@@ -410,7 +428,7 @@ pub async fn accept(
             return report_closed(&channels.events, id, CloseReason::Refused(reason)).await;
         }
     };
-    serve(id, link, hello_deadline, channels).await
+    serve(id, link, hello_deadline, Opened::ByRemote, channels).await
 }
 
 /// The channels between a connection task and its driver.
@@ -473,7 +491,13 @@ async fn report_closed(events: &mpsc::Sender<ConnEvent>, id: ConnId, reason: Clo
     let _ = events.send(ConnEvent::Closed { id, reason }).await;
 }
 
-async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Channels) {
+async fn serve(
+    id: ConnId,
+    mut link: Link,
+    hello_deadline: Instant,
+    opened: Opened,
+    channels: Channels,
+) {
     let Channels {
         mut outbox,
         queued,
@@ -484,6 +508,9 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
     let hello_deadline = tokio::time::sleep_until(hello_deadline);
     tokio::pin!(hello_deadline);
     let mut greeted = false;
+    // An accepted connection's remote owes a HELLO_PROOF after its HELLO,
+    // within the same time.
+    let mut awaiting_proof = false;
     let mut limits = FrameLimits::new(std::time::Instant::now());
     let mut dropped = RefusalLog::default();
     let mut held_link_report: Option<Message> = None;
@@ -504,13 +531,34 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
                 };
                 let event = match (Message::from_json(&body), greeted) {
                     (Err(e), _) => break CloseReason::Protocol(e.to_string()),
-                    (Ok(Message::Hello { version, role, listen }), false) => {
+                    (Ok(Message::Hello { version, role, listen, challenge }), false) => {
                         if version != PROTOCOL_VERSION {
                             break CloseReason::Protocol(format!(
                                 "protocol version {version}, this node speaks {PROTOCOL_VERSION}"
                             ));
                         }
                         greeted = true;
+                        match (&opened, challenge) {
+                            (Opened::ByUs(prover), Some(challenge)) => {
+                                let proof = Message::HelloProof {
+                                    key: prover.identity.public_key(),
+                                    signature: prover.identity.prove_hello(prover.me, listen, challenge),
+                                };
+                                let sent = async {
+                                    link.feed(&proof, &traffic).await?;
+                                    link.flush().await
+                                };
+                                match timeout(WRITE_TIMEOUT, sent).await {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(e)) => break CloseReason::Io(e.to_string()),
+                                    Err(_) => break CloseReason::Io(format!("could not write for {WRITE_TIMEOUT:?}")),
+                                }
+                            }
+                            (Opened::ByUs(_), None) => {
+                                break CloseReason::Protocol("HELLO without a challenge".into())
+                            }
+                            (Opened::ByRemote, _) => awaiting_proof = true,
+                        }
                         ConnEvent::Hello { id, listen, role }
                     }
                     (
@@ -544,6 +592,9 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
                         break CloseReason::Protocol("second HELLO".into())
                     }
                     (Ok(msg), true) => {
+                        if matches!(msg, Message::HelloProof { .. }) {
+                            awaiting_proof = false;
+                        }
                         let now = std::time::Instant::now();
                         match limits.admit(&msg, now) {
                             Admit::Deliver => ConnEvent::Frame { id, msg, held: Some(held) },
@@ -602,8 +653,9 @@ async fn serve(id: ConnId, mut link: Link, hello_deadline: Instant, channels: Ch
                 // The driver dropped us: close after what was already sent.
                 None => break CloseReason::Ended,
             },
-            () = &mut hello_deadline, if !greeted => {
-                break CloseReason::Protocol(format!("no HELLO within {HELLO_TIMEOUT:?}"));
+            () = &mut hello_deadline, if !greeted || awaiting_proof => {
+                let missing = if greeted { "HELLO_PROOF" } else { "HELLO" };
+                break CloseReason::Protocol(format!("no {missing} within {HELLO_TIMEOUT:?}"));
             }
         }
     };

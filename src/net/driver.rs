@@ -16,7 +16,7 @@ use std::{
 use serde_json::Value;
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, oneshot, watch, Semaphore},
+    sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
 };
 
@@ -33,6 +33,7 @@ use crate::{
     consensus::{Applied, ConsensusLink, IncomingRpc, OutgoingRpc},
     output::LogSink,
     proto::{
+        evidence::{Identity, PublicKey, Signature},
         message::{Message, Role, PROTOCOL_VERSION},
         Command, Core, Directory, Event, Output, QueryError, Timestamp,
     },
@@ -46,6 +47,19 @@ pub const CONN_EVENT_QUEUE: usize = 1024;
 pub const USER_LINE_QUEUE: usize = 64;
 /// How long shutdown waits for connection tasks to flush.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long the node at a HELLO's address has to answer the PROBE that
+/// checks it is the one that dialled. It is running (it just dialled), so
+/// only a slow link makes this long.
+pub const IDENTITY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Identity checks (PROBEs of HELLO addresses) under way at once. Each
+/// costs an outgoing connection, so a flood of HELLOs naming other hosts
+/// cannot make this node dial them without bound; over it a newcomer is
+/// closed, and an honest one dials again.
+pub const MAX_IDENTITY_CHECKS: usize = 64;
+/// Bytes of frames a remote may send after its HELLO before its identity
+/// is proved; they wait, then count as its. An honest dialler sends a few
+/// small frames in that time (a registration, a PING, a LINK_REPORT).
+pub const UNPROVED_HOLD_BYTES: usize = 1 << 20;
 
 /// Maps the monotonic clock to Unix time, anchored once, so that time
 /// handed to the core never goes backwards.
@@ -87,6 +101,19 @@ enum ConnState {
     Dialing { target: SocketAddr },
     /// Accepted; waiting for the remote's HELLO.
     AwaitingHello,
+    /// Accepted, and the remote's HELLO names `listen`: it must prove that
+    /// it is the node there before the connection counts as that node's
+    /// (see `Driver::on_hello_proof`). Its other frames wait in `held`.
+    Proving {
+        listen: SocketAddr,
+        role: Role,
+        challenge: u64,
+        /// The key its HELLO_PROOF proved, once it came; the PROBE of
+        /// `listen` must find the same.
+        proved: Option<PublicKey>,
+        held: Vec<(Message, Option<OwnedSemaphorePermit>)>,
+        held_bytes: usize,
+    },
     /// HELLO exchanged; `remote` is the other side's listen address.
     Open {
         remote: SocketAddr,
@@ -101,7 +128,7 @@ impl ConnState {
     fn is_inbound(&self) -> bool {
         match self {
             ConnState::Dialing { .. } => false,
-            ConnState::AwaitingHello => true,
+            ConnState::AwaitingHello | ConnState::Proving { .. } => true,
             ConnState::Open { dialed_by_us, .. } => !dialed_by_us,
         }
     }
@@ -132,6 +159,7 @@ impl Conn {
         match (&self.state, self.heard) {
             _ if self.answering => (3, self.since),
             (ConnState::AwaitingHello, _) => (0, self.since),
+            (ConnState::Proving { .. }, _) => (1, self.since),
             (_, None) => (1, self.since),
             (_, Some(heard)) => (2, heard),
         }
@@ -173,6 +201,10 @@ struct Driver<C: Core> {
     /// Room for received frames waiting for this driver, in bytes.
     received: Arc<Semaphore>,
     too_slow_log: RefusalLog,
+    /// This node's key: it signs HELLO_PROOFs and is stated to PROBEs.
+    identity: Identity,
+    /// PROBEs of HELLO addresses under way.
+    identity_checks: usize,
 }
 
 /// How the driver admits connections (docs/SECURITY.md).
@@ -180,8 +212,12 @@ struct Driver<C: Core> {
 pub struct Admission {
     /// When set, every connection runs the Noise handshake with it.
     pub network_key: Option<NetworkKey>,
-    /// Accepted connections open at once; more are closed on arrival.
+    /// Accepted connections open at once; past it, an older one is closed
+    /// to make room.
     pub max_inbound: usize,
+    /// The key this node proves on the connections it dials and states to
+    /// PROBEs; without one the node makes a key for this run.
+    pub identity: Option<Identity>,
 }
 
 impl Default for Admission {
@@ -189,6 +225,7 @@ impl Default for Admission {
         Admission {
             network_key: None,
             max_inbound: DEFAULT_MAX_INBOUND,
+            identity: None,
         }
     }
 }
@@ -217,6 +254,12 @@ enum Deferred {
     StatusAnswer {
         conn: ConnId,
         body: Value,
+    },
+    /// The PROBE of the address an accepted connection's HELLO named.
+    IdentityChecked {
+        conn: ConnId,
+        nonce: u64,
+        result: Result<Message, QueryError>,
     },
     IcmpResult {
         host: IpAddr,
@@ -255,7 +298,11 @@ pub async fn run<C: Core>(
         version: PROTOCOL_VERSION,
         role: core.role(),
         listen: core.addr(),
+        challenge: None,
     };
+    let identity = admission
+        .identity
+        .unwrap_or_else(|| Identity::from_secret(rand::random()));
     let mut driver = Driver {
         core,
         clock: Clock::new(),
@@ -281,6 +328,8 @@ pub async fn run<C: Core>(
         queued_total: Arc::default(),
         received: Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES)),
         too_slow_log: RefusalLog::default(),
+        identity,
+        identity_checks: 0,
     };
     let role = driver.core.role();
     driver.log(Event::Listening { role });
@@ -451,8 +500,12 @@ impl<C: Core> Driver<C> {
         self.by_remote.insert(target, id);
         let hello = self.hello.clone();
         let key = self.network_key.clone();
+        let prover = conn::Prover {
+            identity: self.identity.clone(),
+            me: self.core.addr(),
+        };
         self.tasks
-            .spawn(conn::dial(id, target, hello, channels, key));
+            .spawn(conn::dial(id, target, hello, prover, channels, key));
         id
     }
 
@@ -477,7 +530,7 @@ impl<C: Core> Driver<C> {
         let filed_under = match conn.state {
             ConnState::Dialing { target } => Some(target),
             ConnState::Open { remote, .. } => Some(remote),
-            ConnState::AwaitingHello => None,
+            ConnState::AwaitingHello | ConnState::Proving { .. } => None,
         };
         if let Some(remote) = filed_under {
             if self.by_remote.get(&remote) == Some(&id) {
@@ -489,26 +542,7 @@ impl<C: Core> Driver<C> {
     fn on_conn_event(&mut self, event: ConnEvent) {
         match event {
             ConnEvent::Hello { id, listen, role } => self.on_hello(id, listen, role),
-            ConnEvent::Frame { id, msg, .. } => {
-                if let Some(Conn {
-                    state: ConnState::Open { remote, role, .. },
-                    heard,
-                    ..
-                }) = self.conns.get_mut(&id)
-                {
-                    *heard = Some(Instant::now());
-                    let (remote, role, now) = (*remote, *role, self.clock.now());
-                    match msg {
-                        Message::RaftRequest { id, body } if role == Role::Seed => {
-                            self.on_raft_request(remote, id, body)
-                        }
-                        Message::RaftResponse { id, body } if role == Role::Seed => {
-                            self.on_raft_response(remote, id, body)
-                        }
-                        msg => self.core.handle_message(remote, msg, now),
-                    }
-                }
-            }
+            ConnEvent::Frame { id, msg, held } => self.on_frame(id, msg, held),
             ConnEvent::Query { id, msg } => self.on_query(id, msg),
             ConnEvent::Closed { id, reason } => self.on_closed(id, reason),
             ConnEvent::Dropped { id, kind, count } => {
@@ -521,6 +555,156 @@ impl<C: Core> Driver<C> {
                     });
                 }
             }
+        }
+    }
+
+    /// A frame from an open connection goes to the core (Raft's to the
+    /// consensus tasks); one from a connection whose identity is not yet
+    /// proved waits, unless it is the proof.
+    fn on_frame(&mut self, id: ConnId, msg: Message, permit: Option<OwnedSemaphorePermit>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match &mut conn.state {
+            ConnState::Open { remote, role, .. } => {
+                conn.heard = Some(Instant::now());
+                let (remote, role, now) = (*remote, *role, self.clock.now());
+                match msg {
+                    Message::RaftRequest { id, body } if role == Role::Seed => {
+                        self.on_raft_request(remote, id, body)
+                    }
+                    Message::RaftResponse { id, body } if role == Role::Seed => {
+                        self.on_raft_response(remote, id, body)
+                    }
+                    Message::HelloProof { .. } => {
+                        self.protocol_error(id, "HELLO_PROOF on an open connection".into());
+                        self.on_closed(id, CloseReason::Ended);
+                    }
+                    msg => self.core.handle_message(remote, msg, now),
+                }
+            }
+            ConnState::Proving {
+                held, held_bytes, ..
+            } => match msg {
+                Message::HelloProof { key, signature } => self.on_hello_proof(id, key, signature),
+                msg => {
+                    *held_bytes += permit.as_ref().map_or(0, |p| p.num_permits());
+                    held.push((msg, permit));
+                    if *held_bytes > UNPROVED_HOLD_BYTES {
+                        let reason = format!(
+                            "sent over {UNPROVED_HOLD_BYTES} bytes before proving its identity"
+                        );
+                        self.protocol_error(id, reason);
+                        self.forget(id);
+                    }
+                }
+            },
+            ConnState::Dialing { .. } | ConnState::AwaitingHello => {}
+        }
+    }
+
+    /// The remote proved it holds `key`. Whether that is the key of the
+    /// node at the address its HELLO named is asked of that address: a
+    /// PROBE on a connection of this node's own, which reaches whoever
+    /// really listens there.
+    fn on_hello_proof(&mut self, id: ConnId, key: PublicKey, signature: Signature) {
+        let me = self.core.addr();
+        let Some(ConnState::Proving {
+            listen,
+            challenge,
+            proved,
+            ..
+        }) = self.conns.get_mut(&id).map(|c| &mut c.state)
+        else {
+            return;
+        };
+        let (listen, challenge) = (*listen, *challenge);
+        let refused = if proved.is_some() {
+            Some("a second HELLO_PROOF".to_string())
+        } else if let Err(e) = key.verify_hello(listen, me, challenge, &signature) {
+            Some(format!("its HELLO_PROOF for {listen}: {e}"))
+        } else if self.identity_checks >= MAX_IDENTITY_CHECKS {
+            Some(format!(
+                "{MAX_IDENTITY_CHECKS} identity checks are under way; it may dial again"
+            ))
+        } else {
+            *proved = Some(key);
+            None
+        };
+        if let Some(reason) = refused {
+            self.protocol_error(id, reason);
+            return self.forget(id);
+        }
+        self.identity_checks += 1;
+        let nonce = rand::random();
+        let probe = Message::Probe {
+            version: PROTOCOL_VERSION,
+            nonce,
+        };
+        let deferred = self.deferred_tx.clone();
+        let traffic = self.traffic.clone();
+        let network_key = self.network_key.clone();
+        tokio::spawn(async move {
+            let result = conn::query(
+                listen,
+                &probe,
+                IDENTITY_PROBE_TIMEOUT,
+                network_key.as_deref(),
+                &traffic,
+            )
+            .await;
+            let _ = deferred.send(Deferred::IdentityChecked {
+                conn: id,
+                nonce,
+                result,
+            });
+        });
+    }
+
+    /// The PROBE of a HELLO's address answered: the connection is that
+    /// node's if the node there states the role and the key proved.
+    fn on_identity_checked(&mut self, id: ConnId, nonce: u64, result: Result<Message, QueryError>) {
+        self.identity_checks -= 1;
+        let Some(ConnState::Proving {
+            listen,
+            role,
+            proved: Some(key),
+            held,
+            ..
+        }) = self.conns.get_mut(&id).map(|c| &mut c.state)
+        else {
+            return;
+        };
+        let (listen, role, key) = (*listen, *role, *key);
+        let held = std::mem::take(held);
+        let mismatch = match result {
+            Err(e) => Some(format!("a PROBE of {listen} found no node ({e})")),
+            Ok(Message::ProbeReply {
+                nonce: n,
+                role: r,
+                listen: l,
+                key: k,
+                ..
+            }) => {
+                if n != nonce || l != listen {
+                    Some(format!("the node at {listen} answered the PROBE as {l}"))
+                } else if r != role {
+                    Some(format!("a {r} listens at {listen}, not a {role}"))
+                } else if k != Some(key) {
+                    Some(format!("the node at {listen} holds another key"))
+                } else {
+                    None
+                }
+            }
+            Ok(other) => Some(format!("{listen} answered the PROBE with {}", other.kind())),
+        };
+        if let Some(reason) = mismatch {
+            self.protocol_error(id, format!("HELLO claims {listen}, but {reason}"));
+            return self.forget(id);
+        }
+        self.open_accepted(id, listen, role);
+        for (msg, permit) in held {
+            self.on_frame(id, msg, permit);
         }
     }
 
@@ -565,6 +749,45 @@ impl<C: Core> Driver<C> {
                     self.protocol_error(id, reason);
                     return self.forget(id);
                 }
+                // The remote must now prove that it is the node at `listen`.
+                let challenge = rand::random();
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.state = ConnState::Proving {
+                        listen,
+                        role,
+                        challenge,
+                        proved: None,
+                        held: Vec::new(),
+                        held_bytes: 0,
+                    };
+                }
+                let hello = match self.hello.clone() {
+                    Message::Hello {
+                        version,
+                        role,
+                        listen,
+                        ..
+                    } => Message::Hello {
+                        version,
+                        role,
+                        listen,
+                        challenge: Some(challenge),
+                    },
+                    other => other,
+                };
+                self.send_on(id, hello);
+            }
+            ConnState::Open { .. } | ConnState::Proving { .. } => {}
+        }
+    }
+
+    /// An accepted connection proved it is the node at `listen`: it
+    /// becomes that node's connection, unless this node's own dial to it
+    /// wins the tie-break.
+    fn open_accepted(&mut self, id: ConnId, listen: SocketAddr, role: Role) {
+        let now = self.clock.now();
+        {
+            {
                 self.unreachable.remove(&listen);
                 let was_linked = match self.by_remote.get(&listen).copied() {
                     None => false,
@@ -590,13 +813,10 @@ impl<C: Core> Driver<C> {
                 };
                 self.by_remote.insert(listen, id);
                 self.set_open(id, listen, role, false);
-                let hello = self.hello.clone();
-                self.send_on(id, hello);
                 if !was_linked {
                     self.core.handle_link_up(listen, role, now);
                 }
             }
-            ConnState::Open { .. } => {}
         }
     }
 
@@ -629,7 +849,7 @@ impl<C: Core> Driver<C> {
                 Some(target)
             }
             ConnState::Open { remote, .. } => Some(remote),
-            ConnState::AwaitingHello => None,
+            ConnState::AwaitingHello | ConnState::Proving { .. } => None,
         };
         match reason {
             CloseReason::Protocol(text) => self.protocol_error(id, text),
@@ -656,13 +876,13 @@ impl<C: Core> Driver<C> {
     }
 
     /// The node at the other end of `id`, as far as it is known: its
-    /// listen address once HELLO named it, else the socket's address.
+    /// listen address once it proved its HELLO, else the socket's address.
     fn remote_of(&self, id: ConnId) -> Option<SocketAddr> {
         let conn = self.conns.get(&id)?;
         match conn.state {
             ConnState::Open { remote, .. } => Some(remote),
             ConnState::Dialing { target } => Some(target),
-            ConnState::AwaitingHello => conn.socket_addr,
+            ConnState::AwaitingHello | ConnState::Proving { .. } => conn.socket_addr,
         }
     }
 
@@ -851,7 +1071,7 @@ impl<C: Core> Driver<C> {
                     role: self.core.role(),
                     listen: self.core.addr(),
                     incarnation: self.core.incarnation(),
-                    key: self.core.public_key(),
+                    key: Some(self.identity.public_key()),
                 };
                 self.send_on(id, reply);
                 self.forget(id);
@@ -898,6 +1118,11 @@ impl<C: Core> Driver<C> {
                 let now = self.clock.now();
                 self.core.handle_icmp_result(host, result, now);
             }
+            Deferred::IdentityChecked {
+                conn,
+                nonce,
+                result,
+            } => self.on_identity_checked(conn, nonce, result),
             Deferred::StatusAnswer { conn, body } => {
                 self.send_on(conn, Message::StatusReply { status: body });
                 self.forget(conn);

@@ -41,6 +41,8 @@ pub const STATEMENT_WINDOW: Duration = Duration::from_secs(10 * 60);
 const STATEMENT_TAG: &str = "gossipnet unresponsive v1";
 /// Domain tag of a whole DEAD_REPORT.
 const REPORT_TAG: &str = "gossipnet dead report v1";
+/// Domain tag of a HELLO_PROOF.
+const HELLO_TAG: &str = "gossipnet hello v1";
 
 /// An ed25519 public key: 32 bytes, as 64 lowercase hex digits on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,6 +131,13 @@ impl Identity {
     pub fn sign_report(&self, report: &ReportContent<'_>) -> Signature {
         self.sign(&report_bytes(report))
     }
+
+    /// This node's proof, as `me`, on a connection it dialled to
+    /// `acceptor`, that it holds this key: its signature over the
+    /// acceptor's `challenge`.
+    pub fn prove_hello(&self, me: SocketAddr, acceptor: SocketAddr, challenge: u64) -> Signature {
+        self.sign(&hello_bytes(me, acceptor, challenge))
+    }
 }
 
 /// Never shows the secret.
@@ -163,6 +172,18 @@ impl PublicKey {
         let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
         key.verify_strict(bytes, &signature)
             .map_err(|_| EvidenceError::BadSignature)
+    }
+
+    /// Checks a HELLO_PROOF: this key signed `challenge` for a connection
+    /// from `dialler` to `acceptor`.
+    pub fn verify_hello(
+        &self,
+        dialler: SocketAddr,
+        acceptor: SocketAddr,
+        challenge: u64,
+        signature: &Signature,
+    ) -> Result<(), EvidenceError> {
+        self.verify(&hello_bytes(dialler, acceptor, challenge), signature)
     }
 
     /// Checks that `statement` is this key's word that `suspect` at
@@ -222,6 +243,17 @@ impl Canonical {
         self.0.extend_from_slice(&(n as u32).to_be_bytes());
         self
     }
+}
+
+/// What a dialler signs in its HELLO_PROOF: tag `gossipnet hello v1`, its
+/// own listen address, the acceptor's, and the acceptor's challenge. The
+/// challenge is fresh on every connection, so a proof recorded on one
+/// cannot be replayed on another; the addresses keep a proof made for one
+/// acceptor from passing at another.
+pub fn hello_bytes(dialler: SocketAddr, acceptor: SocketAddr, challenge: u64) -> Vec<u8> {
+    let mut c = Canonical::new(HELLO_TAG);
+    c.addr(dialler).addr(acceptor).number(challenge);
+    c.0
 }
 
 /// What a confirmer signs: tag `gossipnet unresponsive v1`, the suspect,

@@ -20,8 +20,10 @@ pub use super::evidence::{PublicKey, Signature, Statement};
 /// PEER_LIST (`total`, `you_registered`). 5: signed evidence
 /// (REGISTER_REQUEST and PROBE_REPLY carry the peer's public key;
 /// SUSPECT_RESPONSE carries a signed statement; DEAD_REPORT carries the
-/// confirmers' statements and the reporter's signature).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// confirmers' statements and the reporter's signature). 6: proved
+/// identity (the acceptor's HELLO carries a challenge, which the dialler
+/// signs in HELLO_PROOF; every PROBE_REPLY states a key, seeds' too).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
 /// prefix closes the connection before any of the body is read.
@@ -89,6 +91,20 @@ pub enum Message {
         role: Role,
         /// Where the sender accepts connections; this is its identity.
         listen: SocketAddr,
+        /// The acceptor's HELLO only: a fresh random number for the dialler
+        /// to sign in its HELLO_PROOF.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        challenge: Option<u64>,
+    },
+    /// Dialler to acceptor, once the acceptor's HELLO has come: proof that
+    /// the dialler holds `key`, its signature over the acceptor's
+    /// challenge (see [`super::evidence::hello_bytes`]). The acceptor takes
+    /// the connection as the node at the HELLO's `listen` only once the
+    /// signature verifies and a PROBE of that address, on a connection of
+    /// its own, finds a node stating the same role and key there.
+    HelloProof {
+        key: PublicKey,
+        signature: Signature,
     },
     /// Peer to seed: put me in the Peer List. `incarnation` tells this life
     /// of the peer from earlier ones at the same address; `key` is the
@@ -202,6 +218,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Hello { .. } => "HELLO",
+            Message::HelloProof { .. } => "HELLO_PROOF",
             Message::RegisterRequest { .. } => "REGISTER_REQUEST",
             Message::DeadReport { .. } => "DEAD_REPORT",
             Message::DeadConfirmed { .. } => "DEAD_CONFIRMED",
@@ -292,6 +309,17 @@ mod tests {
                 version: PROTOCOL_VERSION,
                 role: Role::Peer,
                 listen: a,
+                challenge: None,
+            },
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Seed,
+                listen: a,
+                challenge: Some(u64::MAX),
+            },
+            Message::HelloProof {
+                key,
+                signature: Signature::from_bytes([6; 64]),
             },
             Message::RegisterRequest {
                 incarnation: 7,

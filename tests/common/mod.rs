@@ -349,6 +349,7 @@ pub fn hello(listen: SocketAddr, role: gossipnet::proto::message::Role) -> Messa
         version: gossipnet::proto::message::PROTOCOL_VERSION,
         role,
         listen,
+        challenge: None,
     }
 }
 
@@ -585,4 +586,127 @@ pub fn rss_kib(pid: u32) -> u64 {
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// Connects to `target` as the node at `listen` holding `identity`: says
+/// HELLO, takes the node's HELLO (and its challenge), and answers with a
+/// HELLO_PROOF. The node takes the connection as `listen`'s only if a PROBE
+/// of `listen` finds `identity`'s key there: a [`FakeNode`], or the real
+/// node whose key the test holds.
+pub fn greet_as(
+    target: SocketAddr,
+    listen: SocketAddr,
+    role: gossipnet::proto::message::Role,
+    identity: &gossipnet::proto::evidence::Identity,
+) -> RawClient {
+    let mut client = RawClient::connect(target);
+    client.send(&hello(listen, role));
+    let Some(Message::Hello {
+        listen: acceptor,
+        challenge,
+        ..
+    }) = client.recv()
+    else {
+        panic!("{target} sent no HELLO back");
+    };
+    // A node that asks for no proof takes the HELLO at its word.
+    if let Some(challenge) = challenge {
+        client.send(&Message::HelloProof {
+            key: identity.public_key(),
+            signature: identity.prove_hello(listen, acceptor, challenge),
+        });
+    }
+    client
+}
+
+/// A hand-made node that nodes can check: a key, and a listener at its
+/// address that answers PROBEs as a real node's driver does. Its listener
+/// stops when it drops.
+pub struct FakeNode {
+    pub addr: SocketAddr,
+    pub role: gossipnet::proto::message::Role,
+    pub identity: gossipnet::proto::evidence::Identity,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl FakeNode {
+    pub fn new(role: gossipnet::proto::message::Role) -> FakeNode {
+        let identity = gossipnet::proto::evidence::Identity::from_secret(rand::random());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (key, stopped) = (identity.public_key(), stop.clone());
+        let thread = thread::spawn(move || {
+            // Drop wakes the accept with a connection of its own.
+            while let Ok((stream, _)) = listener.accept() {
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let mut client = RawClient { stream };
+                let _ = client.stream.set_read_timeout(Some(Duration::from_secs(2)));
+                if let Some(Message::Probe { nonce, .. }) = client.recv() {
+                    let reply = Message::ProbeReply {
+                        nonce,
+                        role,
+                        listen: addr,
+                        incarnation: 1,
+                        key: Some(key),
+                    };
+                    let _ = client.stream.write_all(&reply.to_frame());
+                }
+            }
+        });
+        FakeNode {
+            addr,
+            role,
+            identity,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// A connection to `target` that it takes as this node's, once its
+    /// PROBE of this node has answered.
+    pub fn greet(&self, target: SocketAddr) -> RawClient {
+        greet_as(target, self.addr, self.role, &self.identity)
+    }
+
+    /// [`FakeNode::greet`], returning once `target` has taken the
+    /// connection: a peer target has answered a PING on it, a seed target a
+    /// PEER_LIST_REQUEST. Frames sent before then wait at the node, and
+    /// only up to a bound.
+    pub fn greet_taken(
+        &self,
+        target: SocketAddr,
+        target_role: gossipnet::proto::message::Role,
+    ) -> RawClient {
+        let mut client = self.greet(target);
+        let (ask, answered): (Message, fn(&Message) -> bool) = match target_role {
+            gossipnet::proto::message::Role::Peer => (Message::Ping { nonce: 0 }, |m| {
+                matches!(m, Message::Pong { nonce: 0, .. })
+            }),
+            gossipnet::proto::message::Role::Seed => (Message::PeerListRequest {}, |m| {
+                matches!(m, Message::PeerList { .. })
+            }),
+        };
+        client.send(&ask);
+        loop {
+            match client.recv() {
+                Some(m) if answered(&m) => return client,
+                Some(_) => continue,
+                None => panic!("{target} did not take the connection of {}", self.addr),
+            }
+        }
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
