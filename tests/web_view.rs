@@ -1,6 +1,7 @@
 //! The live web view of `gossipnet up --web` in headless Chromium: the page
 //! draws every node, and a click on Kill turns a peer red, then takes it
-//! off the graph once the seeds commit its removal.
+//! off the graph once the seeds commit its removal. And, over plain HTTP,
+//! its API refuses what another site or a DNS-rebinding name could send.
 //!
 //! Chromium is driven over its DevTools protocol on a pipe pair
 //! (`--remote-debugging-pipe`: commands on fd 3, answers on fd 4), so the
@@ -13,7 +14,8 @@ mod common;
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
     os::{
         fd::{AsRawFd, OwnedFd},
         unix::process::CommandExt,
@@ -415,6 +417,146 @@ fn clicking_kill_turns_a_peer_red_then_removes_it_from_the_graph() {
     // 5: the page as it is now, for people to look at.
     browser.screenshot(Path::new(SCREENSHOT));
     assert!(std::fs::metadata(SCREENSHOT).unwrap().len() > 10_000);
+
+    writeln!(up.0.stdin.as_mut().unwrap(), "exit").unwrap();
+    lines.wait_line("stopped every node", Duration::from_secs(20));
+}
+
+/// One HTTP/1.1 request to `addr`, as a browser or an attacker's script
+/// would send it: `host` and `headers` exactly as given. Returns the status
+/// and the body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
+    request += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+#[test]
+fn the_web_api_refuses_cross_site_and_rebinding_requests_and_serves_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, mut lines) =
+        common::start_up(dir.path(), &["--seeds", "2", "--peers", "2", "--web"], true);
+    let url_line = lines.wait_line("web view: http://", Duration::from_secs(30));
+    let ours = url_line
+        .trim_start_matches("web view: http://")
+        .trim()
+        .trim_end_matches('/')
+        .to_string();
+    let addr: SocketAddr = ours.parse().unwrap();
+    lines.wait_line("started peer-2", Duration::from_secs(60));
+    let origin = format!("http://{ours}");
+    let evil_host = format!("evil.example:{}", addr.port());
+
+    // The token, as the page gets it (checked before step 4, so that a
+    // server without one fails at the attack it lets through).
+    let (status, page) = http(addr, "GET", "/", &ours, &[], "");
+    assert_eq!(status, 200, "{page}");
+    let token = page
+        .split(r#"<meta name="gossipnet-token" content=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    let json_with_token = [
+        ("Content-Type", "application/json"),
+        ("X-Gossipnet-Token", token.as_str()),
+    ];
+    let kill = |who: &str| format!(r#"{{"command": "kill {who}"}}"#);
+    // `kill WHO` as JSON with the token, from the page at `origin`.
+    let kill_from = |origin: &str, who: &str| {
+        let mut headers = json_with_token.to_vec();
+        headers.push(("Origin", origin));
+        http(addr, "POST", "/api/command", &ours, &headers, &kill(who))
+    };
+
+    // 1: a cross-site "simple" request: plain text, no token.
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/command",
+        &ours,
+        &[
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "text/plain"),
+        ],
+        "kill peer-1",
+    );
+    assert!(
+        matches!(status, 403 | 415),
+        "plain-text kill answered {status}: {body}"
+    );
+    // 2: a foreign Origin, even with the token and JSON.
+    let (status, body) = kill_from("http://evil.example", "peer-1");
+    assert_eq!(status, 403, "cross-origin kill: {body}");
+    // 3: a DNS-rebinding name, on the page, the state and the command.
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/api/state"),
+        ("POST", "/api/command"),
+    ] {
+        let evil_origin = format!("http://{evil_host}");
+        let mut headers = json_with_token.to_vec();
+        headers.push(("Origin", evil_origin.as_str()));
+        let (status, body) = http(addr, method, path, &evil_host, &headers, &kill("peer-1"));
+        assert_eq!(status, 421, "{method} {path} with Host {evil_host}: {body}");
+        assert!(
+            !body.contains(&token),
+            "{method} {path} gave away the token"
+        );
+    }
+    // 4: the page's own request works.
+    assert_eq!(token.len(), 32, "the page's token: {token:?}");
+    let (status, body) = kill_from(&origin, "peer-2");
+    assert_eq!(status, 200, "same-origin kill: {body}");
+    assert!(body.contains("killed peer-2"), "{body}");
+
+    // The manager runs web commands in order, so none refused above ran
+    // if `kill peer-2` is the first it echoed; and peer-1 still runs.
+    let echoed = lines.wait_line("web> ", Duration::from_secs(10));
+    assert_eq!(echoed, "web> kill peer-2");
+    let states = || {
+        let (_, state) = http(addr, "GET", "/api/state", &ours, &[], "");
+        let state: Value = serde_json::from_str(&state).unwrap();
+        let of = |name: &str| {
+            state["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["name"] == name)
+                .map_or(json!(null), |n| n["state"].clone())
+        };
+        (of("peer-1"), of("peer-2"))
+    };
+    common::wait_for(
+        "the page's state to show peer-2 killed",
+        Duration::from_secs(10),
+        || (states().1 != json!("alive")).then_some(()),
+        || format!("{:?}", states()),
+    );
+    assert_eq!(states().0, json!("alive"), "peer-1 was killed");
 
     writeln!(up.0.stdin.as_mut().unwrap(), "exit").unwrap();
     lines.wait_line("stopped every node", Duration::from_secs(20));

@@ -489,7 +489,7 @@ impl Manager {
     async fn start_web(&mut self, addr: SocketAddr) -> Result<(), UpError> {
         let data = web::SharedWebData::default();
         let (commands, web_commands) = mpsc::channel(8);
-        let bound = web::serve(addr, data.clone(), commands)
+        let (bound, gate) = web::serve(addr, data.clone(), commands)
             .await
             .map_err(|source| UpError::Web { addr, source })?;
         let seeds = self
@@ -501,6 +501,11 @@ impl Manager {
         let key = self.network_key.clone();
         tokio::spawn(web::follow_committed(seeds, key, data.clone()));
         println!("web view: http://{bound}/");
+        println!(
+            "web API token: {} (scripts send it in the {} header; the page has it)",
+            gate.token(),
+            web::TOKEN_HEADER
+        );
         self.web = Some(data);
         self.web_commands = Some(web_commands);
         self.publish();
