@@ -228,3 +228,42 @@ fn readme_config_examples_parse() {
     assert!(readme.contains("cargo run --release -- up"));
     assert!(readme.contains("cargo test"));
 }
+
+#[test]
+fn the_hello_proof_example_in_protocol_md_verifies() {
+    let doc = read("docs/PROTOCOL.md");
+    let (mut challenge, mut proof) = (None, None);
+    for line in json_lines_with(&doc, "\"type\"") {
+        match Message::from_json(line.as_bytes()).unwrap() {
+            Message::Hello {
+                challenge: Some(c),
+                listen,
+                ..
+            } => challenge = Some((c, listen)),
+            Message::HelloProof { key, signature } => proof = Some((key, signature)),
+            _ => {}
+        }
+    }
+    let (challenge, acceptor) = challenge.expect("a HELLO with a challenge");
+    let dialler = "127.0.0.1:33851".parse().unwrap();
+    // The example's key is made from 32 bytes of 0x11.
+    let identity = gossipnet::proto::evidence::Identity::from_secret([0x11; 32]);
+    let expected = Message::HelloProof {
+        key: identity.public_key(),
+        signature: identity.prove_hello(dialler, acceptor, challenge),
+    };
+    let (key, signature) = proof.unwrap_or_else(|| {
+        panic!(
+            "no HELLO_PROOF example; it would be {}",
+            String::from_utf8(expected.to_json()).unwrap()
+        )
+    });
+    assert_eq!(key, identity.public_key(), "the example's key");
+    key.verify_hello(dialler, acceptor, challenge, &signature)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the example does not verify ({e}); it would be {}",
+                String::from_utf8(expected.to_json()).unwrap()
+            )
+        });
+}

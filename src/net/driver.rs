@@ -61,6 +61,38 @@ pub const MAX_IDENTITY_CHECKS: usize = 64;
 /// small frames in that time (a registration, a PING, a LINK_REPORT).
 pub const UNPROVED_HOLD_BYTES: usize = 1 << 20;
 
+/// Why the answer to the PROBE of a HELLO's `listen` does not show the
+/// node that proved `key` there, if it does not.
+fn identity_mismatch(
+    result: &Result<Message, QueryError>,
+    nonce: u64,
+    listen: SocketAddr,
+    role: Role,
+    key: PublicKey,
+) -> Option<String> {
+    match result {
+        Err(e) => Some(format!("a PROBE of {listen} found no node ({e})")),
+        Ok(Message::ProbeReply {
+            nonce: n,
+            role: r,
+            listen: l,
+            key: k,
+            ..
+        }) => {
+            if *n != nonce || *l != listen {
+                Some(format!("the node at {listen} answered the PROBE as {l}"))
+            } else if *r != role {
+                Some(format!("a {r} listens at {listen}, not a {role}"))
+            } else if *k != Some(key) {
+                Some(format!("the node at {listen} holds another key"))
+            } else {
+                None
+            }
+        }
+        Ok(other) => Some(format!("{listen} answered the PROBE with {}", other.kind())),
+    }
+}
+
 /// Maps the monotonic clock to Unix time, anchored once, so that time
 /// handed to the core never goes backwards.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +145,11 @@ enum ConnState {
         proved: Option<PublicKey>,
         held: Vec<(Message, Option<OwnedSemaphorePermit>)>,
         held_bytes: usize,
+        /// Frames this node has for `listen` meanwhile: they go on this
+        /// connection once it is proved, or on a dial of `listen` if not.
+        waiting: Vec<Message>,
+        /// The core asked to link to `listen` meanwhile.
+        wanted: bool,
     },
     /// HELLO exchanged; `remote` is the other side's listen address.
     Open {
@@ -205,6 +242,11 @@ struct Driver<C: Core> {
     identity: Identity,
     /// PROBEs of HELLO addresses under way.
     identity_checks: usize,
+    /// For each address, the first accepted connection still proving that
+    /// it is the node there. Frames for that address wait for it rather
+    /// than open a second connection, which the tie-break of simultaneous
+    /// dials would then close with frames on it.
+    proving: HashMap<SocketAddr, ConnId>,
 }
 
 /// How the driver admits connections (docs/SECURITY.md).
@@ -330,6 +372,7 @@ pub async fn run<C: Core>(
         too_slow_log: RefusalLog::default(),
         identity,
         identity_checks: 0,
+        proving: HashMap::new(),
     };
     let role = driver.core.role();
     driver.log(Event::Listening { role });
@@ -509,11 +552,30 @@ impl<C: Core> Driver<C> {
         id
     }
 
-    /// Drops a connection; its task sends what is queued and closes.
+    /// Drops a connection; its task sends what is queued and closes. What
+    /// waited for an unproved connection goes to `listen` another way.
     fn forget(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        if let ConnState::Proving {
+            listen,
+            waiting,
+            wanted,
+            ..
+        } = &conn.state
+        {
+            if self.proving.get(listen) == Some(&id) {
+                self.proving.remove(listen);
+            }
+            let listen = *listen;
+            for msg in waiting.clone() {
+                self.send_to(listen, msg);
+            }
+            if *wanted && !self.by_remote.contains_key(&listen) {
+                self.dial(listen);
+            }
+        }
         if conn.state.is_inbound() {
             self.inbound -= 1;
             if let Some(ip) = conn.socket_addr.map(|a| a.ip()) {
@@ -669,40 +731,29 @@ impl<C: Core> Driver<C> {
             listen,
             role,
             proved: Some(key),
-            held,
             ..
-        }) = self.conns.get_mut(&id).map(|c| &mut c.state)
+        }) = self.conns.get(&id).map(|c| &c.state)
         else {
             return;
         };
         let (listen, role, key) = (*listen, *role, *key);
-        let held = std::mem::take(held);
-        let mismatch = match result {
-            Err(e) => Some(format!("a PROBE of {listen} found no node ({e})")),
-            Ok(Message::ProbeReply {
-                nonce: n,
-                role: r,
-                listen: l,
-                key: k,
-                ..
-            }) => {
-                if n != nonce || l != listen {
-                    Some(format!("the node at {listen} answered the PROBE as {l}"))
-                } else if r != role {
-                    Some(format!("a {r} listens at {listen}, not a {role}"))
-                } else if k != Some(key) {
-                    Some(format!("the node at {listen} holds another key"))
-                } else {
-                    None
-                }
-            }
-            Ok(other) => Some(format!("{listen} answered the PROBE with {}", other.kind())),
-        };
-        if let Some(reason) = mismatch {
+        if let Some(reason) = identity_mismatch(&result, nonce, listen, role, key) {
             self.protocol_error(id, format!("HELLO claims {listen}, but {reason}"));
             return self.forget(id);
         }
+        let Some(ConnState::Proving { held, waiting, .. }) =
+            self.conns.get_mut(&id).map(|c| &mut c.state)
+        else {
+            return;
+        };
+        let (held, waiting) = (std::mem::take(held), std::mem::take(waiting));
+        if self.proving.get(&listen) == Some(&id) {
+            self.proving.remove(&listen);
+        }
         self.open_accepted(id, listen, role);
+        for msg in waiting {
+            self.send_to(listen, msg);
+        }
         for (msg, permit) in held {
             self.on_frame(id, msg, permit);
         }
@@ -749,6 +800,19 @@ impl<C: Core> Driver<C> {
                     self.protocol_error(id, reason);
                     return self.forget(id);
                 }
+                // Both sides dialled at once: the connection opened by the
+                // smaller address stays, as both ends agree. Decided now,
+                // on the claim, so that a connection to be dropped never
+                // gets a HELLO back and carries nothing.
+                let ours = self.by_remote.get(&listen).and_then(|e| self.conns.get(e));
+                let ours = ours.is_some_and(|c| match c.state {
+                    ConnState::Dialing { .. } => true,
+                    ConnState::Open { dialed_by_us, .. } => dialed_by_us,
+                    _ => false,
+                });
+                if ours && self.core.addr() < listen {
+                    return self.forget(id);
+                }
                 // The remote must now prove that it is the node at `listen`.
                 let challenge = rand::random();
                 if let Some(conn) = self.conns.get_mut(&id) {
@@ -759,8 +823,11 @@ impl<C: Core> Driver<C> {
                         proved: None,
                         held: Vec::new(),
                         held_bytes: 0,
+                        waiting: Vec::new(),
+                        wanted: false,
                     };
                 }
+                self.proving.entry(listen).or_insert(id);
                 let hello = match self.hello.clone() {
                     Message::Hello {
                         version,
@@ -974,9 +1041,12 @@ impl<C: Core> Driver<C> {
                             self.core.handle_link_up(to, role, now);
                         }
                         Some(_) => {}
-                        None => {
-                            self.dial(to);
-                        }
+                        None => match self.proving_state(to) {
+                            Some(ConnState::Proving { wanted, .. }) => *wanted = true,
+                            _ => {
+                                self.dial(to);
+                            }
+                        },
                     }
                 }
                 Output::Close(remote) => {
@@ -1002,9 +1072,25 @@ impl<C: Core> Driver<C> {
     fn send_to(&mut self, to: SocketAddr, msg: Message) {
         let id = match self.by_remote.get(&to) {
             Some(id) => *id,
-            None => self.dial(to),
+            None => {
+                if let Some(ConnState::Proving { waiting, .. }) = self.proving_state(to) {
+                    // Bounded by the send queue's limit in frames: a few
+                    // are all a check's time brings.
+                    if waiting.len() < 1024 {
+                        return waiting.push(msg);
+                    }
+                }
+                self.dial(to)
+            }
         };
         self.send_on(id, msg);
+    }
+
+    /// The state of the accepted connection proving that it is `to`, if
+    /// one is.
+    fn proving_state(&mut self, to: SocketAddr) -> Option<&mut ConnState> {
+        let id = self.proving.get(&to)?;
+        self.conns.get_mut(id).map(|c| &mut c.state)
     }
 
     fn send_rpc(&mut self, rpc: OutgoingRpc) {

@@ -599,6 +599,18 @@ pub fn greet_as(
     role: gossipnet::proto::message::Role,
     identity: &gossipnet::proto::evidence::Identity,
 ) -> RawClient {
+    try_greet_as(target, listen, role, identity)
+        .unwrap_or_else(|| panic!("{target} sent no HELLO back to {listen}"))
+}
+
+/// [`greet_as`], or `None` if the node closed the connection instead of
+/// answering the HELLO.
+pub fn try_greet_as(
+    target: SocketAddr,
+    listen: SocketAddr,
+    role: gossipnet::proto::message::Role,
+    identity: &gossipnet::proto::evidence::Identity,
+) -> Option<RawClient> {
     let mut client = RawClient::connect(target);
     client.send(&hello(listen, role));
     let Some(Message::Hello {
@@ -607,7 +619,7 @@ pub fn greet_as(
         ..
     }) = client.recv()
     else {
-        panic!("{target} sent no HELLO back");
+        return None;
     };
     // A node that asks for no proof takes the HELLO at its word.
     if let Some(challenge) = challenge {
@@ -616,7 +628,7 @@ pub fn greet_as(
             signature: identity.prove_hello(listen, acceptor, challenge),
         });
     }
-    client
+    Some(client)
 }
 
 /// A hand-made node that nodes can check: a key, and a listener at its
