@@ -37,8 +37,8 @@ use rand::{seq::IteratorRandom, Rng};
 use rustc_hash::FxHashMap;
 
 pub use admission::{
-    origin_rate, Admission, OverBudget, NEW_ORIGINS_BURST, NEW_ORIGINS_PER_SEC, ORIGINS_PER_LINK,
-    ORIGIN_BURST, ORIGIN_CAPACITY, ORIGIN_IDLE,
+    origin_rate, Admission, OverBudget, MIN_ORIGIN_RATE, NEW_ORIGINS_BURST, NEW_ORIGINS_PER_SEC,
+    ORIGINS_PER_LINK, ORIGIN_BURST, ORIGIN_CAPACITY, ORIGIN_IDLE,
 };
 pub use agreement::{Agreement, Answer, Decision};
 pub use liveness::{ping_timeout, Liveness, LivenessTable};
