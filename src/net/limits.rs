@@ -146,7 +146,7 @@ mod tests {
     fn a_gossip_flood_is_cut_to_the_limit_and_other_frames_pass() {
         let t0 = Instant::now();
         let mut limits = FrameLimits::new(t0);
-        let delivered = (0..10_000)
+        let delivered = (0..100_000)
             .filter(|_| limits.admit(&gossip(), t0) == Admit::Deliver)
             .count();
         assert_eq!(delivered, GOSSIP_BURST as usize);
@@ -156,7 +156,7 @@ mod tests {
             Admit::Deliver
         );
         let later = t0 + Duration::from_secs(1);
-        let delivered = (0..10_000)
+        let delivered = (0..100_000)
             .filter(|_| limits.admit(&gossip(), later) == Admit::Deliver)
             .count();
         assert_eq!(delivered, GOSSIP_PER_SEC as usize);
