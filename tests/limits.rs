@@ -11,6 +11,7 @@ use gossipnet::{
     net::limits::{GOSSIP_BURST, GOSSIP_PER_SEC, REPORTS_BURST, REPORTS_PER_SEC},
     proto::{
         message::{Message, Role},
+        peer::{MIN_ORIGIN_RATE, ORIGIN_BURST},
         Event, GossipRefusal,
     },
 };
@@ -56,19 +57,27 @@ fn a_gossip_flood_on_one_link_is_cut_to_the_rate_limit() {
         .take(10)
         .any(|m| matches!(m, Message::Pong { nonce: 7, .. }));
     assert!(answered, "the victim stopped answering on the flooded link");
-    let allowed = GOSSIP_BURST + GOSSIP_PER_SEC * started.elapsed().as_secs_f64();
+    // The connection's backstop passed at most its burst and rate; of
+    // those, the one origin's admission budget let through its own burst
+    // and rate only (see a_flood_from_one_origin_costs_the_other_peers_no_real_message).
+    let elapsed = started.elapsed().as_secs_f64();
+    let passed = GOSSIP_BURST + GOSSIP_PER_SEC * elapsed;
+    let allowed = ORIGIN_BURST + MIN_ORIGIN_RATE.max(2.0) * elapsed;
     let delivered = net.peers[victim]
         .poll()
         .count(|e| matches!(e, Event::GossipReceived { msg, .. } if msg.contains(":flood ")));
     assert!(
         delivered as f64 <= allowed + 1.0,
-        "{delivered} of {flood} delivered, the limit allows {allowed:.0}"
+        "{delivered} of {flood} delivered, the budget allows {allowed:.0}"
     );
     assert!(
-        delivered >= GOSSIP_BURST as usize,
+        delivered >= ORIGIN_BURST as usize,
         "only {delivered} delivered"
     );
-    eprintln!("gossip flood: {delivered} of {flood} delivered, the limit allows {allowed:.0}");
+    eprintln!(
+        "gossip flood: {delivered} of {flood} delivered; the connection limit passes at most \
+         {passed:.0}, the origin's budget {allowed:.0}"
+    );
 }
 
 #[test]
@@ -209,5 +218,98 @@ fn an_oversized_gossip_is_refused_logged_and_never_forwarded() {
     assert!(
         log.contains("over the 65536-byte limit"),
         "the output file does not say why"
+    );
+}
+
+/// Floods `victim` from a HELLO-only neighbour with `frames` distinct,
+/// fresh GOSSIP frames whose origins `origin_of` picks, in batches over a
+/// few seconds, while every peer types lines; then checks that every line
+/// reached every peer, and prints the figures.
+fn real_gossip_survives_a_flood(origin_of: fn(SocketAddr, usize) -> SocketAddr, what: &str) {
+    let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
+    let peers: Vec<usize> = (0..5)
+        .map(|_| net.add_peer_with(&["--stdin"], true))
+        .collect();
+    let victim = peers[0];
+    let (mut flooder, me) = greeted(net.peers[victim].addr(), Role::Peer);
+    let frames = 20_000;
+    let batches = 20;
+    let mut lines = Vec::new();
+    for batch in 0..batches {
+        let now = common::unix_us() as f64 / 1e6;
+        let per = frames / batches;
+        send_all(
+            &mut flooder,
+            (batch * per..(batch + 1) * per).map(|i| Message::Gossip {
+                origin: origin_of(me, i),
+                msg: format!("{now:.6}:127.0.0.1:flood {i}"),
+                hops: 0,
+            }),
+        );
+        // Real lines typed while the flood runs, at every peer in turn.
+        let typist = peers[batch % peers.len()];
+        let line = format!("real line {batch} of {what}");
+        writeln!(net.peers[typist].stdin(), "{line}").unwrap();
+        net.peers[typist].stdin().flush().unwrap();
+        lines.push(line);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut delivered = 0;
+    for &p in &peers {
+        for line in &lines {
+            let suffix = format!(":{line}");
+            net.peers[p].wait_event(&format!("'{line}'"), START, |e| match e {
+                Event::GossipReceived { msg, .. } | Event::GossipCreated { msg } => {
+                    msg.ends_with(&suffix)
+                }
+                _ => false,
+            });
+            delivered += 1;
+        }
+    }
+    net.poll_all();
+    let forwarded: Vec<usize> = peers[1..]
+        .iter()
+        .map(|&p| {
+            net.peers[p].count(
+                |e| matches!(e, Event::GossipReceived { msg, .. } if msg.contains(":flood ")),
+            )
+        })
+        .collect();
+    let at_victim = net.peers[victim]
+        .count(|e| matches!(e, Event::GossipReceived { msg, .. } if msg.contains(":flood ")));
+    let dropped = net.peers[1..]
+        .iter()
+        .filter(|p| p.count(|e| matches!(e, Event::FramesDropped { .. })) > 0)
+        .count();
+    eprintln!(
+        "{what}: {delivered} of {} real deliveries (100%); the victim admitted {at_victim} of \
+         {frames} flood messages, the others {forwarded:?}; {dropped} other peers dropped frames",
+        lines.len() * peers.len()
+    );
+    assert_eq!(dropped, 0, "a forwarder's link dropped frames");
+    net.peers[victim].wait_event("the refused flood to be logged", START, |e| {
+        matches!(
+            e,
+            Event::GossipRefused {
+                cause: GossipRefusal::OriginRate | GossipRefusal::NewOrigins,
+                ..
+            }
+        )
+    });
+}
+
+#[test]
+fn a_flood_from_one_origin_costs_the_other_peers_no_real_message() {
+    real_gossip_survives_a_flood(|me, _| me, "one origin");
+}
+
+#[test]
+fn a_flood_with_spoofed_origins_costs_the_other_peers_no_real_message() {
+    // Two thousand made-up origins, each used ten times: more than one
+    // link may introduce.
+    real_gossip_survives_a_flood(
+        |_, i| SocketAddr::from(([10, 9, (i / 10 / 256) as u8, (i / 10 % 256) as u8], 7000)),
+        "spoofed origins",
     );
 }

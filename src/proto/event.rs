@@ -36,6 +36,11 @@ pub enum GossipRefusal {
     ListFull,
     /// The link it came from holds its share of the Message List.
     LinkShare,
+    /// Its origin introduced more new messages than its budget allows.
+    OriginRate,
+    /// Its origin is new to this peer, and its link introduced more new
+    /// origins than its budget allows.
+    NewOrigins,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

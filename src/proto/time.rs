@@ -51,7 +51,7 @@ pub const LIMIT_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// A point in time that [`RefusalLog`] can measure from: the driver's
 /// [`Instant`], or a core's [`Timestamp`].
-pub trait Moment: Copy {
+pub trait Moment: Copy + Add<Duration, Output = Self> {
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     fn since(self, earlier: Self) -> Duration;
 }
@@ -98,5 +98,66 @@ impl<T: Moment> RefusalLog<T> {
         }
         self.last_logged = Some(now);
         Some(std::mem::take(&mut self.since_logged))
+    }
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `burst`. The
+/// driver's per-connection limits count in [`Instant`]s, the peer core's
+/// gossip admission in [`Timestamp`]s.
+#[derive(Debug, Clone)]
+pub struct TokenBucket<T = Instant> {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: T,
+}
+
+impl<T: Moment> TokenBucket<T> {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64, now: T) -> TokenBucket<T> {
+        TokenBucket::with_tokens(rate, burst, burst, now)
+    }
+
+    /// A bucket holding `tokens` (at most `burst`) at `now`.
+    pub fn with_tokens(rate: f64, burst: f64, tokens: f64, now: T) -> TokenBucket<T> {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: tokens.min(burst),
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: T) {
+        let elapsed = now.since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        // Never backwards: a late `now` refills nothing and loses nothing.
+        if elapsed > 0.0 {
+            self.last = now;
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self, now: T) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the next token will be there.
+    pub fn next_token_at(&mut self, now: T) -> T {
+        self.refill(now);
+        let missing = (1.0 - self.tokens).max(0.0);
+        now + Duration::from_secs_f64(missing / self.rate)
+    }
+
+    /// When the bucket will be full again, taking nothing meanwhile.
+    pub fn full_at(&self) -> T {
+        let missing = (self.burst - self.tokens).max(0.0);
+        self.last + Duration::from_secs_f64(missing / self.rate)
     }
 }

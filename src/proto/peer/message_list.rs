@@ -106,6 +106,9 @@ pub enum Refusal {
     Full,
     /// The link it came from holds its share and the list is half full.
     OverShare,
+    /// Its origin, or its link's new origins, are over their admission
+    /// budget (see [`super::admission`]).
+    OverBudget(super::admission::OverBudget),
 }
 
 /// The creation time a text starts with (`<Unix seconds>:`, as every peer
@@ -243,6 +246,20 @@ impl MessageList {
         from: Option<SocketAddr>,
         now: Timestamp,
     ) -> Result<(), Refusal> {
+        self.record_first_if(origin, msg, from, now, || Ok(()))
+    }
+
+    /// As [`MessageList::record_first`], asking `admit` last, once the
+    /// message is known to be new, fresh and to fit: so that only such
+    /// messages are charged to a budget.
+    pub fn record_first_if(
+        &mut self,
+        origin: SocketAddr,
+        msg: &str,
+        from: Option<SocketAddr>,
+        now: Timestamp,
+        admit: impl FnOnce() -> Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
         self.expire(now);
         check_time(msg, now)?;
         let key = digest(origin, msg);
@@ -256,6 +273,7 @@ impl MessageList {
         if len >= self.capacity / 2 && self.held_by(from) >= self.link_share {
             return Err(Refusal::OverShare);
         }
+        admit()?;
         let owner = self.slot(from);
         self.links[owner as usize].held += 1;
         self.digests.insert(key);

@@ -21,6 +21,7 @@
 //! replacement they name. A peer that learns it was itself removed
 //! registers again with a new incarnation.
 
+mod admission;
 mod agreement;
 mod liveness;
 mod message_list;
@@ -35,6 +36,10 @@ use std::{
 use rand::{seq::IteratorRandom, Rng};
 use rustc_hash::FxHashMap;
 
+pub use admission::{
+    origin_rate, Admission, OverBudget, MIN_ORIGIN_RATE, NEW_ORIGINS_BURST, NEW_ORIGINS_PER_SEC,
+    ORIGINS_PER_LINK, ORIGIN_BURST, ORIGIN_CAPACITY, ORIGIN_IDLE,
+};
 pub use agreement::{Agreement, Answer, Decision};
 pub use liveness::{ping_timeout, Liveness, LivenessTable};
 pub use message_list::{
@@ -151,6 +156,9 @@ pub struct PeerStats {
     /// Messages, received or our own, refused for want of room in the
     /// Message List: it was full, or their link held its share.
     pub no_room_refused: u64,
+    /// Received messages over their origin's admission budget, or from an
+    /// origin new to this peer over their link's budget for new origins.
+    pub over_budget_refused: u64,
     pub forwarded: u64,
 }
 
@@ -215,6 +223,8 @@ pub struct PeerCore<R> {
     neighbors: SortedSet<SocketAddr>,
     joined: bool,
     ml: MessageList,
+    /// Budgets per origin and per link for new messages ([`admission`]).
+    admission: Admission,
     gossip_armed: bool,
     /// Deadline of the Retry timer that counts; earlier-armed ones are stale.
     retry_due: Option<Timestamp>,
@@ -266,6 +276,7 @@ impl<R: Rng> PeerCore<R> {
         rng: R,
     ) -> Self {
         let settings_retry = settings.retry_interval;
+        let admission = Admission::new(&settings);
         PeerCore {
             addr,
             identity,
@@ -282,6 +293,7 @@ impl<R: Rng> PeerCore<R> {
             neighbors: SortedSet::new(),
             joined: false,
             ml: MessageList::default(),
+            admission,
             gossip_armed: false,
             retry_due: None,
             lonely_armed: false,
@@ -324,6 +336,11 @@ impl<R: Rng> PeerCore<R> {
 
     pub fn message_list(&self) -> &MessageList {
         &self.ml
+    }
+
+    /// Origins the admission budgets remember.
+    pub fn origins_remembered(&self) -> usize {
+        self.admission.origins()
     }
 
     pub fn stats(&self) -> PeerStats {
@@ -631,7 +648,13 @@ impl<R: Rng> PeerCore<R> {
                 format!("{bytes} bytes, over the {limit}-byte limit (--max-gossip-bytes)")
             });
         }
-        if let Err(refusal) = self.ml.record_first(origin, &msg, Some(from), now) {
+        let admission = &mut self.admission;
+        let admitted = self.ml.record_first_if(origin, &msg, Some(from), now, || {
+            admission
+                .admit(origin, from, now)
+                .map_err(Refusal::OverBudget)
+        });
+        if let Err(refusal) = admitted {
             return self.list_refused(from, refusal, now);
         }
         let hops = hops.saturating_add(1);
@@ -666,6 +689,7 @@ impl<R: Rng> PeerCore<R> {
     /// was a duplicate or a stale copy: those are the normal lot of
     /// flooding, and of replays the list is there to stop.
     fn list_refused(&mut self, from: SocketAddr, refusal: Refusal, now: Timestamp) {
+        let ml_rate = origin_rate(&self.settings);
         let cause = match refusal {
             Refusal::Duplicate => return self.stats.duplicates_dropped += 1,
             Refusal::Stale => return self.stats.stale_dropped += 1,
@@ -673,9 +697,14 @@ impl<R: Rng> PeerCore<R> {
             Refusal::Future(_) => GossipRefusal::Future,
             Refusal::Full => GossipRefusal::ListFull,
             Refusal::OverShare => GossipRefusal::LinkShare,
+            Refusal::OverBudget(OverBudget::OriginRate) => GossipRefusal::OriginRate,
+            Refusal::OverBudget(OverBudget::NewOrigins) => GossipRefusal::NewOrigins,
         };
         match cause {
             GossipRefusal::Timeless | GossipRefusal::Future => self.stats.untimely_refused += 1,
+            GossipRefusal::OriginRate | GossipRefusal::NewOrigins => {
+                self.stats.over_budget_refused += 1
+            }
             _ => self.stats.no_room_refused += 1,
         }
         self.log_refusal(from, cause, now, |ml| match refusal {
@@ -693,6 +722,16 @@ impl<R: Rng> PeerCore<R> {
                 "this link holds its share of the Message List ({} entries) \
                  and the list is half full",
                 ml.link_share()
+            ),
+            Refusal::OverBudget(OverBudget::OriginRate) => format!(
+                "its origin introduced more than {ORIGIN_BURST} new messages at once \
+                 or {:.1} a second",
+                ml_rate
+            ),
+            Refusal::OverBudget(OverBudget::NewOrigins) => format!(
+                "its origin is new to this peer, and this link introduced more than \
+                 {NEW_ORIGINS_BURST} new origins at once or {NEW_ORIGINS_PER_SEC} a second, \
+                 or holds {ORIGINS_PER_LINK} of them (or {ORIGIN_CAPACITY} are remembered)"
             ),
             _ => "its text does not start with a creation time (<Unix seconds>:)".to_string(),
         });
@@ -1056,6 +1095,7 @@ impl<R: Rng> PeerCore<R> {
         }
         self.liveness.remove(&peer);
         self.refusals.remove(&peer);
+        self.admission.link_down(peer);
         self.emit(Event::NeighborDown { peer });
         self.report_links();
         true

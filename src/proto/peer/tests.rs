@@ -1532,6 +1532,28 @@ fn gossip_from(core: &mut PeerCore<ChaCha8Rng>, from: u16, msg: &str, at: Timest
     core.handle_message(addr(from), gossip, at);
 }
 
+/// GOSSIP of `origin` from neighbour `from`.
+fn gossip_as(
+    core: &mut PeerCore<ChaCha8Rng>,
+    from: u16,
+    origin: SocketAddr,
+    msg: &str,
+    at: Timestamp,
+) {
+    let gossip = Message::Gossip {
+        origin,
+        msg: msg.into(),
+        hops: 0,
+    };
+    core.handle_message(addr(from), gossip, at);
+}
+
+/// The `j`th of many made-up origins, 10.x.y.z:7000.
+fn spoofed(j: u64) -> SocketAddr {
+    let [_, b, c, d] = (j as u32 + 1).to_be_bytes();
+    SocketAddr::from(([10, b, c, d], 7000))
+}
+
 /// Texts delivered (first receipt) among `outputs`.
 fn delivered(outputs: &[Output<PeerTimer>]) -> Vec<String> {
     events(outputs)
@@ -1626,9 +1648,13 @@ fn a_message_from_a_clock_ahead_is_not_delivered_again_once_the_clock_catches_up
 #[test]
 fn one_flooding_link_cannot_crowd_out_another_links_messages() {
     let mut core = linked_peer(&[6001, 6002, 6003]);
+    // The flood keeps within the admission budgets: its origins' rates,
+    // spread over time, and the link's origins.
     let flood = |core: &mut PeerCore<ChaCha8Rng>, from: u16, range: std::ops::Range<u64>| {
         for i in range {
-            gossip_from(core, from, &created_at(now(), i), now());
+            let origin = spoofed(i % ORIGINS_PER_LINK as u64);
+            let at = now() + Duration::from_millis(i % ML_CAPACITY as u64);
+            gossip_as(core, from, origin, &created_at(now(), i), at);
             drain(core);
         }
     };
@@ -1636,11 +1662,12 @@ fn one_flooding_link_cannot_crowd_out_another_links_messages() {
     // The honest link's message gets in, and stays in however long the
     // flood goes on.
     let honest = created_at(now(), 999_999_999);
-    gossip_from(&mut core, 6002, &honest, now());
+    let after = now() + Duration::from_millis(ML_CAPACITY as u64);
+    gossip_from(&mut core, 6002, &honest, after);
     assert_eq!(delivered(&drain(&mut core)), vec![honest.clone()]);
     flood(&mut core, 6001, ML_CAPACITY as u64..2 * ML_CAPACITY as u64);
     assert!(core.message_list().len() <= ML_CAPACITY);
-    gossip_from(&mut core, 6003, &honest, now());
+    gossip_from(&mut core, 6003, &honest, after);
     assert!(delivered(&drain(&mut core)).is_empty(), "delivered twice");
 }
 
@@ -1736,10 +1763,18 @@ fn the_size_cap_is_a_setting_that_typed_lines_obey_too() {
 #[test]
 fn a_peer_whose_list_is_full_refuses_its_own_new_messages_and_says_so() {
     let mut core = linked_peer(&[6001, 6002, 6003, 6004, 6005]);
-    // Four links fill the list, each within its share.
+    // Four links fill the list, each within its share, each message
+    // within its origin's budget.
     for i in 0..ML_CAPACITY as u64 {
-        let from = 6001 + (i % 4) as u16;
-        gossip_from(&mut core, from, &created_at(now(), i), now());
+        let link = i % 4;
+        let origin = spoofed(link * 2000 + (i / 4) % ORIGINS_PER_LINK as u64);
+        gossip_as(
+            &mut core,
+            6001 + link as u16,
+            origin,
+            &created_at(now(), i),
+            now(),
+        );
     }
     drain(&mut core);
     assert_eq!(core.message_list().len(), ML_CAPACITY);
@@ -1767,4 +1802,167 @@ fn a_peer_whose_list_is_full_refuses_its_own_new_messages_and_says_so() {
     core.handle_user_line("hello", later);
     assert_eq!(gossip_sends(&drain(&mut core)).len(), 5);
     assert_eq!(core.message_list().len(), 1);
+}
+
+/// Gossip sends among `outputs` whose text contains `part`.
+fn sends_containing(outputs: &[Output<PeerTimer>], part: &str) -> usize {
+    gossip_sends(outputs)
+        .iter()
+        .filter(|(_, msg, _)| msg.contains(part))
+        .count()
+}
+
+#[test]
+fn a_flood_from_one_origin_is_cut_at_the_entry_and_real_gossip_still_passes() {
+    // 6001 is a HELLO-only flooder; 6002 and 6003 are real peers.
+    let mut core = linked_peer(&[6001, 6002, 6003]);
+    let rate = origin_rate(&PeerSettings::default());
+    let (mut flood_sent, mut real_delivered, mut logged) = (0, 0, Vec::new());
+    // 20,000 distinct, fresh messages in 2 s under the flooder's own
+    // address, and a real message through 6002 every 200 of them, each
+    // from another real peer.
+    for i in 0..20_000u64 {
+        let at = now() + Duration::from_micros(i * 100);
+        gossip_as(
+            &mut core,
+            6001,
+            addr(6001),
+            &format!("{:.6}:flood {i}", at.as_secs_f64()),
+            at,
+        );
+        let out = drain(&mut core);
+        flood_sent += sends_containing(&out, ":flood ");
+        logged.extend(
+            events(&out)
+                .into_iter()
+                .filter(|e| matches!(e, Event::GossipRefused { .. })),
+        );
+        if i % 200 == 0 {
+            let real = format!("{:.6}:127.0.0.1:real {i}", at.as_secs_f64());
+            let author = SocketAddr::from(([127, 0, 0, 2], 6000 + (i / 200) as u16));
+            gossip_as(&mut core, 6002, author, &real, at);
+            let out = drain(&mut core);
+            assert_eq!(
+                delivered(&out),
+                vec![real.clone()],
+                "real message {i} refused"
+            );
+            assert_eq!(
+                sends_containing(&out, &real),
+                2,
+                "real message {i} not forwarded"
+            );
+            real_delivered += 1;
+        }
+    }
+    // At most the origin's burst and rate got through, to each of the two
+    // other neighbours.
+    let allowed = (ORIGIN_BURST + rate * 2.0) as usize;
+    assert!(
+        flood_sent <= 2 * allowed,
+        "{flood_sent} flood messages forwarded, allowed {allowed} each way"
+    );
+    assert!(flood_sent >= 2 * ORIGIN_BURST as usize);
+    assert_eq!(real_delivered, 100);
+    assert!(core.stats().over_budget_refused >= 20_000 - allowed as u64);
+    // Refusals are logged throttled, with their cause: at most one a second.
+    assert!((1..=3).contains(&logged.len()), "{logged:?}");
+    assert!(logged.iter().all(|e| matches!(e,
+        Event::GossipRefused { from, cause: GossipRefusal::OriginRate, .. } if *from == addr(6001))));
+    assert!(core.message_list().len() <= allowed + 100);
+}
+
+#[test]
+fn a_flood_with_spoofed_origins_is_cut_at_the_entry() {
+    let mut core = linked_peer(&[6001, 6002, 6003]);
+    let mut flood_sent = 0;
+    let mut causes = Vec::new();
+    // Every message under a new made-up origin, then every origin used 20
+    // times: 100,000 messages in 1 s.
+    for i in 0..100_000u64 {
+        let at = now() + Duration::from_micros(i * 10);
+        let origin = if i < 50_000 {
+            spoofed(i)
+        } else {
+            spoofed(100_000 + i % 2_500)
+        };
+        gossip_as(
+            &mut core,
+            6001,
+            origin,
+            &format!("{:.6}:x:{i}", at.as_secs_f64()),
+            at,
+        );
+        let out = drain(&mut core);
+        flood_sent += sends_containing(&out, ":x:");
+        causes.extend(events(&out).into_iter().filter_map(|e| match e {
+            Event::GossipRefused { cause, .. } => Some(cause),
+            _ => None,
+        }));
+        if i % 1_000 == 0 {
+            let real = format!("{:.6}:127.0.0.1:real {i}", at.as_secs_f64());
+            let author = SocketAddr::from(([127, 0, 0, 2], 6000 + (i / 200) as u16));
+            gossip_as(&mut core, 6002, author, &real, at);
+            let out = drain(&mut core);
+            assert_eq!(delivered(&out), vec![real], "real message {i} refused");
+        }
+    }
+    // One link introduced at most its origins, each at most its burst.
+    let allowed = ORIGINS_PER_LINK as usize * ORIGIN_BURST as usize;
+    assert!(flood_sent <= 2 * allowed, "{flood_sent} forwarded");
+    assert!(causes.contains(&GossipRefusal::NewOrigins), "{causes:?}");
+    assert!(core.origins_remembered() <= ORIGINS_PER_LINK as usize + 101);
+    // A new link of a real peer still introduces its origins.
+    let real = format!("{:.6}:127.0.0.1:late", now().as_secs_f64());
+    gossip_as(
+        &mut core,
+        6003,
+        addr(6003),
+        &real,
+        now() + Duration::from_secs(1),
+    );
+    assert_eq!(delivered(&drain(&mut core)), vec![real]);
+    // Idle origins are forgotten: the table is bounded by time.
+    let later = now() + Duration::from_secs(1) + ORIGIN_IDLE + Duration::from_secs(30);
+    let fresh = format!("{:.6}:127.0.0.1:fresh", later.as_secs_f64());
+    gossip_as(&mut core, 6002, spoofed(999_999), &fresh, later);
+    assert_eq!(delivered(&drain(&mut core)), vec![fresh]);
+    assert!(
+        core.origins_remembered() <= 2,
+        "{}",
+        core.origins_remembered()
+    );
+}
+
+#[test]
+fn an_honest_hub_forwarding_a_large_networks_start_up_is_not_cut() {
+    // A leaf whose one other link is to a hub: 1000 peers join one by one,
+    // 25 a second, each gossips its 10 messages 5 s apart from when it
+    // links, and the hub forwards them all. One of them also pastes 20
+    // typed lines at once.
+    let mut core = linked_peer(&[6001, 6002]);
+    let mut due: Vec<(Timestamp, u64, u32)> = Vec::new();
+    for peer in 0..1000u64 {
+        let joined = now() + Duration::from_millis(peer * 40);
+        for n in 0..10u32 {
+            due.push((joined + Duration::from_secs(5) * n, peer, n));
+        }
+    }
+    let paste = now() + Duration::from_secs(27);
+    for n in 10..30u32 {
+        due.push((paste, 500, n));
+    }
+    due.sort();
+    for (at, peer, n) in &due {
+        let text = format!("{:.6}:10.0.0.1:{n}", at.as_secs_f64());
+        gossip_as(&mut core, 6001, spoofed(*peer), &text, *at);
+        let out = drain(&mut core);
+        assert_eq!(
+            delivered(&out),
+            vec![text],
+            "peer {peer}'s message {n} refused"
+        );
+    }
+    assert_eq!(core.stats().received_first, due.len() as u64);
+    assert_eq!(core.stats().over_budget_refused, 0);
 }
