@@ -231,7 +231,7 @@ fn real_gossip_survives_a_flood(origin_of: fn(SocketAddr, usize) -> SocketAddr, 
         .map(|_| net.add_peer_with(&["--stdin"], true))
         .collect();
     let victim = peers[0];
-    let (mut flooder, me) = greeted(net.peers[victim].addr(), Role::Peer);
+    let (mut flooder, me, _node) = greeted(net.peers[victim].addr(), Role::Peer);
     let frames = 20_000;
     let batches = 20;
     let mut lines = Vec::new();
