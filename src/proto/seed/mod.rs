@@ -63,17 +63,22 @@ pub const REGISTER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// still accepts the connection (the kernel does), so this wait is part of
 /// every removal of a frozen peer.
 pub const DEAD_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-/// Probes of a reported-dead peer that may be turned away before the seed
-/// gives up on learning anything. A node that closes a probe's connection
-/// unanswered (over its connection limit, say) is running, and an attacker
-/// who floods it with connections must not make that look like death; so a
-/// turned-away probe is tried again, and if every try is turned away the
-/// suspect counts as alive.
-pub const DEAD_PROBE_ATTEMPTS: u32 = 3;
-/// The wait before the second try of a turned-away probe; it doubles
-/// after, so the tries span about 3 s: longer than a burst of connections
-/// that a node's admission (docs/SECURITY.md) takes to shed.
-pub const DEAD_PROBE_RETRY: Duration = Duration::from_secs(1);
+/// The waits before each new try of a turned-away probe of a reported-dead
+/// peer. A node that closes a probe's connection unanswered (over its
+/// connection limit, say) is running, and an attacker who floods it with
+/// connections must not make that look like death; so a turned-away probe
+/// is tried again, and if every try is turned away the suspect counts as
+/// alive. The first wait is short because a process killed as the probe
+/// arrives also resets it, and refuses the next; the tries then span
+/// about 3 s, longer than a burst of connections that a node's admission
+/// (docs/SECURITY.md) takes to shed.
+pub const DEAD_PROBE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
+/// Tries of a reported-dead peer's probe, the first included.
+pub const DEAD_PROBE_ATTEMPTS: u32 = DEAD_PROBE_RETRIES.len() as u32 + 1;
 
 /// Why a seed probes a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -738,7 +743,7 @@ impl SeedCore {
             ProbePurpose::DeadCheck => {
                 if let Err(e) = &result {
                     if !down && attempt < DEAD_PROBE_ATTEMPTS {
-                        let at = now + DEAD_PROBE_RETRY * 2u32.pow(attempt - 1);
+                        let at = now + DEAD_PROBE_RETRIES[attempt as usize - 1];
                         let retry = PendingProbe {
                             attempt: attempt + 1,
                             ..probe

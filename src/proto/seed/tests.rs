@@ -708,7 +708,9 @@ fn a_suspect_that_turns_every_probe_away_is_not_removed() {
     assert_eq!(
         refused
             .iter()
-            .filter(|r| r.contains("turned away this seed's own probe 3 times"))
+            .filter(|r| r.contains(&format!(
+                "turned away this seed's own probe {DEAD_PROBE_ATTEMPTS} times"
+            )))
             .count(),
         3,
         "{refused:?}"
