@@ -175,15 +175,17 @@ fn a_neighbour_that_stops_reading_is_closed_and_memory_stays_bounded() {
     // Another sends distinct messages of 60,000 bytes, each forwarded to
     // the slow one: 48 MB in all, far past what one link may queue.
     let sender_node = FakeNode::new(Role::Peer);
-    let sender_addr = sender_node.addr;
     let mut sender = sender_node.greet_taken(target, Role::Peer);
     let now = common::unix_us() as f64 / 1e6;
     let filler = "x".repeat(60_000);
     let count = 800;
     let mut peak = before;
     for i in 0..count {
+        // Each from another origin, so that the admission budget of one
+        // origin (a flood's first limit) does not stop them before the
+        // slow link's queue fills.
         sender.send(&Message::Gossip {
-            origin: sender_addr,
+            origin: SocketAddr::new(HERE, 20_000 + i as u16),
             msg: format!("{now:.6}:127.0.0.1:{i} {filler}"),
             hops: 0,
         });
