@@ -223,3 +223,50 @@ fn a_neighbour_that_stops_reading_is_closed_and_memory_stays_bounded() {
         .any(|m| matches!(m, Message::Pong { nonce: 7, .. }));
     assert!(answered, "the victim stopped answering");
 }
+
+#[test]
+fn identity_checks_held_open_by_one_source_do_not_keep_others_from_linking() {
+    let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
+    let victim = net.add_peer();
+    let target = net.peers[victim].addr();
+    // The attacker, on another host, claims addresses of its own where
+    // something takes the PROBE's connection and never answers, so that
+    // each identity check lasts its whole time limit.
+    let silent: Vec<std::net::TcpListener> = (0..80)
+        .map(|_| std::net::TcpListener::bind(SocketAddr::new(ELSEWHERE, 0)).unwrap())
+        .collect();
+    let attacker = gossipnet::proto::evidence::Identity::from_secret([9; 32]);
+    let mut held = idle_connections(target, ELSEWHERE, silent.len());
+    for (stream, listener) in held.iter_mut().zip(&silent) {
+        let claimed = listener.local_addr().unwrap();
+        let mut client = RawClient {
+            stream: stream.try_clone().unwrap(),
+        };
+        client.send(&hello(claimed, Role::Peer));
+        let Some(Message::Hello {
+            listen,
+            challenge: Some(challenge),
+            ..
+        }) = client.recv()
+        else {
+            panic!("no HELLO with a challenge");
+        };
+        client.send(&Message::HelloProof {
+            key: attacker.public_key(),
+            signature: attacker.prove_hello(claimed, listen, challenge),
+        });
+    }
+    net.peers[victim].wait_event("the source's checks to be capped", START, |e| {
+        matches!(e, Event::ProtocolError { reason, .. }
+            if reason.contains("identity checks are under way for its source address"))
+    });
+    // Meanwhile an honest node elsewhere links at once.
+    let honest = FakeNode::new(Role::Peer);
+    let mut client = honest.greet_taken(target, Role::Peer);
+    client.send(&Message::Ping { nonce: 1 });
+    assert!(
+        std::iter::from_fn(|| client.recv()).any(|m| matches!(m, Message::Pong { nonce: 1, .. })),
+        "the honest node's link did not work"
+    );
+    drop(silent);
+}

@@ -55,7 +55,13 @@ pub const IDENTITY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// costs an outgoing connection, so a flood of HELLOs naming other hosts
 /// cannot make this node dial them without bound; over it a newcomer is
 /// closed, and an honest one dials again.
-pub const MAX_IDENTITY_CHECKS: usize = 64;
+pub const MAX_IDENTITY_CHECKS: usize = 256;
+/// Identity checks under way at once for connections from one source
+/// address. A check may take its whole time limit (a claimed address that
+/// takes the PROBE's connection and never answers), so one source could
+/// otherwise hold every check and keep everyone else from linking; at 16
+/// a source holds at most a sixteenth, and an honest node dials once.
+pub const MAX_IDENTITY_CHECKS_PER_SOURCE: usize = 16;
 /// Bytes of frames a remote may send after its HELLO before its identity
 /// is proved; they wait, then count as its. An honest dialler sends a few
 /// small frames in that time (a registration, a PING, a LINK_REPORT).
@@ -240,8 +246,9 @@ struct Driver<C: Core> {
     too_slow_log: RefusalLog,
     /// This node's key: it signs HELLO_PROOFs and is stated to PROBEs.
     identity: Identity,
-    /// PROBEs of HELLO addresses under way.
-    identity_checks: usize,
+    /// PROBEs of HELLO addresses under way, by the source address of the
+    /// connection each checks.
+    identity_checks: HashMap<Option<IpAddr>, usize>,
     /// For each address, the first accepted connection still proving that
     /// it is the node there. Frames for that address wait for it rather
     /// than open a second connection, which the tie-break of simultaneous
@@ -300,6 +307,8 @@ enum Deferred {
     /// The PROBE of the address an accepted connection's HELLO named.
     IdentityChecked {
         conn: ConnId,
+        /// The connection's source address, whose count of checks ends.
+        source: Option<IpAddr>,
         nonce: u64,
         result: Result<Message, QueryError>,
     },
@@ -371,7 +380,7 @@ pub async fn run<C: Core>(
         received: Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES)),
         too_slow_log: RefusalLog::default(),
         identity,
-        identity_checks: 0,
+        identity_checks: HashMap::new(),
         proving: HashMap::new(),
     };
     let role = driver.core.role();
@@ -671,12 +680,18 @@ impl<C: Core> Driver<C> {
     /// really listens there.
     fn on_hello_proof(&mut self, id: ConnId, key: PublicKey, signature: Signature) {
         let me = self.core.addr();
-        let Some(ConnState::Proving {
+        let checks: usize = self.identity_checks.values().sum();
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let source = conn.socket_addr.map(|a| a.ip());
+        let from_source = self.identity_checks.get(&source).copied().unwrap_or(0);
+        let ConnState::Proving {
             listen,
             challenge,
             proved,
             ..
-        }) = self.conns.get_mut(&id).map(|c| &mut c.state)
+        } = &mut conn.state
         else {
             return;
         };
@@ -685,9 +700,13 @@ impl<C: Core> Driver<C> {
             Some("a second HELLO_PROOF".to_string())
         } else if let Err(e) = key.verify_hello(listen, me, challenge, &signature) {
             Some(format!("its HELLO_PROOF for {listen}: {e}"))
-        } else if self.identity_checks >= MAX_IDENTITY_CHECKS {
+        } else if checks >= MAX_IDENTITY_CHECKS {
             Some(format!(
                 "{MAX_IDENTITY_CHECKS} identity checks are under way; it may dial again"
+            ))
+        } else if from_source >= MAX_IDENTITY_CHECKS_PER_SOURCE {
+            Some(format!(
+                "{MAX_IDENTITY_CHECKS_PER_SOURCE} identity checks are under way for its source address; it may dial again"
             ))
         } else {
             *proved = Some(key);
@@ -697,7 +716,7 @@ impl<C: Core> Driver<C> {
             self.protocol_error(id, reason);
             return self.forget(id);
         }
-        self.identity_checks += 1;
+        *self.identity_checks.entry(source).or_default() += 1;
         let nonce = rand::random();
         let probe = Message::Probe {
             version: PROTOCOL_VERSION,
@@ -717,6 +736,7 @@ impl<C: Core> Driver<C> {
             .await;
             let _ = deferred.send(Deferred::IdentityChecked {
                 conn: id,
+                source,
                 nonce,
                 result,
             });
@@ -725,8 +745,19 @@ impl<C: Core> Driver<C> {
 
     /// The PROBE of a HELLO's address answered: the connection is that
     /// node's if the node there states the role and the key proved.
-    fn on_identity_checked(&mut self, id: ConnId, nonce: u64, result: Result<Message, QueryError>) {
-        self.identity_checks -= 1;
+    fn on_identity_checked(
+        &mut self,
+        id: ConnId,
+        source: Option<IpAddr>,
+        nonce: u64,
+        result: Result<Message, QueryError>,
+    ) {
+        if let Some(n) = self.identity_checks.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.identity_checks.remove(&source);
+            }
+        }
         let Some(ConnState::Proving {
             listen,
             role,
@@ -1206,9 +1237,10 @@ impl<C: Core> Driver<C> {
             }
             Deferred::IdentityChecked {
                 conn,
+                source,
                 nonce,
                 result,
-            } => self.on_identity_checked(conn, nonce, result),
+            } => self.on_identity_checked(conn, source, nonce, result),
             Deferred::StatusAnswer { conn, body } => {
                 self.send_on(conn, Message::StatusReply { status: body });
                 self.forget(conn);
