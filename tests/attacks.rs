@@ -236,26 +236,18 @@ fn identity_checks_held_open_by_one_source_do_not_keep_others_from_linking() {
         .map(|_| std::net::TcpListener::bind(SocketAddr::new(ELSEWHERE, 0)).unwrap())
         .collect();
     let attacker = gossipnet::proto::evidence::Identity::from_secret([9; 32]);
-    let mut held = idle_connections(target, ELSEWHERE, silent.len());
-    for (stream, listener) in held.iter_mut().zip(&silent) {
-        let claimed = listener.local_addr().unwrap();
-        let mut client = RawClient {
-            stream: stream.try_clone().unwrap(),
-        };
-        client.send(&hello(claimed, Role::Peer));
-        let Some(Message::Hello {
-            listen,
-            challenge: Some(challenge),
-            ..
-        }) = client.recv()
-        else {
-            panic!("no HELLO with a challenge");
-        };
-        client.send(&Message::HelloProof {
-            key: attacker.public_key(),
-            signature: attacker.prove_hello(claimed, listen, challenge),
-        });
-    }
+    let held = idle_connections(target, ELSEWHERE, silent.len());
+    let _proving: Vec<RawClient> = held
+        .iter()
+        .zip(&silent)
+        .map(|(stream, listener)| {
+            let client = RawClient {
+                stream: stream.try_clone().unwrap(),
+            };
+            let claimed = listener.local_addr().unwrap();
+            common::greet_on(client, claimed, Role::Peer, &attacker).expect("a HELLO back")
+        })
+        .collect();
     net.peers[victim].wait_event("the source's checks to be capped", START, |e| {
         matches!(e, Event::ProtocolError { reason, .. }
             if reason.contains("identity checks are under way for its source address"))

@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{committed_peers, greet_as, try_greet_as, wait_for, Cluster, START};
+use common::{committed_peers, greet_as, try_greet_as, wait_for, Cluster, Proc, RawClient, START};
 use gossipnet::proto::{
     evidence::Identity,
     message::{Message, Role},
@@ -23,6 +23,22 @@ fn vote_in_the_name_of(seed: SocketAddr, peer: SocketAddr, key: &Identity) -> Me
         "key": key.public_key().to_string()},
         "seed": seed.to_string()}});
     Message::RaftRequest { id: 1, body }
+}
+
+/// Waits until `node` refuses `client`'s claim to be `claimed` because the
+/// node there holds another key, and checks that it closed the connection.
+fn wait_for_the_claim_refused(node: &mut Proc, client: &mut RawClient, claimed: SocketAddr) {
+    let refused = format!("HELLO claims {claimed}, but the node at {claimed} holds another key");
+    node.wait_event(
+        "the false claim to be refused",
+        START,
+        |e| matches!(e, Event::ProtocolError { reason, .. } if reason.contains(&refused)),
+    );
+    assert!(
+        client.closed_by_node(),
+        "{} kept a connection that falsely claims {claimed}",
+        node.addr()
+    );
 }
 
 #[test]
@@ -51,14 +67,7 @@ fn a_process_on_the_seeds_host_cannot_speak_for_a_seed() {
             for voter in &seeds {
                 client.send(&vote_in_the_name_of(*voter, ghost, &attacker));
             }
-            let refused =
-                format!("HELLO claims {claimed}, but the node at {claimed} holds another key");
-            net.seeds[t].wait_event(
-                "the false seed to be refused",
-                START,
-                |e| matches!(e, Event::ProtocolError { reason, .. } if reason.contains(&refused)),
-            );
-            assert!(client.closed_by_node(), "{target} kept a false {claimed}");
+            wait_for_the_claim_refused(&mut net.seeds[t], &mut client, *claimed);
         }
     }
     // Of three seeds, the one with the largest address always answers.
@@ -156,13 +165,7 @@ fn a_process_claiming_a_seed_cannot_make_a_peer_drop_a_neighbour() {
         incarnation: incarnation_of(&net, neighbour),
         replacement: None,
     });
-    let claims = format!("HELLO claims {seed}, but the node at {seed} holds another key");
-    net.peers[0].wait_event(
-        "the false seed to be refused",
-        START,
-        |e| matches!(e, Event::ProtocolError { reason, .. } if reason.contains(&claims)),
-    );
-    assert!(client.closed_by_node(), "the peer kept a false seed");
+    wait_for_the_claim_refused(&mut net.peers[0], &mut client, seed);
     // The link carries on, past anything the forged frame could have done.
     wait_for_the_neighbours_messages(&mut net, neighbour);
     let dropped = net.peers[0].poll().count(|e| {
@@ -187,13 +190,7 @@ fn a_hello_claiming_a_neighbours_address_cannot_take_over_its_link() {
         msg: format!("{now:.6}:127.0.0.1:forged in the neighbour's name"),
         hops: 0,
     });
-    let claims = format!("HELLO claims {neighbour}, but the node at {neighbour} holds another key");
-    net.peers[0].wait_event(
-        "the impostor to be refused",
-        START,
-        |e| matches!(e, Event::ProtocolError { reason, .. } if reason.contains(&claims)),
-    );
-    assert!(client.closed_by_node(), "the victim kept the impostor");
+    wait_for_the_claim_refused(&mut net.peers[0], &mut client, neighbour);
     // The real link carries on, more than three ping intervals, and the
     // victim never suspects the neighbour: it answers every PING.
     wait_for_the_neighbours_messages(&mut net, neighbour);

@@ -486,6 +486,21 @@ pub async fn query(
         .map_err(|_| QueryError::NoAnswer(format!("no answer within {limit:?}")))?
 }
 
+/// Runs `write` for at most [`WRITE_TIMEOUT`]: a remote that stops reading
+/// (a frozen process) must not hold a task, its socket and its queue
+/// forever. The error is why the connection must close.
+async fn write_in_time(
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> Result<(), CloseReason> {
+    match timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CloseReason::Io(e.to_string())),
+        Err(_) => Err(CloseReason::Io(format!(
+            "could not write for {WRITE_TIMEOUT:?}"
+        ))),
+    }
+}
+
 async fn report_closed(events: &mpsc::Sender<ConnEvent>, id: ConnId, reason: CloseReason) {
     // The driver may be gone during shutdown; then nobody needs to know.
     let _ = events.send(ConnEvent::Closed { id, reason }).await;
@@ -548,10 +563,8 @@ async fn serve(
                                     link.feed(&proof, &traffic).await?;
                                     link.flush().await
                                 };
-                                match timeout(WRITE_TIMEOUT, sent).await {
-                                    Ok(Ok(())) => {}
-                                    Ok(Err(e)) => break CloseReason::Io(e.to_string()),
-                                    Err(_) => break CloseReason::Io(format!("could not write for {WRITE_TIMEOUT:?}")),
+                                if let Err(reason) = write_in_time(sent).await {
+                                    break reason;
                                 }
                             }
                             (Opened::ByUs(_), None) => {
@@ -640,14 +653,8 @@ async fn serve(
                         }
                         link.flush().await
                     };
-                    // A remote that stops reading (a frozen process) must
-                    // not hold this task, its socket and its queue forever.
-                    match timeout(WRITE_TIMEOUT, write).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => break CloseReason::Io(e.to_string()),
-                        Err(_) => {
-                            break CloseReason::Io(format!("could not write for {WRITE_TIMEOUT:?}"))
-                        }
+                    if let Err(reason) = write_in_time(write).await {
+                        break reason;
                     }
                 }
                 // The driver dropped us: close after what was already sent.

@@ -66,6 +66,20 @@ pub const MAX_IDENTITY_CHECKS_PER_SOURCE: usize = 16;
 /// is proved; they wait, then count as its. An honest dialler sends a few
 /// small frames in that time (a registration, a PING, a LINK_REPORT).
 pub const UNPROVED_HOLD_BYTES: usize = 1 << 20;
+/// Frames this node may have waiting for an address whose accepted
+/// connection is still proving it is that node; past it, frames go on a
+/// dial of their own. A few are all a check's time brings.
+const MAX_WAITING_FRAMES: usize = 1024;
+
+/// Takes one off `key`'s count, forgetting the key at zero.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
 
 /// Why the answer to the PROBE of a HELLO's `listen` does not show the
 /// node that proved `key` there, if it does not.
@@ -564,7 +578,7 @@ impl<C: Core> Driver<C> {
     /// Drops a connection; its task sends what is queued and closes. What
     /// waited for an unproved connection goes to `listen` another way.
     fn forget(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.remove(&id) else {
+        let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
         if let ConnState::Proving {
@@ -572,13 +586,13 @@ impl<C: Core> Driver<C> {
             waiting,
             wanted,
             ..
-        } = &conn.state
+        } = &mut conn.state
         {
-            if self.proving.get(listen) == Some(&id) {
-                self.proving.remove(listen);
-            }
             let listen = *listen;
-            for msg in waiting.clone() {
+            if self.proving.get(&listen) == Some(&id) {
+                self.proving.remove(&listen);
+            }
+            for msg in std::mem::take(waiting) {
                 self.send_to(listen, msg);
             }
             if *wanted && !self.by_remote.contains_key(&listen) {
@@ -588,12 +602,7 @@ impl<C: Core> Driver<C> {
         if conn.state.is_inbound() {
             self.inbound -= 1;
             if let Some(ip) = conn.socket_addr.map(|a| a.ip()) {
-                if let Some(n) = self.inbound_by_ip.get_mut(&ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.inbound_by_ip.remove(&ip);
-                    }
-                }
+                release(&mut self.inbound_by_ip, &ip);
             }
         }
         // A connection is filed under a remote only while dialling it or
@@ -648,8 +657,8 @@ impl<C: Core> Driver<C> {
                         self.on_raft_response(remote, id, body)
                     }
                     Message::HelloProof { .. } => {
-                        self.protocol_error(id, "HELLO_PROOF on an open connection".into());
-                        self.on_closed(id, CloseReason::Ended);
+                        let reason = "HELLO_PROOF on an open connection".to_string();
+                        self.on_closed(id, CloseReason::Protocol(reason));
                     }
                     msg => self.core.handle_message(remote, msg, now),
                 }
@@ -752,12 +761,7 @@ impl<C: Core> Driver<C> {
         nonce: u64,
         result: Result<Message, QueryError>,
     ) {
-        if let Some(n) = self.identity_checks.get_mut(&source) {
-            *n -= 1;
-            if *n == 0 {
-                self.identity_checks.remove(&source);
-            }
-        }
+        release(&mut self.identity_checks, &source);
         let Some(ConnState::Proving {
             listen,
             role,
@@ -831,17 +835,10 @@ impl<C: Core> Driver<C> {
                     self.protocol_error(id, reason);
                     return self.forget(id);
                 }
-                // Both sides dialled at once: the connection opened by the
-                // smaller address stays, as both ends agree. Decided now,
-                // on the claim, so that a connection to be dropped never
-                // gets a HELLO back and carries nothing.
-                let ours = self.by_remote.get(&listen).and_then(|e| self.conns.get(e));
-                let ours = ours.is_some_and(|c| match c.state {
-                    ConnState::Dialing { .. } => true,
-                    ConnState::Open { dialed_by_us, .. } => dialed_by_us,
-                    _ => false,
-                });
-                if ours && self.core.addr() < listen {
+                // Decided now, on the claim, and again once it is proved:
+                // a connection to be dropped never gets a HELLO back, so it
+                // carries nothing.
+                if self.our_dial_wins(listen) {
                     return self.forget(id);
                 }
                 // The remote must now prove that it is the node at `listen`.
@@ -859,19 +856,11 @@ impl<C: Core> Driver<C> {
                     };
                 }
                 self.proving.entry(listen).or_insert(id);
-                let hello = match self.hello.clone() {
-                    Message::Hello {
-                        version,
-                        role,
-                        listen,
-                        ..
-                    } => Message::Hello {
-                        version,
-                        role,
-                        listen,
-                        challenge: Some(challenge),
-                    },
-                    other => other,
+                let hello = Message::Hello {
+                    version: PROTOCOL_VERSION,
+                    role: self.core.role(),
+                    listen: self.core.addr(),
+                    challenge: Some(challenge),
                 };
                 self.send_on(id, hello);
             }
@@ -884,38 +873,47 @@ impl<C: Core> Driver<C> {
     /// wins the tie-break.
     fn open_accepted(&mut self, id: ConnId, listen: SocketAddr, role: Role) {
         let now = self.clock.now();
-        {
-            {
-                self.unreachable.remove(&listen);
-                let was_linked = match self.by_remote.get(&listen).copied() {
-                    None => false,
-                    Some(existing) => {
-                        let (linked, dialed_by_us) =
-                            match self.conns.get(&existing).map(|c| &c.state) {
-                                Some(ConnState::Open { dialed_by_us, .. }) => (true, *dialed_by_us),
-                                _ => (false, true),
-                            };
-                        // Both sides dialled at once: keep the connection
-                        // opened by the smaller address, as both ends agree.
-                        if dialed_by_us && self.core.addr() < listen {
-                            return self.forget(id);
-                        }
-                        self.forget(existing);
-                        // RPCs queued on the replaced dial will never be
-                        // answered there; let Raft retry now.
-                        if !linked {
-                            self.fail_rpcs_to(listen);
-                        }
-                        linked
-                    }
-                };
-                self.by_remote.insert(listen, id);
-                self.set_open(id, listen, role, false);
-                if !was_linked {
-                    self.core.handle_link_up(listen, role, now);
-                }
-            }
+        self.unreachable.remove(&listen);
+        if self.our_dial_wins(listen) {
+            return self.forget(id);
         }
+        let was_linked = match self.by_remote.get(&listen).copied() {
+            None => false,
+            Some(existing) => {
+                let linked = matches!(
+                    self.conns.get(&existing).map(|c| &c.state),
+                    Some(ConnState::Open { .. })
+                );
+                self.forget(existing);
+                // RPCs queued on the replaced dial will never be answered
+                // there; let Raft retry now.
+                if !linked {
+                    self.fail_rpcs_to(listen);
+                }
+                linked
+            }
+        };
+        self.by_remote.insert(listen, id);
+        self.set_open(id, listen, role, false);
+        if !was_linked {
+            self.core.handle_link_up(listen, role, now);
+        }
+    }
+
+    /// Both sides dialled at once: the connection opened by the smaller
+    /// address stays, as both ends agree. True when that is this node's
+    /// own dial to `remote`, so a connection `remote` dialled must go.
+    fn our_dial_wins(&self, remote: SocketAddr) -> bool {
+        let ours = self
+            .by_remote
+            .get(&remote)
+            .and_then(|id| self.conns.get(id));
+        let ours = ours.is_some_and(|c| match c.state {
+            ConnState::Dialing { .. } => true,
+            ConnState::Open { dialed_by_us, .. } => dialed_by_us,
+            ConnState::AwaitingHello | ConnState::Proving { .. } => false,
+        });
+        ours && self.core.addr() < remote
     }
 
     fn set_open(&mut self, id: ConnId, remote: SocketAddr, role: Role, dialed_by_us: bool) {
@@ -1105,9 +1103,7 @@ impl<C: Core> Driver<C> {
             Some(id) => *id,
             None => {
                 if let Some(ConnState::Proving { waiting, .. }) = self.proving_state(to) {
-                    // Bounded by the send queue's limit in frames: a few
-                    // are all a check's time brings.
-                    if waiting.len() < 1024 {
+                    if waiting.len() < MAX_WAITING_FRAMES {
                         return waiting.push(msg);
                     }
                 }

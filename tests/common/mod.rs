@@ -611,7 +611,16 @@ pub fn try_greet_as(
     role: gossipnet::proto::message::Role,
     identity: &gossipnet::proto::evidence::Identity,
 ) -> Option<RawClient> {
-    let mut client = RawClient::connect(target);
+    greet_on(RawClient::connect(target), listen, role, identity)
+}
+
+/// [`try_greet_as`] on a connection already open.
+pub fn greet_on(
+    mut client: RawClient,
+    listen: SocketAddr,
+    role: gossipnet::proto::message::Role,
+    identity: &gossipnet::proto::evidence::Identity,
+) -> Option<RawClient> {
     client.send(&hello(listen, role));
     let Some(Message::Hello {
         listen: acceptor,
