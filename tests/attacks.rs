@@ -184,11 +184,12 @@ fn a_neighbour_that_stops_reading_is_closed_and_memory_stays_bounded() {
         // Each from another origin, so that the admission budget of one
         // origin (a flood's first limit) does not stop them before the
         // slow link's queue fills.
-        sender.send(&Message::Gossip {
-            origin: SocketAddr::new(HERE, 20_000 + i as u16),
-            msg: format!("{now:.6}:127.0.0.1:{i} {filler}"),
-            hops: 0,
-        });
+        sender.send(&Message::gossip_signed_by(
+            &sender_node.identity,
+            SocketAddr::new(HERE, 20_000 + i as u16),
+            format!("{now:.6}:127.0.0.1:{i} {filler}"),
+            0,
+        ));
         if i % 50 == 0 {
             peak = peak.max(rss_kib(pid));
         }

@@ -267,3 +267,35 @@ fn the_hello_proof_example_in_protocol_md_verifies() {
             )
         });
 }
+
+#[test]
+fn the_gossip_example_in_protocol_md_verifies() {
+    let doc = read("docs/PROTOCOL.md");
+    // The example's origin key is made from 32 bytes of 0x22.
+    let identity = gossipnet::proto::evidence::Identity::from_secret([0x22; 32]);
+    let (origin, text) = (
+        "127.0.0.1:6001".parse().unwrap(),
+        "1740466800.123456:127.0.0.1:3",
+    );
+    let expected = Message::gossip_signed_by(&identity, origin, text, 2);
+    let example = json_lines_with(&doc, "\"type\":\"GOSSIP\"")
+        .into_iter()
+        .find_map(|line| Message::from_json(line.as_bytes()).ok());
+    assert_eq!(
+        example.as_ref(),
+        Some(&expected),
+        "the GOSSIP example would be {}",
+        String::from_utf8(expected.to_json()).unwrap()
+    );
+    let Some(Message::Gossip {
+        origin,
+        key,
+        msg,
+        signature,
+        ..
+    }) = example
+    else {
+        unreachable!("compared above")
+    };
+    key.verify_gossip(origin, &msg, &signature).unwrap();
+}

@@ -185,11 +185,12 @@ fn a_hello_claiming_a_neighbours_address_cannot_take_over_its_link() {
     let attacker = Identity::from_secret([9; 32]);
     let mut client = greet_as(victim, neighbour, Role::Peer, &attacker);
     let now = common::unix_us() as f64 / 1e6;
-    client.send(&Message::Gossip {
-        origin: neighbour,
-        msg: format!("{now:.6}:127.0.0.1:forged in the neighbour's name"),
-        hops: 0,
-    });
+    client.send(&Message::gossip_signed_by(
+        &attacker,
+        neighbour,
+        format!("{now:.6}:127.0.0.1:forged in the neighbour's name"),
+        0,
+    ));
     wait_for_the_claim_refused(&mut net.peers[0], &mut client, neighbour);
     // The real link carries on, more than three ping intervals, and the
     // victim never suspects the neighbour: it answers every PING.

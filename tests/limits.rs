@@ -35,16 +35,19 @@ fn send_all(client: &mut RawClient, msgs: impl Iterator<Item = Message>) {
 fn a_gossip_flood_on_one_link_is_cut_to_the_rate_limit() {
     let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
     let victim = net.add_peer();
-    let (mut flooder, me, _node) = greeted(net.peers[victim].addr(), Role::Peer);
+    let (mut flooder, me, node) = greeted(net.peers[victim].addr(), Role::Peer);
     let now = common::unix_us() as f64 / 1e6;
     let flood = 3 * GOSSIP_BURST as usize;
     let started = std::time::Instant::now();
     send_all(
         &mut flooder,
-        (0..flood).map(|i| Message::Gossip {
-            origin: me,
-            msg: format!("{now:.6}:127.0.0.1:flood {i}"),
-            hops: 0,
+        (0..flood).map(|i| {
+            Message::gossip_signed_by(
+                &node.identity,
+                me,
+                format!("{now:.6}:127.0.0.1:flood {i}"),
+                0,
+            )
         }),
     );
     net.peers[victim].wait_event("the dropped gossip to be logged", START, |e| {
@@ -182,16 +185,12 @@ fn an_oversized_gossip_is_refused_logged_and_never_forwarded() {
     let neighbour = net.add_peer();
     // The victim's one candidate is the first peer, so they link.
     let victim = net.add_peer();
-    let (mut flooder, me, _node) = greeted(net.peers[victim].addr(), Role::Peer);
+    let (mut flooder, me, node) = greeted(net.peers[victim].addr(), Role::Peer);
     let now = common::unix_us() as f64 / 1e6;
     let huge = format!("{now:.6}:127.0.0.1:{}", "x".repeat(500_000));
     let small = format!("{now:.6}:127.0.0.1:after the big one");
     for msg in [huge.clone(), huge.clone(), small.clone()] {
-        flooder.send(&Message::Gossip {
-            origin: me,
-            msg,
-            hops: 0,
-        });
+        flooder.send(&Message::gossip_signed_by(&node.identity, me, msg, 0));
     }
     net.peers[victim].wait_event("the refusal of the 500 kB message", START, |e| {
         matches!(e, Event::GossipRefused { from, cause: GossipRefusal::TooLarge, count: 1, .. }
@@ -222,16 +221,22 @@ fn an_oversized_gossip_is_refused_logged_and_never_forwarded() {
 }
 
 /// Floods `victim` from a HELLO-only neighbour with `frames` distinct,
-/// fresh GOSSIP frames whose origins `origin_of` picks, in batches over a
-/// few seconds, while every peer types lines; then checks that every line
-/// reached every peer, and prints the figures.
-fn real_gossip_survives_a_flood(origin_of: fn(SocketAddr, usize) -> SocketAddr, what: &str) {
+/// fresh GOSSIP frames, signed with the flooder's key, whose origins
+/// `origin_of` picks (from the flooder's address, the real peers' and the
+/// frame's number), in batches over a few seconds, while every peer types
+/// lines; then checks that every line reached every peer, and prints the
+/// figures.
+fn real_gossip_survives_a_flood(
+    origin_of: fn(SocketAddr, &[SocketAddr], usize) -> SocketAddr,
+    what: &str,
+) {
     let mut net = Cluster::with_seeds(2, &["--gossip-count", "0"]);
     let peers: Vec<usize> = (0..5)
         .map(|_| net.add_peer_with(&["--stdin"], true))
         .collect();
     let victim = peers[0];
-    let (mut flooder, me, _node) = greeted(net.peers[victim].addr(), Role::Peer);
+    let (mut flooder, me, node) = greeted(net.peers[victim].addr(), Role::Peer);
+    let real: Vec<SocketAddr> = peers.iter().map(|&p| net.peers[p].addr()).collect();
     let frames = 20_000;
     let batches = 20;
     let mut lines = Vec::new();
@@ -240,10 +245,9 @@ fn real_gossip_survives_a_flood(origin_of: fn(SocketAddr, usize) -> SocketAddr, 
         let per = frames / batches;
         send_all(
             &mut flooder,
-            (batch * per..(batch + 1) * per).map(|i| Message::Gossip {
-                origin: origin_of(me, i),
-                msg: format!("{now:.6}:127.0.0.1:flood {i}"),
-                hops: 0,
+            (batch * per..(batch + 1) * per).map(|i| {
+                let msg = format!("{now:.6}:127.0.0.1:flood {i}");
+                Message::gossip_signed_by(&node.identity, origin_of(me, &real, i), msg, 0)
             }),
         );
         // Real lines typed while the flood runs, at every peer in turn.
@@ -301,7 +305,14 @@ fn real_gossip_survives_a_flood(origin_of: fn(SocketAddr, usize) -> SocketAddr, 
 
 #[test]
 fn a_flood_from_one_origin_costs_the_other_peers_no_real_message() {
-    real_gossip_survives_a_flood(|me, _| me, "one origin");
+    real_gossip_survives_a_flood(|me, _, _| me, "one origin");
+}
+
+#[test]
+fn a_flood_in_the_real_peers_names_costs_them_no_message() {
+    // Every frame names one of the real peers as its origin, the victim
+    // included. Each is signed with the flooder's own key: it has no other.
+    real_gossip_survives_a_flood(|_, real, i| real[i % real.len()], "the real peers' names");
 }
 
 #[test]
@@ -309,7 +320,7 @@ fn a_flood_with_spoofed_origins_costs_the_other_peers_no_real_message() {
     // Two thousand made-up origins, each used ten times: more than one
     // link may introduce.
     real_gossip_survives_a_flood(
-        |_, i| SocketAddr::from(([10, 9, (i / 10 / 256) as u8, (i / 10 % 256) as u8], 7000)),
+        |_, _, i| SocketAddr::from(([10, 9, (i / 10 / 256) as u8, (i / 10 % 256) as u8], 7000)),
         "spoofed origins",
     );
 }

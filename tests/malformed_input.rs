@@ -89,12 +89,13 @@ fn a_peer_survives_malformed_input_and_keeps_gossiping() {
     let node = FakeNode::new(Role::Peer);
     let me = node.addr;
     let mut client = node.greet(net.peers[victim].addr());
-    client.send(&Message::Gossip {
-        origin: me,
+    client.send(&Message::gossip_signed_by(
+        &node.identity,
+        me,
         // A current time: older messages are refused as replays.
-        msg: format!("{}:127.0.0.1:still alive", common::unix_us() as f64 / 1e6),
-        hops: 0,
-    });
+        format!("{}:127.0.0.1:still alive", common::unix_us() as f64 / 1e6),
+        0,
+    ));
     net.peers[victim].wait_event(
         "the gossip after bad input",
         Duration::from_secs(10),

@@ -199,8 +199,20 @@ fn message() -> impl Strategy<Value = Message> {
                 neighbors,
             }
         }),
-        (socket_addr(), any::<String>(), any::<u32>())
-            .prop_map(|(origin, msg, hops)| Message::Gossip { origin, msg, hops }),
+        (
+            socket_addr(),
+            public_key(),
+            any::<String>(),
+            signature(),
+            any::<u32>()
+        )
+            .prop_map(|(origin, key, msg, signature, hops)| Message::Gossip {
+                origin,
+                key,
+                msg,
+                signature,
+                hops
+            }),
     ]
 }
 

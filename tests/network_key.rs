@@ -147,11 +147,12 @@ fn members_with_the_key_gossip_and_nodes_without_it_are_refused() {
         listen: "127.0.0.1:9".parse().unwrap(),
         challenge: None,
     });
-    client.send(&Message::Gossip {
-        origin: "127.0.0.1:9".parse().unwrap(),
-        msg: "forged".into(),
-        hops: 0,
-    });
+    client.send(&Message::gossip_signed_by(
+        &gossipnet::proto::evidence::Identity::from_secret([9; 32]),
+        "127.0.0.1:9".parse().unwrap(),
+        "forged",
+        0,
+    ));
     assert!(
         client.closed_by_node(),
         "the member kept a plaintext client"

@@ -108,11 +108,8 @@ mod tests {
     use super::*;
 
     fn gossip() -> Message {
-        Message::Gossip {
-            origin: "127.0.0.1:1".parse().unwrap(),
-            msg: "m".into(),
-            hops: 0,
-        }
+        let identity = crate::proto::evidence::Identity::from_secret([1; 32]);
+        Message::gossip_signed_by(&identity, "127.0.0.1:1".parse().unwrap(), "m", 0)
     }
 
     #[test]

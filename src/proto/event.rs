@@ -41,6 +41,9 @@ pub enum GossipRefusal {
     /// Its origin is new to this peer, and its link introduced more new
     /// origins than its budget allows.
     NewOrigins,
+    /// Not its origin's: its signature does not verify against the key
+    /// it names, or it names the receiver as origin under another key.
+    Forged,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -43,20 +43,22 @@ const STATEMENT_TAG: &str = "gossipnet unresponsive v1";
 const REPORT_TAG: &str = "gossipnet dead report v1";
 /// Domain tag of a HELLO_PROOF.
 const HELLO_TAG: &str = "gossipnet hello v1";
+/// Domain tag of a GOSSIP message's origin signature.
+const GOSSIP_TAG: &str = "gossipnet gossip v1";
 
 /// An ed25519 public key: 32 bytes, as 64 lowercase hex digits on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicKey(pub [u8; 32]);
 
 /// An ed25519 signature: 64 bytes, as 128 lowercase hex digits on the wire.
-/// Boxed, so that the messages that carry one, which travel only when a
-/// peer dies, do not make every message larger.
+/// Behind a shared pointer, so that the messages that carry one stay small,
+/// and forwarding a GOSSIP to every neighbour copies no signature bytes.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Signature(Box<[u8; 64]>);
+pub struct Signature(Arc<[u8; 64]>);
 
 impl Signature {
     pub fn from_bytes(bytes: [u8; 64]) -> Signature {
-        Signature(Box::new(bytes))
+        Signature(Arc::new(bytes))
     }
 
     pub fn to_bytes(&self) -> [u8; 64] {
@@ -138,12 +140,54 @@ impl Identity {
     pub fn prove_hello(&self, me: SocketAddr, acceptor: SocketAddr, challenge: u64) -> Signature {
         self.sign(&hello_bytes(me, acceptor, challenge))
     }
+
+    /// This peer's signature, as origin `me`, over a gossip message it
+    /// creates.
+    pub fn sign_gossip(&self, me: SocketAddr, msg: &str) -> Signature {
+        self.sign(&gossip_bytes(me, msg))
+    }
 }
 
 /// Never shows the secret.
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Identity({:?})", self.public)
+    }
+}
+
+/// Gossip signatures that verified, remembered for the peers that share
+/// this memo. The simulator's peers all run in one process and share one,
+/// so that a message is verified once rather than once by each of up to a
+/// million peers (some 40 µs each). Verifying is a pure function of the
+/// key, origin, text and signature, and the memo is keyed by all four, so
+/// sharing it changes no outcome. A node's peer has none.
+#[derive(Debug, Clone, Default)]
+pub struct VerifiedGossip(Arc<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>>);
+
+impl VerifiedGossip {
+    /// As [`PublicKey::verify_gossip`], answered from the memo when this
+    /// exact message was verified before.
+    pub fn verify(
+        &self,
+        key: &PublicKey,
+        origin: SocketAddr,
+        msg: &str,
+        signature: &Signature,
+    ) -> Result<(), EvidenceError> {
+        use sha2::{Digest, Sha256};
+        let bytes = gossip_bytes(origin, msg);
+        let mut hasher = Sha256::new();
+        hasher.update(key.0);
+        hasher.update(*signature.0);
+        hasher.update(&bytes);
+        let seen: [u8; 32] = hasher.finalize().into();
+        let mut memo = self.0.lock().expect("no panic holds the memo");
+        if memo.contains(&seen) {
+            return Ok(());
+        }
+        key.verify(&bytes, signature)?;
+        memo.insert(seen);
+        Ok(())
     }
 }
 
@@ -184,6 +228,17 @@ impl PublicKey {
         signature: &Signature,
     ) -> Result<(), EvidenceError> {
         self.verify(&hello_bytes(dialler, acceptor, challenge), signature)
+    }
+
+    /// Checks a GOSSIP's signature: this key signed `msg` as created by
+    /// `origin`.
+    pub fn verify_gossip(
+        &self,
+        origin: SocketAddr,
+        msg: &str,
+        signature: &Signature,
+    ) -> Result<(), EvidenceError> {
+        self.verify(&gossip_bytes(origin, msg), signature)
     }
 
     /// Checks that `statement` is this key's word that `suspect` at
@@ -253,6 +308,15 @@ impl Canonical {
 pub fn hello_bytes(dialler: SocketAddr, acceptor: SocketAddr, challenge: u64) -> Vec<u8> {
     let mut c = Canonical::new(HELLO_TAG);
     c.addr(dialler).addr(acceptor).number(challenge);
+    c.0
+}
+
+/// What an origin signs for each gossip message it creates: tag
+/// `gossipnet gossip v1`, its listen address and the message text. The
+/// hop count is left out: forwarders change it.
+pub fn gossip_bytes(origin: SocketAddr, msg: &str) -> Vec<u8> {
+    let mut c = Canonical::new(GOSSIP_TAG);
+    c.addr(origin).text(msg);
     c.0
 }
 

@@ -22,8 +22,9 @@ pub use super::evidence::{PublicKey, Signature, Statement};
 /// SUSPECT_RESPONSE carries a signed statement; DEAD_REPORT carries the
 /// confirmers' statements and the reporter's signature). 6: proved
 /// identity (the acceptor's HELLO carries a challenge, which the dialler
-/// signs in HELLO_PROOF; every PROBE_REPLY states a key, seeds' too).
-pub const PROTOCOL_VERSION: u32 = 6;
+/// signs in HELLO_PROOF; every PROBE_REPLY states a key, seeds' too). 7:
+/// signed gossip (GOSSIP carries its origin's key and signature).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
 /// prefix closes the connection before any of the body is read.
@@ -206,8 +207,15 @@ pub enum Message {
         /// Listen address of the peer that created it. The text names only
         /// the IP, and peers sharing an IP can create equal texts.
         origin: SocketAddr,
+        /// The origin's public key. A message is known by its origin, key
+        /// and text together, so one signed by another key under the same
+        /// origin address is another message, with a budget of its own.
+        key: PublicKey,
         /// The message text, `<timestamp>:<IP>:<Msg#>` for generated ones.
         msg: String,
+        /// The origin's signature over origin and text
+        /// ([`super::evidence::gossip_bytes`]).
+        signature: Signature,
         /// Links crossed before this one, for dissemination metrics.
         hops: u32,
     },
@@ -237,6 +245,24 @@ impl Message {
             Message::Ping { .. } => "PING",
             Message::Pong { .. } => "PONG",
             Message::Gossip { .. } => "GOSSIP",
+        }
+    }
+
+    /// A GOSSIP of `msg`, created by `origin` and signed by `identity`:
+    /// what an origin sends, or (with another identity) what a forger does.
+    pub fn gossip_signed_by(
+        identity: &super::evidence::Identity,
+        origin: SocketAddr,
+        msg: impl Into<String>,
+        hops: u32,
+    ) -> Message {
+        let msg = msg.into();
+        Message::Gossip {
+            origin,
+            key: identity.public_key(),
+            signature: identity.sign_gossip(origin, &msg),
+            msg,
+            hops,
         }
     }
 
@@ -395,7 +421,9 @@ mod tests {
             },
             Message::Gossip {
                 origin: a,
+                key,
                 msg: "1740466800.123456:127.0.0.1:3".into(),
+                signature: Signature::from_bytes([5; 64]),
                 hops: 2,
             },
         ]

@@ -148,6 +148,12 @@ impl<T: Moment> TokenBucket<T> {
         }
     }
 
+    /// Whether a token is there, taking none.
+    pub fn has_token(&mut self, now: T) -> bool {
+        self.refill(now);
+        self.tokens >= 1.0
+    }
+
     /// When the next token will be there.
     pub fn next_token_at(&mut self, now: T) -> T {
         self.refill(now);

@@ -52,7 +52,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::proto::{
-    evidence::{Identity, ReportContent},
+    evidence::{Identity, ReportContent, VerifiedGossip},
     message::{Message, Role},
     peer::{PeerCore, PeerSettings, PeerTimer},
     seed::{directory, SeedCore, SeedTimer},
@@ -527,6 +527,8 @@ pub struct Sim {
     outputs: Vec<Output<NodeTimer>>,
     /// The peers' signing keys; see [`IDENTITY_POOL`].
     identities: Vec<Identity>,
+    /// Gossip signatures verified, shared by every peer.
+    verified_gossip: VerifiedGossip,
     /// Nodes whose connection limit an attacker holds full: they turn away
     /// every new connection, a dial or a query, and keep the links they have.
     exhausted: BTreeSet<SocketAddr>,
@@ -578,6 +580,7 @@ impl Sim {
                     .map(|_| Identity::from_secret(rng.random()))
                     .collect()
             },
+            verified_gossip: VerifiedGossip::default(),
             exhausted: BTreeSet::new(),
         };
         for addr in &seed_addrs {
@@ -759,7 +762,7 @@ impl Sim {
         let rng = ChaCha8Rng::seed_from_u64(self.rng.random());
         let incarnation = self.now.as_micros();
         let identity = self.identities[self.peers.len() % IDENTITY_POOL].clone();
-        let core = PeerCore::new(
+        let mut core = PeerCore::new(
             addr,
             self.seeds.clone(),
             self.settings.clone(),
@@ -767,6 +770,7 @@ impl Sim {
             identity,
             rng,
         );
+        core.share_verified_gossip(self.verified_gossip.clone());
         self.nodes
             .peers
             .push(Node::new(NodeCore::Peer(Box::new(core))));

@@ -6,7 +6,11 @@
 //! A per-connection rate limit cannot do this: a forwarder's link carries
 //! the flood and real gossip together, so a limit on it drops both, and a
 //! dropped message never comes back. Here a message is judged by what it
-//! claims to be:
+//! claims to be. An origin is an address and the key that signs under it
+//! ([`GossipOrigin`]): a flooder that names a real peer's address signs
+//! with a key of its own, so it spends a budget of its own and never the
+//! real peer's. The budgets are checked before a signature is, so a flood
+//! costs no more signature checks than the budgets let messages in.
 //!
 //! - **Per origin.** Each origin may introduce at most [`ORIGIN_BURST`]
 //!   new messages at once and [`origin_rate`] a second after that. An
@@ -16,8 +20,8 @@
 //!   never reaches the other peers' links, and messages of other origins
 //!   never share its budget. Only messages that would be new are counted:
 //!   duplicates, stale copies and refusals for room cost nothing.
-//! - **Per link, for origins new to this peer.** The origin field is not
-//!   signed, so a flooder can name a new origin in every message. Each
+//! - **Per link, for origins new to this peer.** A key costs nothing to
+//!   make, so a flooder can name a new origin in every message. Each
 //!   link may therefore introduce at most [`NEW_ORIGINS_BURST`] origins
 //!   this peer does not know at once and [`NEW_ORIGINS_PER_SEC`] a second
 //!   after, and hold at most [`ORIGINS_PER_LINK`] of them alive. The burst
@@ -42,7 +46,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use rustc_hash::FxHashMap;
 
-use super::PeerSettings;
+use super::{GossipOrigin, PeerSettings};
 use crate::proto::{time::TokenBucket, Timestamp};
 
 /// New messages an origin may introduce at once: 20, room for a pasted
@@ -106,7 +110,7 @@ struct Link {
 #[derive(Debug)]
 pub struct Admission {
     rate: f64,
-    origins: FxHashMap<SocketAddr, Origin>,
+    origins: FxHashMap<GossipOrigin, Origin>,
     links: FxHashMap<SocketAddr, Link>,
     /// When idle origins are next looked for.
     next_sweep: Timestamp,
@@ -122,16 +126,17 @@ impl Admission {
         }
     }
 
-    /// Takes one new message of `origin`, first received from `from`, if
-    /// the budgets allow it; otherwise says which one it is over.
-    pub fn admit(
+    /// Whether the budgets would take one new message of `origin`, first
+    /// received from `from`, taking nothing: so that a message over budget
+    /// is refused before its signature costs a check.
+    pub fn check(
         &mut self,
-        origin: SocketAddr,
+        origin: GossipOrigin,
         from: SocketAddr,
         now: Timestamp,
     ) -> Result<(), OverBudget> {
         if let Some(known) = self.origins.get_mut(&origin) {
-            return match known.bucket.take(now) {
+            return match known.bucket.has_token(now) {
                 true => Ok(()),
                 false => Err(OverBudget::OriginRate),
             };
@@ -140,13 +145,34 @@ impl Admission {
         if self.origins.len() >= ORIGIN_CAPACITY {
             return Err(OverBudget::NewOrigins);
         }
+        let over = self
+            .links
+            .get_mut(&from)
+            .is_some_and(|link| link.owned >= ORIGINS_PER_LINK || !link.new_origins.has_token(now));
+        match over {
+            true => Err(OverBudget::NewOrigins),
+            false => Ok(()),
+        }
+    }
+
+    /// Takes one new message of `origin`, first received from `from`, if
+    /// the budgets allow it; otherwise says which one it is over.
+    pub fn admit(
+        &mut self,
+        origin: GossipOrigin,
+        from: SocketAddr,
+        now: Timestamp,
+    ) -> Result<(), OverBudget> {
+        self.check(origin, from, now)?;
+        if let Some(known) = self.origins.get_mut(&origin) {
+            known.bucket.take(now);
+            return Ok(());
+        }
         let link = self.links.entry(from).or_insert_with(|| Link {
             new_origins: TokenBucket::new(NEW_ORIGINS_PER_SEC, NEW_ORIGINS_BURST, now),
             owned: 0,
         });
-        if link.owned >= ORIGINS_PER_LINK || !link.new_origins.take(now) {
-            return Err(OverBudget::NewOrigins);
-        }
+        link.new_origins.take(now);
         link.owned += 1;
         let mut bucket = TokenBucket::new(self.rate, ORIGIN_BURST, now);
         bucket.take(now);

@@ -1,11 +1,13 @@
 //! The Message List (ML): which gossip this peer has already seen (R9).
 //!
-//! Keyed by SHA-256 of the origin's listen address and the message text, so a
-//! message is recognised however it arrives and whatever its hop count. The
-//! origin is part of the key because the text carries only the IP: two peers
-//! on one machine that link at the same moment gossip in lockstep and do
-//! produce equal texts. Only the digest, when it was first seen and which
-//! link it came from are kept.
+//! Keyed by SHA-256 of the origin (its listen address and key) and the
+//! message text, so a message is recognised however it arrives and whatever
+//! its hop count. The origin's address is part of the key because the text
+//! carries only the IP: two peers on one machine that link at the same
+//! moment gossip in lockstep and do produce equal texts. Its key is part of
+//! it so that a text signed by another key under a real origin's address,
+//! seen first, cannot make the real message a duplicate. Only the digest,
+//! when it was first seen and which link it came from are kept.
 //!
 //! The list must never deliver a message twice, and its memory must stay
 //! bounded however many distinct messages arrive. Both hold by time, not by
@@ -41,17 +43,32 @@ use std::{
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
-use crate::proto::Timestamp;
+use crate::proto::{evidence::PublicKey, Timestamp};
 
 /// SHA-256 of a message text.
 pub type MessageDigest = [u8; 32];
 
-/// SHA-256 of `"<origin> <msg>"` in UTF-8, e.g. `"127.0.0.1:6001 1.5:127.0.0.1:1"`.
-pub fn digest(origin: SocketAddr, msg: &str) -> MessageDigest {
+/// Who created a gossip message: the listen address it names, and the key
+/// that signed it. Messages, and admission budgets, belong to the pair, so
+/// a key that signs under another peer's address gets budgets and messages
+/// of its own and never uses up or pre-empts the real peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GossipOrigin {
+    pub addr: SocketAddr,
+    pub key: PublicKey,
+}
+
+/// SHA-256 of `"<origin address> <origin key> <msg>"` in UTF-8, the key
+/// as 64 lowercase hex digits, e.g. `"127.0.0.1:6001 0303…03 1.5:127.0.0.1:1"`.
+pub fn digest(origin: GossipOrigin, msg: &str) -> MessageDigest {
     let mut hasher = Sha256::new();
     // Straight into the hash: every GOSSIP received is digested, and a
     // string for the address cost as much as the hash itself.
-    write!(HashWriter(&mut hasher), "{origin} ").expect("hashing cannot fail");
+    write!(HashWriter(&mut hasher), "{} ", origin.addr).expect("hashing cannot fail");
+    let mut key_hex = [0u8; 64];
+    hex::encode_to_slice(origin.key.0, &mut key_hex).expect("64 digits for 32 bytes");
+    hasher.update(key_hex);
+    hasher.update(b" ");
     hasher.update(msg.as_bytes());
     hasher.finalize().into()
 }
@@ -241,7 +258,7 @@ impl MessageList {
     /// otherwise says why not and leaves the list as it was.
     pub fn record_first(
         &mut self,
-        origin: SocketAddr,
+        origin: GossipOrigin,
         msg: &str,
         from: Option<SocketAddr>,
         now: Timestamp,
@@ -254,7 +271,7 @@ impl MessageList {
     /// messages are charged to a budget.
     pub fn record_first_if(
         &mut self,
-        origin: SocketAddr,
+        origin: GossipOrigin,
         msg: &str,
         from: Option<SocketAddr>,
         now: Timestamp,
@@ -285,7 +302,7 @@ impl MessageList {
         Ok(())
     }
 
-    pub fn contains(&self, origin: SocketAddr, msg: &str) -> bool {
+    pub fn contains(&self, origin: GossipOrigin, msg: &str) -> bool {
         self.digests.contains(&digest(origin, msg))
     }
 
@@ -317,6 +334,14 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// The origin at `addr`, with a key of its own.
+    fn o(addr: SocketAddr) -> GossipOrigin {
+        GossipOrigin {
+            addr,
+            key: PublicKey([(addr.port() % 251) as u8; 32]),
+        }
+    }
+
     /// A text created at `at`, as a peer writes it.
     fn text(at: Timestamp, n: u64) -> String {
         format!("{:.6}:127.0.0.1:{n}", at.as_secs_f64())
@@ -326,14 +351,14 @@ mod tests {
     fn a_message_is_new_only_once() {
         let mut ml = MessageList::default();
         let (a, b) = (addr(6001), addr(6002));
-        assert_eq!(ml.record_first(a, &text(T0, 1), Some(a), T0), Ok(()));
+        assert_eq!(ml.record_first(o(a), &text(T0, 1), Some(a), T0), Ok(()));
         assert_eq!(
-            ml.record_first(a, &text(T0, 1), Some(b), T0 + Duration::from_secs(1)),
+            ml.record_first(o(a), &text(T0, 1), Some(b), T0 + Duration::from_secs(1)),
             Err(Refusal::Duplicate)
         );
-        assert_eq!(ml.record_first(a, &text(T0, 2), Some(b), T0), Ok(()));
+        assert_eq!(ml.record_first(o(a), &text(T0, 2), Some(b), T0), Ok(()));
         assert_eq!(ml.len(), 2);
-        assert!(ml.contains(a, &text(T0, 1)));
+        assert!(ml.contains(o(a), &text(T0, 1)));
     }
 
     #[test]
@@ -343,15 +368,18 @@ mod tests {
         // Created as far ahead as allowed: fresh until T0 + skew + retention.
         let created = T0 + MAX_FUTURE_SKEW;
         let msg = text(created, 1);
-        assert_eq!(ml.record_first(a, &msg, Some(a), T0), Ok(()));
+        assert_eq!(ml.record_first(o(a), &msg, Some(a), T0), Ok(()));
         let last_fresh = created + ML_RETENTION;
         assert_eq!(
-            ml.record_first(a, &msg, Some(a), last_fresh),
+            ml.record_first(o(a), &msg, Some(a), last_fresh),
             Err(Refusal::Duplicate)
         );
         assert_eq!(ml.len(), 1);
         let next = Timestamp(last_fresh.as_micros() + 1);
-        assert_eq!(ml.record_first(a, &msg, Some(a), next), Err(Refusal::Stale));
+        assert_eq!(
+            ml.record_first(o(a), &msg, Some(a), next),
+            Err(Refusal::Stale)
+        );
         assert!(ml.is_empty(), "the entry outlived its message");
     }
 
@@ -361,7 +389,7 @@ mod tests {
         // Four links, so that no one of them meets its share.
         for i in 0..10_000u64 {
             let from = addr(6001 + (i % 4) as u16);
-            let result = ml.record_first(from, &text(T0, i), Some(from), T0);
+            let result = ml.record_first(o(from), &text(T0, i), Some(from), T0);
             assert_eq!(result.is_ok(), i < 100, "message {i}: {result:?}");
             assert!(ml.len() <= 100);
             assert!(ml.order.len() <= 100);
@@ -370,19 +398,19 @@ mod tests {
         for i in 0..100u64 {
             let from = addr(6001 + (i % 4) as u16);
             assert_eq!(
-                ml.record_first(from, &text(T0, i), Some(from), T0),
+                ml.record_first(o(from), &text(T0, i), Some(from), T0),
                 Err(Refusal::Duplicate)
             );
         }
         // Once they expire, there is room again, and their copies are stale.
         let later = T0 + ML_RETENTION + MAX_FUTURE_SKEW + Duration::from_micros(1);
         assert_eq!(
-            ml.record_first(addr(6001), &text(T0, 0), None, later),
+            ml.record_first(o(addr(6001)), &text(T0, 0), None, later),
             Err(Refusal::Stale)
         );
         assert!(ml.is_empty());
         assert_eq!(
-            ml.record_first(addr(6001), &text(later, 1), None, later),
+            ml.record_first(o(addr(6001)), &text(later, 1), None, later),
             Ok(())
         );
         assert!(ml.links.len() <= 4 && ml.slot_of.len() == 1);
@@ -394,22 +422,31 @@ mod tests {
         let (flood, other) = (Some(addr(6001)), Some(addr(6002)));
         let mut admitted = 0;
         for i in 0..1_000u64 {
-            if ml.record_first(addr(7000), &text(T0, i), flood, T0).is_ok() {
+            if ml
+                .record_first(o(addr(7000)), &text(T0, i), flood, T0)
+                .is_ok()
+            {
                 admitted += 1;
             }
         }
         assert_eq!(admitted, 50, "alone, a link may use half the list");
         for i in 0..1_000u64 {
-            if ml.record_first(addr(7001), &text(T0, i), other, T0).is_ok() {
+            if ml
+                .record_first(o(addr(7001)), &text(T0, i), other, T0)
+                .is_ok()
+            {
                 admitted += 1;
             }
         }
         assert_eq!(admitted, 75, "past half, another link gets its share");
         assert_eq!(
-            ml.record_first(addr(7000), &text(T0, 5_000), flood, T0),
+            ml.record_first(o(addr(7000)), &text(T0, 5_000), flood, T0),
             Err(Refusal::OverShare)
         );
-        assert_eq!(ml.record_first(addr(7002), &text(T0, 1), None, T0), Ok(()));
+        assert_eq!(
+            ml.record_first(o(addr(7002)), &text(T0, 1), None, T0),
+            Ok(())
+        );
     }
 
     #[test]
@@ -444,24 +481,50 @@ mod tests {
     fn equal_texts_from_different_origins_are_different_messages() {
         let mut ml = MessageList::default();
         let (a, b) = (addr(6001), addr(6002));
-        assert_eq!(ml.record_first(a, &text(T0, 1), None, T0), Ok(()));
-        assert_eq!(ml.record_first(b, &text(T0, 1), Some(b), T0), Ok(()));
+        assert_eq!(ml.record_first(o(a), &text(T0, 1), None, T0), Ok(()));
+        assert_eq!(ml.record_first(o(b), &text(T0, 1), Some(b), T0), Ok(()));
     }
 
     #[test]
-    fn digest_is_sha256_of_origin_space_text() {
-        let origin = addr(6001);
-        // sha256sum of the 19 bytes "127.0.0.1:6001 abc"
+    fn a_text_signed_by_another_key_under_the_same_address_is_another_message() {
+        let mut ml = MessageList::default();
+        let real = o(addr(6001));
+        let forger = GossipOrigin {
+            key: PublicKey([9; 32]),
+            ..real
+        };
+        let (via_forger, via_real) = (addr(7000), addr(6002));
+        assert_eq!(
+            ml.record_first(forger, &text(T0, 1), Some(via_forger), T0),
+            Ok(())
+        );
+        assert_eq!(
+            ml.record_first(real, &text(T0, 1), Some(via_real), T0),
+            Ok(()),
+            "a forger's copy, seen first, made the real message a duplicate"
+        );
+    }
+
+    #[test]
+    fn digest_is_sha256_of_address_key_and_text() {
+        let origin = GossipOrigin {
+            addr: addr(6001),
+            key: PublicKey([0xab; 32]),
+        };
+        let key_hex = "ab".repeat(32);
         assert_eq!(
             hex::encode(digest(origin, "abc")),
-            hex::encode(Sha256::digest(b"127.0.0.1:6001 abc"))
+            hex::encode(Sha256::digest(format!("127.0.0.1:6001 {key_hex} abc")))
         );
         let text_only: MessageDigest = Sha256::digest(b"abc").into();
         assert_ne!(digest(origin, "abc"), text_only);
-        let v6: SocketAddr = "[::1]:6001".parse().expect("an address");
+        let v6 = GossipOrigin {
+            addr: "[::1]:6001".parse().expect("an address"),
+            ..origin
+        };
         assert_eq!(
             hex::encode(digest(v6, "abc")),
-            hex::encode(Sha256::digest(b"[::1]:6001 abc"))
+            hex::encode(Sha256::digest(format!("[::1]:6001 {key_hex} abc")))
         );
     }
 }

@@ -43,14 +43,15 @@ pub use admission::{
 pub use agreement::{Agreement, Answer, Decision};
 pub use liveness::{ping_timeout, Liveness, LivenessTable};
 pub use message_list::{
-    creation_time, digest, MessageDigest, MessageList, Refusal, MAX_FUTURE_SKEW, ML_CAPACITY,
-    ML_LINK_SHARE, ML_RETENTION,
+    creation_time, digest, GossipOrigin, MessageDigest, MessageList, Refusal, MAX_FUTURE_SKEW,
+    ML_CAPACITY, ML_LINK_SHARE, ML_RETENTION,
 };
 
 use super::{
-    evidence::{Identity, ReportContent},
+    evidence::{Identity, ReportContent, VerifiedGossip},
     message::{
-        Message, PeerEntry, PublicKey, Role, Statement, Verdict, MAX_GOSSIP_TEXT, PROTOCOL_VERSION,
+        Message, PeerEntry, PublicKey, Role, Signature, Statement, Verdict, MAX_GOSSIP_TEXT,
+        PROTOCOL_VERSION,
     },
     seed::directory::majority,
     sorted::SortedSet,
@@ -159,6 +160,8 @@ pub struct PeerStats {
     /// Received messages over their origin's admission budget, or from an
     /// origin new to this peer over their link's budget for new origins.
     pub over_budget_refused: u64,
+    /// Received messages whose signature does not verify.
+    pub forged_refused: u64,
     pub forwarded: u64,
 }
 
@@ -242,8 +245,11 @@ pub struct PeerCore<R> {
     replacing: BTreeMap<SocketAddr, SocketAddr>,
     /// ICMP echoes unanswered in a row, by neighbours' host.
     icmp_misses: BTreeMap<IpAddr, u32>,
-    /// Own messages created while the peer had no neighbour.
-    unsent: VecDeque<String>,
+    /// Own messages created while the peer had no neighbour, signed.
+    unsent: VecDeque<(String, Signature)>,
+    /// Gossip signatures verified by any peer sharing it: the simulator's
+    /// peers share one ([`VerifiedGossip`]). `None`: each is verified here.
+    verified_gossip: Option<VerifiedGossip>,
     reverify_armed: bool,
     /// The wait before the next check with a registered seed that dropped.
     reverify_wait: Duration,
@@ -261,6 +267,17 @@ pub struct PeerCore<R> {
     /// `gossip_refused` lines at most once a second each.
     refusals: FxHashMap<SocketAddr, RefusalLog<Timestamp>>,
     outputs: VecDeque<Output<PeerTimer>>,
+}
+
+/// A GOSSIP frame of `origin`'s message.
+fn gossip(origin: GossipOrigin, msg: String, signature: Signature, hops: u32) -> Message {
+    Message::Gossip {
+        origin: origin.addr,
+        key: origin.key,
+        msg,
+        signature,
+        hops,
+    }
 }
 
 impl<R: Rng> PeerCore<R> {
@@ -306,6 +323,7 @@ impl<R: Rng> PeerCore<R> {
             replacing: BTreeMap::new(),
             icmp_misses: BTreeMap::new(),
             unsent: VecDeque::new(),
+            verified_gossip: None,
             reverify_armed: false,
             reverify_wait: settings_retry,
             reachable_seeds: SortedSet::new(),
@@ -336,6 +354,13 @@ impl<R: Rng> PeerCore<R> {
 
     pub fn message_list(&self) -> &MessageList {
         &self.ml
+    }
+
+    /// Shares `memo` of verified gossip signatures with other peers in
+    /// this process (the simulator's), so that each message is verified
+    /// once, not once per peer.
+    pub fn share_verified_gossip(&mut self, memo: VerifiedGossip) {
+        self.verified_gossip = Some(memo);
     }
 
     /// Origins the admission budgets remember.
@@ -605,38 +630,65 @@ impl<R: Rng> PeerCore<R> {
         }
     }
 
+    /// Who creates this peer's messages: its address and key.
+    fn own_origin(&self) -> GossipOrigin {
+        GossipOrigin {
+            addr: self.addr,
+            key: self.identity.public_key(),
+        }
+    }
+
     fn create_gossip(&mut self, text: String, now: Timestamp) {
-        if let Err(refusal) = self.ml.record_first(self.addr, &text, None, now) {
+        if let Err(refusal) = self.ml.record_first(self.own_origin(), &text, None, now) {
             return self.list_refused(self.addr, refusal, now);
         }
         self.emit(Event::GossipCreated { msg: text.clone() });
+        let signature = self.identity.sign_gossip(self.addr, &text);
         if self.neighbors.is_empty() {
             // Alone for the moment (a neighbour just died, say): the
             // message waits for the next link instead of being lost.
             if self.unsent.len() == MAX_UNSENT {
                 self.unsent.pop_front();
             }
-            self.unsent.push_back(text);
+            self.unsent.push_back((text, signature));
             return;
         }
         let neighbors: Vec<_> = self.neighbors.iter().copied().collect();
+        let origin = self.own_origin();
         for peer in neighbors {
-            self.send(
-                peer,
-                Message::Gossip {
-                    origin: self.addr,
-                    msg: text.clone(),
-                    hops: 0,
-                },
-            );
+            self.send(peer, gossip(origin, text.clone(), signature.clone(), 0));
         }
+    }
+
+    /// Why a GOSSIP new to this peer is not its origin's: it names this
+    /// peer's own address under another key, or its signature does not
+    /// verify (checked through the shared memo when there is one, the
+    /// simulator's).
+    fn forgery(&self, origin: GossipOrigin, msg: &str, signature: &Signature) -> Option<String> {
+        if origin.addr == self.addr && origin.key != self.identity.public_key() {
+            return Some(format!(
+                "it names this peer as its origin under another key ({})",
+                origin.key
+            ));
+        }
+        let verified = match &self.verified_gossip {
+            Some(memo) => memo.verify(&origin.key, origin.addr, msg, signature),
+            None => origin.key.verify_gossip(origin.addr, msg, signature),
+        };
+        verified.err().map(|_| {
+            format!(
+                "its signature does not verify against the key it names ({})",
+                origin.key
+            )
+        })
     }
 
     fn on_gossip(
         &mut self,
         from: SocketAddr,
-        origin: SocketAddr,
+        origin: GossipOrigin,
         msg: String,
+        signature: Signature,
         hops: u32,
         now: Timestamp,
     ) {
@@ -647,6 +699,19 @@ impl<R: Rng> PeerCore<R> {
             return self.log_refusal(from, GossipRefusal::TooLarge, now, |_| {
                 format!("{bytes} bytes, over the {limit}-byte limit (--max-gossip-bytes)")
             });
+        }
+        // Flooding brings most messages more than once: a copy already
+        // listed costs no signature check (the list refuses it below), nor
+        // does one over its budget, so that a flood costs no more checks
+        // than the budgets let messages in.
+        if !self.ml.contains(origin, &msg) {
+            if let Err(over) = self.admission.check(origin, from, now) {
+                return self.list_refused(from, Refusal::OverBudget(over), now);
+            }
+            if let Some(reason) = self.forgery(origin, &msg, &signature) {
+                self.stats.forged_refused += 1;
+                return self.log_refusal(from, GossipRefusal::Forged, now, |_| reason);
+            }
         }
         let admission = &mut self.admission;
         let admitted = self.ml.record_first_if(origin, &msg, Some(from), now, || {
@@ -662,7 +727,7 @@ impl<R: Rng> PeerCore<R> {
         self.emit(Event::GossipReceived {
             msg: msg.clone(),
             from,
-            origin,
+            origin: origin.addr,
             hops,
         });
         let others: Vec<_> = self
@@ -673,14 +738,7 @@ impl<R: Rng> PeerCore<R> {
             .collect();
         for peer in others {
             self.stats.forwarded += 1;
-            self.send(
-                peer,
-                Message::Gossip {
-                    origin,
-                    msg: msg.clone(),
-                    hops,
-                },
-            );
+            self.send(peer, gossip(origin, msg.clone(), signature.clone(), hops));
         }
     }
 
@@ -1244,8 +1302,15 @@ impl<R: Rng> Core for PeerCore<R> {
                 self.answer_checks(Verdict::Alive, now, |c| c.suspect == from);
                 self.clear_suspicion(from);
             }
-            Message::Gossip { origin, msg, hops } if self.neighbors.contains(&from) => {
-                self.on_gossip(from, origin, msg, hops, now)
+            Message::Gossip {
+                origin,
+                key,
+                msg,
+                signature,
+                hops,
+            } if self.neighbors.contains(&from) => {
+                let origin = GossipOrigin { addr: origin, key };
+                self.on_gossip(from, origin, msg, signature, hops, now)
             }
             other => self.reject(from, format!("unexpected {} for a peer", other.kind())),
         }
@@ -1279,16 +1344,9 @@ impl<R: Rng> Core for PeerCore<R> {
             }
             // A suspect that links again is alive.
             self.clear_suspicion(remote);
-            for msg in std::mem::take(&mut self.unsent) {
-                let origin = self.addr;
-                self.send(
-                    remote,
-                    Message::Gossip {
-                        origin,
-                        msg,
-                        hops: 0,
-                    },
-                );
+            let origin = self.own_origin();
+            for (msg, signature) in std::mem::take(&mut self.unsent) {
+                self.send(remote, gossip(origin, msg, signature, 0));
             }
             self.report_links();
             let nonce = self.liveness.add(remote, now);

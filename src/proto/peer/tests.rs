@@ -469,11 +469,7 @@ fn first_receipt_is_forwarded_to_every_neighbour_but_the_sender() {
     let mut core = linked_peer(&[6001, 6002, 6003]);
     core.handle_message(
         addr(6002),
-        Message::Gossip {
-            origin: addr(6009),
-            msg: "1740466800.0:127.0.0.9:1".into(),
-            hops: 4,
-        },
+        Message::gossip_signed_by(&identity(6009), addr(6009), "1740466800.0:127.0.0.9:1", 4),
         now(),
     );
     let out = drain(&mut core);
@@ -492,11 +488,8 @@ fn first_receipt_is_forwarded_to_every_neighbour_but_the_sender() {
 #[test]
 fn a_duplicate_is_dropped_and_not_reported() {
     let mut core = linked_peer(&[6001, 6002]);
-    let gossip = Message::Gossip {
-        origin: addr(6009),
-        msg: "1740466800.0:127.0.0.9:1".into(),
-        hops: 0,
-    };
+    let gossip =
+        Message::gossip_signed_by(&identity(6009), addr(6009), "1740466800.0:127.0.0.9:1", 0);
     core.handle_message(addr(6001), gossip.clone(), now());
     drain(&mut core);
     core.handle_message(addr(6002), gossip.clone(), now());
@@ -513,11 +506,12 @@ fn a_replay_older_than_the_message_list_keeps_entries_is_refused() {
     let created = now().as_secs_f64() - ML_RETENTION.as_secs_f64() - 1.0;
     core.handle_message(
         addr(6001),
-        Message::Gossip {
-            origin: addr(6009),
-            msg: format!("{created:.6}:127.0.0.9:1"),
-            hops: 0,
-        },
+        Message::gossip_signed_by(
+            &identity(6009),
+            addr(6009),
+            format!("{created:.6}:127.0.0.9:1"),
+            0,
+        ),
         now(),
     );
     assert!(drain(&mut core).is_empty(), "a stale message was delivered");
@@ -532,11 +526,12 @@ fn equal_texts_from_two_origins_are_both_delivered() {
     for origin in [6001, 6002] {
         core.handle_message(
             addr(origin),
-            Message::Gossip {
-                origin: addr(origin),
-                msg: "1740466800.0:127.0.0.1:1".into(),
-                hops: 0,
-            },
+            Message::gossip_signed_by(
+                &identity(addr(origin).port()),
+                addr(origin),
+                "1740466800.0:127.0.0.1:1",
+                0,
+            ),
             now(),
         );
     }
@@ -552,11 +547,7 @@ fn own_message_coming_back_is_a_duplicate() {
     let (_, text, _) = sent[0].clone();
     core.handle_message(
         addr(6002),
-        Message::Gossip {
-            origin: addr(6000),
-            msg: text,
-            hops: 3,
-        },
+        Message::gossip_signed_by(&identity(6000), addr(6000), text, 3),
         now(),
     );
     assert!(drain(&mut core).is_empty());
@@ -614,11 +605,7 @@ fn unexpected_message_closes_only_that_connection() {
     // Gossip from a connection that is not an overlay link is refused too.
     core.handle_message(
         addr(6009),
-        Message::Gossip {
-            origin: addr(6009),
-            msg: "x".into(),
-            hops: 0,
-        },
+        Message::gossip_signed_by(&identity(6009), addr(6009), "x", 0),
         now(),
     );
     assert!(drain(&mut core).contains(&Output::Close(addr(6009))));
@@ -1524,11 +1511,7 @@ fn candidates_merge_the_lists_keeping_each_peer_once_at_its_highest_degree() {
 
 /// A GOSSIP of `msg` from neighbour `from`, created by 6099.
 fn gossip_from(core: &mut PeerCore<ChaCha8Rng>, from: u16, msg: &str, at: Timestamp) {
-    let gossip = Message::Gossip {
-        origin: addr(6099),
-        msg: msg.into(),
-        hops: 0,
-    };
+    let gossip = Message::gossip_signed_by(&identity(6099), addr(6099), msg, 0);
     core.handle_message(addr(from), gossip, at);
 }
 
@@ -1540,11 +1523,7 @@ fn gossip_as(
     msg: &str,
     at: Timestamp,
 ) {
-    let gossip = Message::Gossip {
-        origin,
-        msg: msg.into(),
-        hops: 0,
-    };
+    let gossip = Message::gossip_signed_by(&identity(origin.port()), origin, msg, 0);
     core.handle_message(addr(from), gossip, at);
 }
 
@@ -1965,4 +1944,125 @@ fn an_honest_hub_forwarding_a_large_networks_start_up_is_not_cut() {
     }
     assert_eq!(core.stats().received_first, due.len() as u64);
     assert_eq!(core.stats().over_budget_refused, 0);
+}
+
+#[test]
+fn gossip_whose_signature_does_not_verify_is_refused_and_not_forwarded() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let signed = Message::gossip_signed_by(&identity(6009), addr(6009), "1740466800.0:x:1", 0);
+    let Message::Gossip { key, signature, .. } = signed else {
+        unreachable!("a GOSSIP")
+    };
+    // The origin's real signature, over another text.
+    let altered = Message::Gossip {
+        origin: addr(6009),
+        key,
+        msg: "1740466800.0:x:2".into(),
+        signature,
+        hops: 0,
+    };
+    core.handle_message(addr(6001), altered, now());
+    let out = drain(&mut core);
+    assert!(
+        gossip_sends(&out).is_empty(),
+        "a forged message was forwarded"
+    );
+    assert!(delivered(&out).is_empty(), "a forged message was delivered");
+    assert!(matches!(
+        &events(&out)[..],
+        [Event::GossipRefused { cause: GossipRefusal::Forged, from, .. }] if *from == addr(6001)
+    ));
+    assert_eq!(core.stats().forged_refused, 1);
+    assert!(core.message_list().is_empty(), "a forged message took room");
+}
+
+#[test]
+fn forwarded_gossip_carries_its_origins_key_and_signature_unchanged() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let original = Message::gossip_signed_by(&identity(6009), addr(6009), "1740466800.0:x:1", 2);
+    core.handle_message(addr(6001), original.clone(), now());
+    let forwarded: Vec<Message> = drain(&mut core)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } if to == addr(6002) => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwarded.len(), 1);
+    let Message::Gossip {
+        origin,
+        key,
+        msg,
+        signature,
+        hops,
+    } = &forwarded[0]
+    else {
+        panic!("forwarded {:?}", forwarded[0])
+    };
+    assert_eq!(*hops, 3);
+    assert_eq!(*key, identity(6009).public_key());
+    assert_eq!(key.verify_gossip(*origin, msg, signature), Ok(()));
+}
+
+#[test]
+fn a_flood_in_a_real_origins_name_does_not_use_up_its_budget() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let forger = identity(7777);
+    let real = addr(6009);
+    // The flooder names the real origin, signing with the only key it has.
+    for i in 0..200u64 {
+        let at = now() + Duration::from_millis(i);
+        let msg = format!("{:.6}:127.0.0.9:forged {i}", at.as_secs_f64());
+        core.handle_message(
+            addr(6001),
+            Message::gossip_signed_by(&forger, real, msg, 0),
+            at,
+        );
+    }
+    let out = drain(&mut core);
+    assert!(delivered(&out).len() <= ORIGIN_BURST as usize + 1);
+    // The real origin's own messages still get in, every one.
+    let at = now() + Duration::from_millis(200);
+    for n in 0..ORIGIN_BURST as u64 {
+        let msg = format!("{:.6}:127.0.0.9:{n}", at.as_secs_f64());
+        core.handle_message(
+            addr(6002),
+            Message::gossip_signed_by(&identity(6009), real, msg, 0),
+            at,
+        );
+    }
+    let out = drain(&mut core);
+    assert_eq!(delivered(&out).len(), ORIGIN_BURST as usize, "{out:?}");
+}
+
+#[test]
+fn a_text_signed_in_a_real_origins_name_first_does_not_preempt_its_message() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let text = "1740466800.0:127.0.0.9:1";
+    core.handle_message(
+        addr(6001),
+        Message::gossip_signed_by(&identity(7777), addr(6009), text, 0),
+        now(),
+    );
+    drain(&mut core);
+    core.handle_message(
+        addr(6002),
+        Message::gossip_signed_by(&identity(6009), addr(6009), text, 0),
+        now(),
+    );
+    assert_eq!(delivered(&drain(&mut core)), vec![text.to_string()]);
+}
+
+#[test]
+fn gossip_naming_this_peer_as_origin_under_another_key_is_refused() {
+    let mut core = linked_peer(&[6001, 6002]);
+    core.handle_message(
+        addr(6001),
+        Message::gossip_signed_by(&identity(7777), addr(6000), "1740466800.0:x:1", 0),
+        now(),
+    );
+    let out = drain(&mut core);
+    assert!(delivered(&out).is_empty());
+    assert!(gossip_sends(&out).is_empty());
+    assert_eq!(core.stats().forged_refused, 1);
 }

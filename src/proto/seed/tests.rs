@@ -500,11 +500,7 @@ fn gossip_sent_to_a_seed_closes_that_connection() {
     let mut seed = SeedCore::new(addr(5010), seeds());
     seed.handle_message(
         addr(6001),
-        Message::Gossip {
-            origin: addr(6001),
-            msg: "x".into(),
-            hops: 0,
-        },
+        Message::gossip_signed_by(&identity(6001), addr(6001), "x", 0),
         now(),
     );
     let out: Vec<_> = std::iter::from_fn(|| seed.poll_output()).collect();
