@@ -983,8 +983,8 @@ impl<C: Core> Driver<C> {
     }
 
     /// Queues `msg` on connection `id`. A connection whose queue would go
-    /// over [`super::limits::LINK_SEND_QUEUE_BYTES`] is closed as too slow, and so is the
-    /// one holding the most when all together would go over
+    /// over [`super::limits::LINK_SEND_QUEUE_BYTES`] is closed as too slow,
+    /// and so is the one holding the most when all together would go over
     /// [`NODE_SEND_QUEUE_BYTES`].
     fn send_on(&mut self, id: ConnId, msg: Message) {
         let Some(conn) = self.conns.get(&id) else {

@@ -49,6 +49,7 @@ pub fn link_queue_overflow(queued: usize, cost: usize) -> Option<String> {
         )
     })
 }
+
 /// Bytes queued for all of a node's sockets together; past it, the
 /// connection holding the most is closed as too slow. Eight slow links at
 /// their own limit.

@@ -826,8 +826,8 @@ impl Sim {
     /// come on fresh connections: the seeds' PROBE and SUSPECT_REQUEST.
     /// Its neighbours get no PONG from it and their frames to it wait; a
     /// link whose waiting frames would pass the driver's send queue bound
-    /// ([`crate::net::limits::LINK_SEND_QUEUE_BYTES`]) is closed by the sender as too slow,
-    /// logged as the driver logs it.
+    /// ([`crate::net::limits::LINK_SEND_QUEUE_BYTES`]) is closed by the
+    /// sender as too slow, logged as the driver logs it.
     ///
     /// Why bytes and no timer: the driver's write timeout fires only once
     /// the kernel's socket buffers are full, and those take megabytes, so
