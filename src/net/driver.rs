@@ -24,7 +24,7 @@ use super::{
     conn::{self, CloseReason, ConnEvent, ConnId, Outgoing, QueuedBytes, Traffic},
     icmp::{Icmp, Unavailable},
     limits::{
-        RefusalLog, DEFAULT_MAX_INBOUND, LINK_SEND_QUEUE_BYTES, NODE_SEND_QUEUE_BYTES,
+        link_queue_overflow, RefusalLog, DEFAULT_MAX_INBOUND, NODE_SEND_QUEUE_BYTES,
         RECEIVE_QUEUE_BYTES,
     },
     secure::NetworkKey,
@@ -983,8 +983,8 @@ impl<C: Core> Driver<C> {
     }
 
     /// Queues `msg` on connection `id`. A connection whose queue would go
-    /// over [`LINK_SEND_QUEUE_BYTES`] is closed as too slow, and so is the
-    /// one holding the most when all together would go over
+    /// over [`super::limits::LINK_SEND_QUEUE_BYTES`] is closed as too slow,
+    /// and so is the one holding the most when all together would go over
     /// [`NODE_SEND_QUEUE_BYTES`].
     fn send_on(&mut self, id: ConnId, msg: Message) {
         let Some(conn) = self.conns.get(&id) else {
@@ -992,11 +992,7 @@ impl<C: Core> Driver<C> {
         };
         let frame = Outgoing::new(&msg);
         let cost = frame.cost();
-        if conn.queued.link() + cost > LINK_SEND_QUEUE_BYTES {
-            let reason = format!(
-                "its send queue would pass {LINK_SEND_QUEUE_BYTES} bytes ({} queued); the remote is too slow",
-                conn.queued.link()
-            );
+        if let Some(reason) = link_queue_overflow(conn.queued.link(), cost) {
             return self.close_too_slow(id, reason);
         }
         if conn.queued.node() + cost > NODE_SEND_QUEUE_BYTES {

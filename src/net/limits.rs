@@ -36,6 +36,20 @@ pub const DEFAULT_MAX_INBOUND: usize = 1024;
 /// holds at most this much of the node's memory before it is closed as too
 /// slow: 64 full-size GOSSIP messages, or thousands of ordinary frames.
 pub const LINK_SEND_QUEUE_BYTES: usize = 4 << 20;
+
+/// Why a link whose send queue holds `queued` bytes must be closed rather
+/// than take a frame costing `cost` more, if it must: the queue would pass
+/// [`LINK_SEND_QUEUE_BYTES`], so the remote is too slow. The driver asks
+/// this of every frame it queues; the simulator asks it of the frames a
+/// slow reader leaves unread.
+pub fn link_queue_overflow(queued: usize, cost: usize) -> Option<String> {
+    (queued + cost > LINK_SEND_QUEUE_BYTES).then(|| {
+        format!(
+            "its send queue would pass {LINK_SEND_QUEUE_BYTES} bytes ({queued} queued); the remote is too slow"
+        )
+    })
+}
+
 /// Bytes queued for all of a node's sockets together; past it, the
 /// connection holding the most is closed as too slow. Eight slow links at
 /// their own limit.

@@ -33,8 +33,17 @@
 //!   queries across it fail at their time limits; healing delivers what
 //!   waited.
 //!
+//! - **A slow reader**: a peer that stops reading its links with other
+//!   peers (see [`Sim::read_slowly`]). Frames sent to it on them wait
+//!   unread, counted in bytes as the driver counts its send queue; a link
+//!   whose unread frames would pass the driver's bound is closed by the
+//!   sender, as the driver closes it. The slow reader still runs and sends,
+//!   and answers queries on fresh connections (PROBE among them).
+//!
 //! Not modelled: bandwidth; a partition that cuts the seeds from each
-//! other (the log commits as long as a majority runs).
+//! other (the log commits as long as a majority runs); the kernel's socket
+//! buffers, which in a real node take some megabytes for a slow reader
+//! before the driver's queue begins to fill.
 
 pub mod metrics;
 pub mod plot;
@@ -51,6 +60,7 @@ use std::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::net::{conn::Outgoing, limits::link_queue_overflow};
 use crate::proto::{
     evidence::{Identity, ReportContent, VerifiedGossip},
     message::{Message, Role},
@@ -532,6 +542,18 @@ pub struct Sim {
     /// Nodes whose connection limit an attacker holds full: they turn away
     /// every new connection, a dial or a query, and keep the links they have.
     exhausted: BTreeSet<SocketAddr>,
+    /// Peers that read nothing on their links with other peers.
+    slow_readers: BTreeSet<SocketAddr>,
+    /// Frames left unread by a slow reader, by link (sender, reader).
+    unread: BTreeMap<(SocketAddr, SocketAddr), Unread>,
+}
+
+/// The frames one link holds for a slow reader, in the order sent.
+#[derive(Debug, Default)]
+struct Unread {
+    frames: Vec<Message>,
+    /// What the driver would count for them in its send queue.
+    bytes: usize,
 }
 
 /// The simulated start of time: 2025-01-01, so that timestamps look real.
@@ -582,6 +604,8 @@ impl Sim {
             },
             verified_gossip: VerifiedGossip::default(),
             exhausted: BTreeSet::new(),
+            slow_readers: BTreeSet::new(),
+            unread: BTreeMap::new(),
         };
         for addr in &seed_addrs {
             let core = SeedCore::new(*addr, seed_addrs.clone());
@@ -787,9 +811,60 @@ impl Sim {
         self.exhausted.insert(node);
     }
 
-    /// Ends every exhaustion.
+    /// Ends every exhaustion and every slow reading; a slow reader now
+    /// reads, in order, what its links still open hold for it.
     pub fn relieve_all(&mut self) {
         self.exhausted.clear();
+        self.slow_readers.clear();
+        for ((from, to), unread) in std::mem::take(&mut self.unread) {
+            for msg in unread.frames {
+                self.schedule(self.now, Action::Deliver { to, from, msg });
+            }
+        }
+    }
+
+    /// `peer` stops reading its links with other peers, open now or opened
+    /// later, until [`Sim::relieve_all`]: a neighbour that no longer reads
+    /// its sockets. It still runs, so it still sends (PINGs, its own
+    /// gossip), reads its links with the seeds, and answers queries, which
+    /// come on fresh connections: the seeds' PROBE and SUSPECT_REQUEST.
+    /// Its neighbours get no PONG from it and their frames to it wait; a
+    /// link whose waiting frames would pass the driver's send queue bound
+    /// ([`crate::net::limits::LINK_SEND_QUEUE_BYTES`]) is closed by the
+    /// sender as too slow, logged as the driver logs it.
+    ///
+    /// Why bytes and no timer: the driver's write timeout fires only once
+    /// the kernel's socket buffers are full, and those take megabytes, so
+    /// with ordinary traffic a real slow link stays open until the peer
+    /// protocol drops it (its PINGs go unanswered) or until a burst of
+    /// gossip fills the driver's queue. The simulator leaves the kernel's
+    /// buffers out, so it closes such a link a little sooner than a real
+    /// node would.
+    pub fn read_slowly(&mut self, peer: SocketAddr) {
+        self.slow_readers.insert(peer);
+    }
+
+    /// Whether `to` reads the frames `from` sends it: all but a slow
+    /// reader's frames from peers.
+    fn reads(&self, to: SocketAddr, from: SocketAddr) -> bool {
+        self.slow_readers.is_empty()
+            || !self.slow_readers.contains(&to)
+            || !matches!(NodeTable::slot(&from), Some(Slot::Peer(_)))
+    }
+
+    /// `msg` reaches a slow reader's socket and is not read: it waits in
+    /// the sender's queue, or, if that would pass the driver's bound, the
+    /// sender closes the link as too slow.
+    fn leave_unread(&mut self, from: SocketAddr, to: SocketAddr, msg: Message) {
+        let cost = Outgoing::new(&msg).cost();
+        let unread = self.unread.entry((from, to)).or_default();
+        if let Some(reason) = link_queue_overflow(unread.bytes, cost) {
+            let event = Event::ProtocolError { remote: to, reason };
+            self.log(from, event);
+            return self.close(from, to);
+        }
+        unread.bytes += cost;
+        unread.frames.push(msg);
     }
 
     /// Every one of `victim`'s committed neighbours signs a statement that
@@ -1084,8 +1159,13 @@ impl Sim {
         !self.set_link(a, b, true)
     }
 
-    /// Closes the link between `a` and `b`; whether it was open.
+    /// Closes the link between `a` and `b`; whether it was open. What it
+    /// held unread for a slow reader goes with it.
     fn unlink(&mut self, a: SocketAddr, b: SocketAddr) -> bool {
+        if !self.unread.is_empty() {
+            self.unread.remove(&(a, b));
+            self.unread.remove(&(b, a));
+        }
         self.set_link(a, b, false)
     }
 
@@ -1151,7 +1231,11 @@ impl Sim {
                 }
             }
             Action::Deliver { to, from, msg } => {
-                if self.is_linked(from, to) {
+                if !self.reads(to, from) {
+                    if self.is_linked(from, to) {
+                        self.leave_unread(from, to, msg);
+                    }
+                } else if self.is_linked(from, to) {
                     self.call(
                         to,
                         |core, now| each_core!(core, c => c.handle_message(from, msg, now)),
@@ -1356,36 +1440,9 @@ impl Sim {
                     self.start_dial(node, to, None);
                 }
             }
-            Output::Close(to) => {
-                self.dialing.remove(&(node, to));
-                if self.unlink(node, to) {
-                    self.schedule(
-                        self.now,
-                        Action::LinkDown {
-                            at: node,
-                            remote: to,
-                        },
-                    );
-                    let at = self.arrival(node, to);
-                    self.schedule(
-                        at,
-                        Action::LinkDown {
-                            at: to,
-                            remote: node,
-                        },
-                    );
-                }
-            }
+            Output::Close(to) => self.close(node, to),
             Output::Timer { timer, at } => self.schedule(at, Action::Timer { at: node, timer }),
-            Output::Event(event) => {
-                if (self.keep)(&event) {
-                    self.events.push(Logged {
-                        at: self.now,
-                        node,
-                        event,
-                    });
-                }
-            }
+            Output::Event(event) => self.log(node, event),
             Output::Propose(command) => {
                 // To the leader and back, committed by a majority.
                 let at = self.now + self.latency() + self.latency();
@@ -1428,6 +1485,40 @@ impl Sim {
                     },
                 );
             }
+        }
+    }
+
+    /// `node` closes its connection with `to`, or gives up dialling it: it
+    /// learns of it at once, `to` one latency later.
+    fn close(&mut self, node: SocketAddr, to: SocketAddr) {
+        self.dialing.remove(&(node, to));
+        if self.unlink(node, to) {
+            self.schedule(
+                self.now,
+                Action::LinkDown {
+                    at: node,
+                    remote: to,
+                },
+            );
+            let at = self.arrival(node, to);
+            self.schedule(
+                at,
+                Action::LinkDown {
+                    at: to,
+                    remote: node,
+                },
+            );
+        }
+    }
+
+    /// Logs `event` at `node`, if the events kept include it.
+    fn log(&mut self, node: SocketAddr, event: Event) {
+        if (self.keep)(&event) {
+            self.events.push(Logged {
+                at: self.now,
+                node,
+                event,
+            });
         }
     }
 

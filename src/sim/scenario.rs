@@ -4,7 +4,9 @@
 //! step failed, on which seed, and what was seen.
 //!
 //! One invariant is checked after every step, whatever the scenario: no
-//! peer that was never crashed or frozen is removed.
+//! peer that was never crashed, frozen or cut off is removed. A slow
+//! reader is alive, so that holds for it too; but the checks of service
+//! (delivery, connectivity) are of the honest peers, and leave it out.
 
 use std::{collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
 
@@ -42,7 +44,14 @@ pub enum Step {
     /// dead report about each of those peers, signed by all its neighbours.
     /// None of them is faulty: the seeds must not remove any.
     ExhaustAndAccuse(usize),
-    /// End every exhaustion.
+    /// This many live peers, picked at random, stop reading their links
+    /// with other peers (see [`Sim::read_slowly`]): their neighbours get no
+    /// PONG from them, and their frames wait until the protocol drops the
+    /// link or the sender's queue bound closes it. They still run and
+    /// answer the seeds' probes: the seeds must not remove them, and the
+    /// honest peers must still be served without them.
+    SlowReader(usize),
+    /// End every exhaustion and every slow reading.
     Relieve,
     /// A live peer, picked at random, types a line.
     Gossip,
@@ -53,11 +62,12 @@ pub enum Step {
 /// A property a scenario waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    /// Every live peer has every typed line.
+    /// Every honest live peer has every typed line.
     GossipEverywhere,
     /// Every crashed or still-frozen peer is out of the committed Peer List.
     FaultyRemoved,
-    /// The live peers' own neighbour sets make one connected overlay.
+    /// The honest live peers' own neighbour sets make one connected
+    /// overlay, without the slow readers' links.
     LiveOverlayConnected,
     /// Every live peer is joined and registered at its current life.
     AllRegistered,
@@ -92,6 +102,9 @@ pub struct Run {
     pub sim: Sim,
     /// Peers ever crashed or frozen: the only ones that may be removed.
     pub faulty: BTreeSet<SocketAddr>,
+    /// Peers ever made slow readers: alive, so never to be removed, but
+    /// not served by the overlay, which they do not read.
+    pub slow: BTreeSet<SocketAddr>,
     lines: Vec<String>,
     trace: Vec<String>,
 }
@@ -106,6 +119,7 @@ pub fn run(
     let mut run = Run {
         sim: Sim::new(seed, 3, settings, network),
         faulty: BTreeSet::new(),
+        slow: BTreeSet::new(),
         lines: Vec::new(),
         trace: Vec::new(),
     };
@@ -130,9 +144,12 @@ pub fn run(
 }
 
 impl Run {
+    /// Live peers other than the slow readers, which the attacker runs.
     fn pick_live(&mut self, n: usize) -> Vec<SocketAddr> {
         let live = self.sim.live_peers();
-        live.into_iter().choose_multiple(self.sim.rng(), n)
+        live.into_iter()
+            .filter(|p| !self.slow.contains(p))
+            .choose_multiple(self.sim.rng(), n)
     }
 
     fn pick_running_seeds(&mut self, n: usize) -> Vec<SocketAddr> {
@@ -203,6 +220,12 @@ impl Run {
                     }
                 }
             }
+            Step::SlowReader(n) => {
+                for peer in self.pick_live(*n) {
+                    self.slow.insert(peer);
+                    self.sim.read_slowly(peer);
+                }
+            }
             Step::Relieve => self.sim.relieve_all(),
             Step::Gossip => {
                 let author = self.pick_live(1);
@@ -213,13 +236,16 @@ impl Run {
             }
             Step::Expect(check, limit) => {
                 let check = *check;
-                let lines = self.lines.clone();
-                let faulty = self.faulty.clone();
+                let seen = Seen {
+                    lines: self.lines.clone(),
+                    faulty: self.faulty.clone(),
+                    slow: self.slow.clone(),
+                };
                 let held = self
                     .sim
-                    .run_until_true(*limit, |sim| holds(sim, check, &lines, &faulty).is_ok());
+                    .run_until_true(*limit, |sim| holds(sim, check, &seen).is_ok());
                 if !held {
-                    return holds(&self.sim, check, &lines, &faulty)
+                    return holds(&self.sim, check, &seen)
                         .map_err(|seen| format!("{check:?} not within {limit:?}: {seen}"));
                 }
             }
@@ -246,18 +272,25 @@ impl Run {
     }
 }
 
+/// What the steps so far did, as the checks need it.
+struct Seen {
+    lines: Vec<String>,
+    faulty: BTreeSet<SocketAddr>,
+    slow: BTreeSet<SocketAddr>,
+}
+
 /// Whether `check` holds; if not, what was seen instead.
-fn holds(
-    sim: &Sim,
-    check: Check,
-    lines: &[String],
-    faulty: &BTreeSet<SocketAddr>,
-) -> Result<(), String> {
+fn holds(sim: &Sim, check: Check, seen: &Seen) -> Result<(), String> {
     let live = sim.live_peers();
+    let honest: Vec<SocketAddr> = live
+        .iter()
+        .copied()
+        .filter(|p| !seen.slow.contains(p))
+        .collect();
     match check {
         Check::GossipEverywhere => {
             let mut missing = Vec::new();
-            for line in lines {
+            for line in &seen.lines {
                 let suffix = format!(":{line}");
                 let has: BTreeSet<SocketAddr> = sim
                     .events()
@@ -270,7 +303,12 @@ fn holds(
                     })
                     .map(|e| e.node)
                     .collect();
-                missing.extend(live.iter().filter(|p| !has.contains(p)).map(|p| (line, *p)));
+                missing.extend(
+                    honest
+                        .iter()
+                        .filter(|p| !has.contains(p))
+                        .map(|p| (line, *p)),
+                );
             }
             if missing.is_empty() {
                 Ok(())
@@ -283,7 +321,8 @@ fn holds(
             }
         }
         Check::FaultyRemoved => {
-            let still: Vec<SocketAddr> = faulty
+            let still: Vec<SocketAddr> = seen
+                .faulty
                 .iter()
                 .copied()
                 .filter(|p| sim.health(*p) != Some(Health::Up))
@@ -310,23 +349,29 @@ fn holds(
             }
         }
         Check::LiveOverlayConnected => {
-            let adjacency = sim.live_adjacency();
+            let mut adjacency = sim.live_adjacency();
+            if !seen.slow.is_empty() {
+                adjacency.retain(|p, _| !seen.slow.contains(p));
+                for links in adjacency.values_mut() {
+                    links.retain(|n| !seen.slow.contains(n));
+                }
+            }
             if metrics::is_connected(&adjacency) {
                 return Ok(());
             }
-            let start = live.first().copied();
+            let start = honest.first().copied();
             let reached = start
                 .map(|s| metrics::distances(&adjacency, s))
                 .unwrap_or_default();
-            let cut: Vec<SocketAddr> = live
+            let cut: Vec<SocketAddr> = honest
                 .iter()
                 .copied()
                 .filter(|p| !reached.contains_key(p))
                 .collect();
             Err(format!(
-                "{} of {} live peers cut off, e.g. {:?}",
+                "{} of {} honest live peers cut off, e.g. {:?}",
                 cut.len(),
-                live.len(),
+                honest.len(),
                 &cut[..cut.len().min(5)]
             ))
         }

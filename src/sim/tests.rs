@@ -2,11 +2,11 @@
 //! simulator. CI runs [`CI_SEEDS`] seeds per property; the `--ignored`
 //! twins run 200. A failure prints its seed and the command that replays it.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use super::{
     scenario::{run, Check, Step},
-    NetworkModel,
+    Logged, NetworkModel,
 };
 use crate::proto::{
     peer::{ping_timeout, PeerSettings},
@@ -149,6 +149,226 @@ fn no_live_peer_is_removed_under_connection_exhaustion_and_forged_reports_over_2
         wan(),
         &exhaustion_steps(),
     );
+}
+
+/// Some live peers stop reading their links with other peers. Their
+/// neighbours get no PONG from them and report them, with each other's
+/// statements, but the seeds' probes, on fresh connections, are answered:
+/// no report removes them, and the slow readers' own reports about the
+/// honest peers they cannot hear are refused the same way. The neighbours
+/// give up and drop the links (about 15 s: three missed PINGs, then five
+/// rounds of questions). Every live peer stays registered at its life;
+/// once the slow readers read again, real crashes are still found in the
+/// usual bound. The checks after every step include that no live peer,
+/// slow readers among them, was removed.
+///
+/// Over 200 seeds no live peer is ever removed, but two crashed peers stay
+/// registered past the bound, for causes not yet fixed: seed 35 (this
+/// scenario), where the crashed peer's older LINK_REPORT committed after
+/// its newer one, so the seeds refuse every report naming the neighbour it
+/// dropped as "not a neighbour in the committed topology"; and seed 127
+/// (with exhaustion), where 4 of the crashed peer's 8 committed neighbours,
+/// one a former slow reader, confirm, and a majority needs 5.
+fn slow_reader_steps() -> Vec<Step> {
+    vec![
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(3)),
+        Step::SlowReader(2),
+        // Long enough for every round of questions the neighbours ask.
+        Step::Wait(Duration::from_secs(30)),
+        Step::Expect(Check::AllRegistered, Duration::from_secs(10)),
+        Step::Relieve,
+        // A slow reader knows no incarnation of a peer that linked to it
+        // while it read nothing, so it could not report it; it learns them
+        // from the PONGs it now reads.
+        Step::Wait(Duration::from_secs(5)),
+        Step::Crash(2),
+        Step::Expect(Check::FaultyRemoved, detection_bound(&settings())),
+        Step::Expect(Check::AllRegistered, Duration::from_secs(10)),
+    ]
+}
+
+/// Every lever at once: slow readers, then connection exhaustion of other
+/// peers and of their neighbours with reports signed by all of those
+/// neighbours.
+fn slow_reader_and_exhaustion_steps() -> Vec<Step> {
+    let mut steps = slow_reader_steps();
+    let slow = steps
+        .iter()
+        .position(|s| matches!(s, Step::SlowReader(_)))
+        .expect("a slow reader step");
+    steps.insert(slow + 1, Step::ExhaustAndAccuse(3));
+    steps
+}
+
+/// What the honest peers should keep despite slow readers: one overlay,
+/// and every line typed once the slow links are dropped. Not met today;
+/// see the test below.
+fn slow_reader_service_steps() -> Vec<Step> {
+    let mut steps = slow_reader_steps();
+    // Up to the end of the wait for the neighbours' questions.
+    steps.truncate(4);
+    steps.extend([
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+        Step::Gossip,
+        Step::Expect(Check::GossipEverywhere, Duration::from_secs(5)),
+    ]);
+    steps
+}
+
+#[test]
+fn no_live_peer_is_removed_under_slow_readers() {
+    check_property(
+        "no_live_peer_is_removed_under_slow_readers",
+        CI_SEEDS,
+        wan(),
+        &slow_reader_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn no_live_peer_is_removed_under_slow_readers_over_200_seeds() {
+    check_property(
+        "no_live_peer_is_removed_under_slow_readers_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &slow_reader_steps(),
+    );
+}
+
+#[test]
+fn no_live_peer_is_removed_under_slow_readers_exhaustion_and_forged_reports_together() {
+    check_property(
+        "no_live_peer_is_removed_under_slow_readers_exhaustion_and_forged_reports_together",
+        CI_SEEDS,
+        wan(),
+        &slow_reader_and_exhaustion_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn no_live_peer_is_removed_under_slow_readers_exhaustion_and_forged_reports_together_over_200_seeds(
+) {
+    check_property(
+        "no_live_peer_is_removed_under_slow_readers_exhaustion_and_forged_reports_together_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &slow_reader_and_exhaustion_steps(),
+    );
+}
+
+/// A known gap, kept as the test a fix must pass. A link dropped on
+/// giving up a suspect is never replaced: the seeds plan repairs only for
+/// removals, and a peer links anew only when it has no neighbour left. So
+/// honest peers that reached the overlay only through a slow reader are
+/// cut off once they drop it (seed 23: two pairs, each peer with one
+/// honest neighbour in the pair), and stay so after it reads again.
+#[test]
+#[ignore = "fails today (seed 23): a link dropped on giving up a suspect is not replaced, so honest peers bridged only by a slow reader are cut off"]
+fn honest_peers_stay_one_overlay_and_get_every_line_around_slow_readers() {
+    check_property(
+        "honest_peers_stay_one_overlay_and_get_every_line_around_slow_readers",
+        CI_SEEDS,
+        wan(),
+        &slow_reader_service_steps(),
+    );
+}
+
+/// The slow-reader properties are not met by doing nothing: the slow readers'
+/// neighbours do suspect and report them, the seeds refuse every report
+/// (their probes are answered), and the neighbours then drop the links.
+#[test]
+fn a_slow_reader_is_reported_by_its_neighbours_refused_by_the_seeds_and_dropped() {
+    let steps = [
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(3)),
+        Step::SlowReader(1),
+        Step::Wait(Duration::from_secs(30)),
+    ];
+    for seed in 0..5 {
+        let run = run(seed, &steps, settings(), wan()).unwrap_or_else(|f| panic!("{f}"));
+        let slow = *run.slow.first().expect("a slow reader");
+        let about_it = |pick: fn(&Event) -> Option<SocketAddr>| {
+            run.sim
+                .events()
+                .iter()
+                .filter(|e| pick(&e.event) == Some(slow))
+                .count()
+        };
+        let reports = about_it(|e| match e {
+            Event::DeadReportSent { peer, .. } => Some(*peer),
+            _ => None,
+        });
+        let abandoned = about_it(|e| match e {
+            Event::SuspicionAbandoned { peer, .. } => Some(*peer),
+            _ => None,
+        });
+        assert!(reports > 0, "seed {seed}: nobody reported the slow reader");
+        assert!(abandoned > 0, "seed {seed}: no neighbour gave up on it");
+        assert!(
+            run.sim.directory().contains(&slow),
+            "seed {seed}: the slow reader was removed"
+        );
+    }
+}
+
+/// Enough gossip to pass the driver's send queue bound on a link to a slow
+/// reader closes that link at once, as too slow, as the driver does, long
+/// before the neighbours' questions would drop it.
+#[test]
+fn a_link_to_a_slow_reader_closes_when_its_unread_frames_pass_the_queue_bound() {
+    let steps = [
+        Step::Join(10),
+        Step::Wait(Duration::from_secs(3)),
+        Step::SlowReader(1),
+    ];
+    let mut run = run(1, &steps, settings(), wan()).unwrap();
+    let slow = *run.slow.first().expect("a slow reader");
+    let start = run.sim.now();
+    // 10 authors x 8 lines of 60,000 bytes: 4.8 MB down every link to the
+    // slow reader, past the bound of 4 MiB.
+    let filler = "x".repeat(60_000);
+    let authors: Vec<SocketAddr> = run.sim.live_peers();
+    for i in 0..8 {
+        for author in authors.iter().filter(|p| **p != slow) {
+            run.sim.type_line(*author, &format!("{i} {filler}"));
+        }
+        run.sim.run_for(Duration::from_millis(100));
+    }
+    run.sim.run_for(Duration::from_secs(1));
+    let too_slow: Vec<&Logged> = run
+        .sim
+        .events()
+        .iter()
+        .filter(|e| e.at > start)
+        .filter(|e| {
+            matches!(&e.event, Event::ProtocolError { remote, reason }
+                if *remote == slow && reason.contains("the remote is too slow"))
+        })
+        .collect();
+    assert!(
+        !too_slow.is_empty(),
+        "no link to the slow reader was closed"
+    );
+    // The sender's core hears of it as a lost link, at once. (The slow
+    // reader, told by the others that the sender lives, may dial it again.)
+    for closed in &too_slow {
+        let dropped = run.sim.events().iter().any(|e| {
+            e.node == closed.node
+                && e.at == closed.at
+                && e.event == Event::NeighborDown { peer: slow }
+        });
+        assert!(dropped, "{} did not drop the slow reader", closed.node);
+    }
+    // Within 2 s no neighbour has asked five rounds of questions: the
+    // bound closed those links, not the protocol.
+    assert!(!run.sim.events().iter().any(|e| matches!(
+        &e.event,
+        Event::SuspicionAbandoned { peer, .. } if *peer == slow
+    )));
+    assert!(run.sim.directory().contains(&slow));
 }
 
 #[test]
