@@ -114,7 +114,13 @@ fn message() -> impl Strategy<Value = Message> {
                 you_registered
             }
         ),
-        addrs().prop_map(|neighbors| Message::LinkReport { neighbors }),
+        (addrs(), any::<u64>(), any::<u64>()).prop_map(|(neighbors, incarnation, seq)| {
+            Message::LinkReport {
+                neighbors,
+                incarnation,
+                seq,
+            }
+        }),
         (
             any::<String>(),
             socket_addr(),

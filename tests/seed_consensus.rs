@@ -1,12 +1,17 @@
 //! Seed consensus with real processes: every membership change is committed
 //! by a majority of seeds, survives restarts, and waits when no majority is
-//! up (SPEC R2, R3, R5).
+//! up (SPEC R2, R3, R5); and the topology they commit is the peers' own,
+//! however fast it changes (R27).
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    time::Duration,
+};
 
-use common::{committed_peers, hello, wait_for, Cluster, FakeNode, RawClient};
+use common::{committed_peers, hello, wait_for, Cluster, FakeNode, Proc, RawClient, START};
 use gossipnet::proto::{
     evidence::{Identity, ReportContent},
     message::{Message, Role, Statement},
@@ -498,4 +503,138 @@ fn a_connection_flood_cannot_get_a_live_peer_removed() {
             seed.addr()
         );
     }
+}
+
+/// A peer's neighbours by its own events: NEIGHBOR_UP adds one,
+/// NEIGHBOR_DOWN drops one, and a new life starts with none.
+fn own_links(peer: &Proc) -> BTreeSet<SocketAddr> {
+    let mut links = BTreeSet::new();
+    for event in peer.events() {
+        match event {
+            Event::NeighborUp { peer } => {
+                links.insert(*peer);
+            }
+            Event::NeighborDown { peer } => {
+                links.remove(peer);
+            }
+            Event::Rejoining { .. } => links.clear(),
+            _ => {}
+        }
+    }
+    links
+}
+
+/// Each registered peer's own link set as `seed` committed it, from
+/// `gossipnet status` (`peers[].links`: None before its first report).
+type Recorded = BTreeMap<SocketAddr, Option<BTreeSet<SocketAddr>>>;
+
+fn recorded_links(seed: SocketAddr) -> Option<Recorded> {
+    let status = common::status(seed)?;
+    let addr = |a: &serde_json::Value| a.as_str()?.parse::<SocketAddr>().ok();
+    status["peers"]
+        .as_array()?
+        .iter()
+        .map(|p| {
+            let links = match &p["links"] {
+                serde_json::Value::Null => None,
+                links => Some(links.as_array()?.iter().map(addr).collect::<Option<_>>()?),
+            };
+            Some((addr(&p["addr"])?, links))
+        })
+        .collect()
+}
+
+#[test]
+fn after_bursts_of_link_changes_every_seed_records_the_links_each_peer_holds() {
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0", "--ping-interval", "500ms"]);
+    for _ in 0..6 {
+        net.add_peer();
+    }
+    let mut dead: BTreeSet<SocketAddr> = BTreeSet::new();
+    for _ in 0..3 {
+        // Four peers at once: they link to the best-linked peers, whose
+        // sets grow several times within milliseconds.
+        let new: Vec<usize> = (0..4).map(|_| net.start_peer()).collect();
+        for i in new {
+            net.peers[i].wait_event("joined", START, |e| matches!(e, Event::Joined { .. }));
+        }
+        // Then the best-linked peer loses two neighbours at once, and its
+        // set and theirs shrink and are repaired in a burst.
+        net.poll_all();
+        let live = |p: &&mut Proc| !dead.contains(&p.addr());
+        let hub = net
+            .peers
+            .iter_mut()
+            .filter(live)
+            .max_by_key(|p| own_links(p).len())
+            .map(|p| own_links(p))
+            .unwrap();
+        let victims: Vec<SocketAddr> = hub.into_iter().take(2).collect();
+        for p in net.peers.iter_mut().filter(|p| victims.contains(&p.addr())) {
+            let _ = p.child.kill();
+        }
+        dead.extend(victims.iter().copied());
+        for seed in &mut net.seeds {
+            for victim in &victims {
+                seed.wait_event(
+                    "the removal to commit",
+                    DEADLINE,
+                    |e| matches!(e, Event::RemoveCommitted { peer, .. } if peer == victim),
+                );
+            }
+        }
+    }
+    // Once quiet, every seed records for every live peer the set that
+    // peer holds: no older report of a burst stands for a newer one.
+    let cell = std::cell::RefCell::new(&mut net);
+    let want = || -> Recorded {
+        let mut net = cell.borrow_mut();
+        net.poll_all();
+        net.peers
+            .iter()
+            .filter(|p| !dead.contains(&p.addr()))
+            .map(|p| (p.addr(), Some(own_links(p))))
+            .collect()
+    };
+    let seeds: Vec<SocketAddr> = cell.borrow().seeds.iter().map(|s| s.addr()).collect();
+    wait_for(
+        "every seed to record the links each peer holds",
+        DEADLINE,
+        || {
+            let want = want();
+            seeds
+                .iter()
+                .all(|s| recorded_links(*s).as_ref() == Some(&want))
+                .then_some(())
+        },
+        || {
+            let want = want();
+            let differ: Vec<String> = seeds
+                .iter()
+                .flat_map(|s| {
+                    let got = recorded_links(*s).unwrap_or_default();
+                    want.iter()
+                        .filter(|(p, links)| got.get(p) != Some(links))
+                        .map(|(p, links)| {
+                            let recorded = match got.get(p) {
+                                None => "not registered".to_string(),
+                                Some(None) => "no report".to_string(),
+                                Some(Some(r)) => format!("{r:?}"),
+                            };
+                            let holds = links.clone().unwrap_or_default();
+                            format!("seed {s}: {p} holds {holds:?}, recorded {recorded}")
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            format!("{differ:?}")
+        },
+    );
+    let superseded: usize = cell
+        .borrow()
+        .seeds
+        .iter()
+        .map(|s| s.count(|e| matches!(e, Event::LinkReportSuperseded { .. })))
+        .sum();
+    eprintln!("link reports left out as superseded, over all seeds: {superseded}");
 }

@@ -481,6 +481,7 @@ async fn answer_status(
             "peers": directory.peers().map(|(addr, incarnation)| serde_json::json!({
                 "addr": addr.to_string(),
                 "incarnation": incarnation,
+                "links": directory.reported_links(&addr),
             })).collect::<Vec<_>>(),
             "topology": directory.edges().into_iter()
                 .map(|(a, b)| [a.to_string(), b.to_string()])

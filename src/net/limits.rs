@@ -183,7 +183,11 @@ mod tests {
             .count();
         assert_eq!(delivered, REPORTS_BURST as usize);
         assert_eq!(limits.admit(&request, t0), Admit::Drop);
-        let links = Message::LinkReport { neighbors: vec![] };
+        let links = Message::LinkReport {
+            neighbors: vec![],
+            incarnation: 1,
+            seq: 1,
+        };
         assert_eq!(limits.admit(&links, t0), Admit::Hold);
         let free = limits.reports_free_at(t0);
         assert!(

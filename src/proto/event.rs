@@ -253,6 +253,16 @@ pub enum Event {
         peer: SocketAddr,
         neighbors: Vec<SocketAddr>,
     },
+    /// A peer's link report committed after a newer one of the same life
+    /// (or from a life no longer registered) and was left out: the
+    /// recorded set stays the newer one. `recorded_seq` is the number of
+    /// the report recorded for the peer's registered life, if any.
+    LinkReportSuperseded {
+        peer: SocketAddr,
+        incarnation: u64,
+        seq: u64,
+        recorded_seq: Option<u64>,
+    },
     /// The seed sent its Peer List to a peer.
     PeerListServed {
         to: SocketAddr,
@@ -496,6 +506,21 @@ impl fmt::Display for Event {
             },
             Event::TopologyUpdated { peer, neighbors } => {
                 write!(f, "TOPOLOGY {peer} links to {}", addrs(neighbors))
+            }
+            Event::LinkReportSuperseded {
+                peer,
+                incarnation,
+                seq,
+                recorded_seq,
+            } => {
+                write!(
+                    f,
+                    "TOPOLOGY report {seq} of {peer} (incarnation {incarnation}) left out: "
+                )?;
+                match recorded_seq {
+                    Some(recorded) => write!(f, "its report {recorded} is recorded already"),
+                    None => write!(f, "not of its registered life"),
+                }
             }
             Event::PeerListServed { to, peers } => {
                 write!(f, "PEER LIST of {peers} peers sent to {to}")

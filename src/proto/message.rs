@@ -23,7 +23,10 @@ pub use super::evidence::{PublicKey, Signature, Statement};
 /// confirmers' statements and the reporter's signature). 6: proved
 /// identity (the acceptor's HELLO carries a challenge, which the dialler
 /// signs in HELLO_PROOF; every PROBE_REPLY states a key, seeds' too). 7:
-/// signed gossip (GOSSIP carries its origin's key and signature).
+/// signed gossip (GOSSIP carries its origin's key and signature) and
+/// numbered link reports (LINK_REPORT carries the reporter's incarnation
+/// and a sequence number, so that the seeds apply a peer's reports in the
+/// order it sent them).
 pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
@@ -124,8 +127,15 @@ pub enum Message {
         total: u64,
         you_registered: bool,
     },
-    /// Peer to seed: my complete current set of overlay neighbours.
-    LinkReport { neighbors: Vec<SocketAddr> },
+    /// Peer to seed: my complete current set of overlay neighbours, as the
+    /// `seq`th report of my life `incarnation`. `seq` grows with every
+    /// report a peer sends, so the seeds can tell an older report that
+    /// commits after a newer one and leave it out.
+    LinkReport {
+        neighbors: Vec<SocketAddr>,
+        incarnation: u64,
+        seq: u64,
+    },
     /// Peer to seed: `peer` is dead. `report` is the exact text
     /// `Dead Node:<IP>:<Port>:<timestamp>:<reporter IP>` (R14); `confirmers`
     /// are the signed statements of the suspect's neighbours that found it
@@ -412,7 +422,11 @@ mod tests {
                 total: 40,
                 you_registered: true,
             },
-            Message::LinkReport { neighbors: vec![a] },
+            Message::LinkReport {
+                neighbors: vec![a],
+                incarnation: 7,
+                seq: 2,
+            },
             Message::Ping { nonce: 3 },
             Message::Pong {
                 nonce: 3,

@@ -546,6 +546,11 @@ pub struct Sim {
     slow_readers: BTreeSet<SocketAddr>,
     /// Frames left unread by a slow reader, by link (sender, reader).
     unread: BTreeMap<(SocketAddr, SocketAddr), Unread>,
+    /// The newest link report committed for each peer: (incarnation, seq).
+    newest_reports: BTreeMap<SocketAddr, (u64, u64)>,
+    /// Link reports the log applied out of the order their peer sent them,
+    /// each described; see [`Sim::links_out_of_order`].
+    links_out_of_order: Vec<String>,
 }
 
 /// The frames one link holds for a slow reader, in the order sent.
@@ -606,6 +611,8 @@ impl Sim {
             exhausted: BTreeSet::new(),
             slow_readers: BTreeSet::new(),
             unread: BTreeMap::new(),
+            newest_reports: BTreeMap::new(),
+            links_out_of_order: Vec::new(),
         };
         for addr in &seed_addrs {
             let core = SeedCore::new(*addr, seed_addrs.clone());
@@ -684,6 +691,52 @@ impl Sim {
         match self.nodes.get(&self.seeds[0]).map(|n| &n.core) {
             Some(NodeCore::Seed(c)) => c.directory(),
             _ => unreachable!("the first node is a seed"),
+        }
+    }
+
+    /// Link reports the seeds applied out of the order their peer sent
+    /// them: an older report that changed the recorded set after a newer
+    /// one had committed, or a newest report that did not become the
+    /// recorded set. Each is described; empty in a correct run.
+    pub fn links_out_of_order(&self) -> &[String] {
+        &self.links_out_of_order
+    }
+
+    /// Checks the Links entry just applied against the newest report
+    /// committed before it for the same peer. `before` is the set that
+    /// was recorded for the peer.
+    fn check_link_order(&mut self, command: &Command, before: Option<BTreeSet<SocketAddr>>) {
+        let Command::Links {
+            peer,
+            neighbors,
+            incarnation,
+            seq,
+        } = command
+        else {
+            return;
+        };
+        let after = self.directory().reported_links(peer);
+        let registered = self.directory().incarnation_of(peer) == Some(*incarnation);
+        let newest = self.newest_reports.get(peer).copied();
+        let wrong = if newest.is_none_or(|n| n < (*incarnation, *seq)) {
+            self.newest_reports.insert(*peer, (*incarnation, *seq));
+            let reported: BTreeSet<SocketAddr> =
+                neighbors.iter().copied().filter(|n| n != peer).collect();
+            match registered {
+                true if after.as_ref() != Some(&reported) => Some("was not recorded"),
+                false if after != before => Some("of another life changed the record"),
+                _ => None,
+            }
+        } else if after != before {
+            Some("applied after a newer one")
+        } else {
+            None
+        };
+        if let Some(wrong) = wrong {
+            let at = self.now.as_secs_f64() - EPOCH.as_secs_f64();
+            self.links_out_of_order.push(format!(
+                "t={at:.3}s: report {seq} of {peer} (incarnation {incarnation}) {wrong}; newest committed before: {newest:?}"
+            ));
         }
     }
 
@@ -1292,6 +1345,10 @@ impl Sim {
                 // machine: the log's. A stopped seed's state is the log's
                 // too (a frozen one catches up on resume), but only a
                 // running one acts on it now.
+                let before = match &command {
+                    Command::Links { peer, .. } => self.directory().reported_links(peer),
+                    _ => None,
+                };
                 let mut seeds: Vec<&mut SeedCore> = self
                     .nodes
                     .seeds
@@ -1302,6 +1359,7 @@ impl Sim {
                     })
                     .collect();
                 SeedCore::apply_committed_shared(&mut seeds, &command);
+                self.check_link_order(&command, before);
                 for i in 0..self.seeds.len() {
                     let seed = self.seeds[i];
                     let n = self.nodes.get_mut(&seed).expect("seeds are nodes");

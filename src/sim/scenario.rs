@@ -3,12 +3,14 @@
 //! time. A run records what each step did, so that a failure says which
 //! step failed, on which seed, and what was seen.
 //!
-//! One invariant is checked after every step, whatever the scenario: no
-//! peer that was never crashed, frozen or cut off is removed. A slow
-//! reader is alive, so that holds for it too; but the checks of service
-//! (delivery, connectivity) are of the honest peers, and leave it out.
+//! Two invariants are checked after every step, whatever the scenario: no
+//! peer that was never crashed, frozen or cut off is removed, and no
+//! peer's link report is applied out of the order the peer sent it. A slow
+//! reader is alive, so the first holds for it too; but the checks of
+//! service (delivery, connectivity) are of the honest peers, and leave it
+//! out.
 
-use std::{collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
+use std::{cmp::Reverse, collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
 
 use rand::seq::IteratorRandom;
 
@@ -20,12 +22,18 @@ use crate::proto::{peer::PeerSettings, Event};
 pub enum Step {
     /// Start this many peers, one after another, each joined before the next.
     Join(usize),
+    /// Start this many peers at the same instant, and wait until all have
+    /// joined: they link to the same well-linked peers at once.
+    JoinAtOnce(usize),
     /// Let virtual time pass.
     Wait(Duration),
     /// SIGKILL this many live peers, picked at random.
     Crash(usize),
     /// SIGSTOP this many live peers, picked at random.
     Freeze(usize),
+    /// SIGKILL up to this many neighbours of the live peer with the most,
+    /// at once: a burst of link changes and repairs at that peer.
+    CrashNeighbours(usize),
     /// SIGKILL this many running seeds, picked at random.
     CrashSeeds(usize),
     /// SIGSTOP this many running seeds, picked at random.
@@ -71,6 +79,9 @@ pub enum Check {
     LiveOverlayConnected,
     /// Every live peer is joined and registered at its current life.
     AllRegistered,
+    /// The committed directory records, for every live peer, the link set
+    /// the peer itself holds.
+    RecordedLinksAsPeersHoldThem,
 }
 
 /// Why a scenario failed, with everything needed to replay it.
@@ -124,7 +135,10 @@ pub fn run(
         trace: Vec::new(),
     };
     for (i, step) in steps.iter().enumerate() {
-        let done = run.step(step).and_then(|()| run.no_live_peer_removed());
+        let done = run
+            .step(step)
+            .and_then(|()| run.no_live_peer_removed())
+            .and_then(|()| run.no_links_out_of_order());
         let at = run.sim.now().as_secs_f64() - super::EPOCH.as_secs_f64();
         match done {
             Ok(()) => run.trace.push(format!("{i}: {step:?} done at t={at:.3}s")),
@@ -172,6 +186,16 @@ impl Run {
                     }
                 }
             }
+            Step::JoinAtOnce(n) => {
+                let new: Vec<SocketAddr> = (0..*n).map(|_| self.sim.add_peer()).collect();
+                let joined = self.sim.run_until_true(Duration::from_secs(30), |sim| {
+                    new.iter().all(|p| sim.is_joined(*p))
+                });
+                if !joined {
+                    let late: Vec<_> = new.iter().filter(|p| !self.sim.is_joined(**p)).collect();
+                    return Err(format!("{late:?} did not join within 30 s"));
+                }
+            }
             Step::Wait(span) => self.sim.run_for(*span),
             Step::Crash(n) => {
                 for peer in self.pick_live(*n) {
@@ -183,6 +207,24 @@ impl Run {
                 for peer in self.pick_live(*n) {
                     self.faulty.insert(peer);
                     self.sim.freeze(peer);
+                }
+            }
+            Step::CrashNeighbours(n) => {
+                let live: BTreeSet<SocketAddr> = self.sim.live_peers().into_iter().collect();
+                let hub = live
+                    .iter()
+                    .copied()
+                    .max_by_key(|p| (self.sim.neighbors_of(*p).len(), Reverse(*p)))
+                    .ok_or("no live peer")?;
+                let around: Vec<SocketAddr> = self
+                    .sim
+                    .neighbors_of(hub)
+                    .into_iter()
+                    .filter(|p| live.contains(p))
+                    .collect();
+                for peer in around.into_iter().choose_multiple(self.sim.rng(), *n) {
+                    self.faulty.insert(peer);
+                    self.sim.crash(peer);
                 }
             }
             Step::CrashSeeds(n) => {
@@ -251,6 +293,18 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// Every link report the log applied was its peer's newest so far.
+    fn no_links_out_of_order(&self) -> Result<(), String> {
+        match self.sim.links_out_of_order() {
+            [] => Ok(()),
+            wrong => Err(format!(
+                "{} link reports applied out of order, e.g. {:?}",
+                wrong.len(),
+                &wrong[..wrong.len().min(3)]
+            )),
+        }
     }
 
     /// Removals committed so far are all of faulty peers.
@@ -346,6 +400,27 @@ fn holds(sim: &Sim, check: Check, seen: &Seen) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!("not joined and registered: {missing:?}"))
+            }
+        }
+        Check::RecordedLinksAsPeersHoldThem => {
+            let directory = sim.directory();
+            let differ: Vec<String> = live
+                .iter()
+                .filter_map(|p| {
+                    let own = sim.neighbors_of(*p);
+                    let recorded = directory.reported_links(p).unwrap_or_default();
+                    (recorded != own).then(|| format!("{p} holds {own:?}, recorded {recorded:?}"))
+                })
+                .collect();
+            if differ.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} live peers recorded otherwise, e.g. {:?}",
+                    differ.len(),
+                    live.len(),
+                    &differ[..differ.len().min(3)]
+                ))
             }
         }
         Check::LiveOverlayConnected => {

@@ -130,6 +130,47 @@ fn exhaustion_steps() -> Vec<Step> {
     ]
 }
 
+/// Repair bursts: new peers link to the best-linked ones at once, then
+/// most neighbours of the best-linked peer crash together, so its set
+/// changes several times within milliseconds, and again as replacements
+/// come. Each report takes its own way to the log, so they commit in any
+/// order. After every step no report may have been applied out of order,
+/// and once quiet the directory records what each peer holds.
+fn repair_burst_steps() -> Vec<Step> {
+    vec![
+        Step::Join(15),
+        Step::Wait(Duration::from_secs(2)),
+        Step::JoinAtOnce(8),
+        Step::Wait(Duration::from_secs(2)),
+        Step::CrashNeighbours(4),
+        Step::Expect(Check::FaultyRemoved, detection_bound(&settings())),
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+        Step::Wait(Duration::from_secs(5)),
+        Step::Expect(Check::RecordedLinksAsPeersHoldThem, Duration::from_secs(1)),
+    ]
+}
+
+#[test]
+fn link_sets_are_never_applied_out_of_order_and_match_the_peers_once_quiet() {
+    check_property(
+        "link_sets_are_never_applied_out_of_order_and_match_the_peers_once_quiet",
+        CI_SEEDS,
+        wan(),
+        &repair_burst_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn link_sets_are_never_applied_out_of_order_and_match_the_peers_once_quiet_over_200_seeds() {
+    check_property(
+        "link_sets_are_never_applied_out_of_order_and_match_the_peers_once_quiet_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &repair_burst_steps(),
+    );
+}
+
 #[test]
 fn no_live_peer_is_removed_under_connection_exhaustion_and_forged_reports() {
     check_property(

@@ -259,6 +259,10 @@ pub struct PeerCore<R> {
     /// each report with every seed, so one copy is enough; sending one to
     /// each of our seeds would put each change in the log once per seed.
     report_seed: Option<SocketAddr>,
+    /// The number of the last LINK_REPORT sent. It only grows, across
+    /// lives too (a rejoin), so each report is newer than every report
+    /// before it and the seeds can put them back in order.
+    link_seq: u64,
     /// The wait before the next registration attempt; doubles while the
     /// seeds cannot commit.
     register_retry: Duration,
@@ -328,6 +332,7 @@ impl<R: Rng> PeerCore<R> {
             reverify_wait: settings_retry,
             reachable_seeds: SortedSet::new(),
             report_seed: None,
+            link_seq: 0,
             register_retry: settings_retry,
             stats: PeerStats::default(),
             refusals: FxHashMap::default(),
@@ -598,7 +603,15 @@ impl<R: Rng> PeerCore<R> {
             return;
         };
         let neighbors = self.neighbors.iter().copied().collect();
-        self.send(seed, Message::LinkReport { neighbors });
+        self.link_seq += 1;
+        self.send(
+            seed,
+            Message::LinkReport {
+                neighbors,
+                incarnation: self.incarnation,
+                seq: self.link_seq,
+            },
+        );
     }
 
     /// The seed to send link reports to: the one chosen before, else one

@@ -93,6 +93,11 @@ fn register(core: &mut PeerCore<ChaCha8Rng>) -> Vec<SocketAddr> {
 /// outputs of the last step.
 fn join_with(core: &mut PeerCore<ChaCha8Rng>, peers: &[PeerEntry]) -> Vec<Output<PeerTimer>> {
     core.start(now());
+    finish_joining(core, peers)
+}
+
+/// [`join_with`] for a peer that has already sent its registrations.
+fn finish_joining(core: &mut PeerCore<ChaCha8Rng>, peers: &[PeerEntry]) -> Vec<Output<PeerTimer>> {
     let asked = sends_of(&drain(core), "REGISTER_REQUEST");
     for seed in &asked {
         core.handle_link_up(*seed, Role::Seed, now());
@@ -372,7 +377,7 @@ fn link_reports(outputs: &[Output<PeerTimer>]) -> Vec<(SocketAddr, Vec<SocketAdd
         .filter_map(|o| match o {
             Output::Send {
                 to,
-                msg: Message::LinkReport { neighbors },
+                msg: Message::LinkReport { neighbors, .. },
             } => Some((*to, neighbors.clone())),
             _ => None,
         })
@@ -393,6 +398,55 @@ fn links_are_reported_to_one_registered_seed() {
     core.handle_link_up(addr(6002), Role::Peer, now());
     let later = link_reports(&drain(&mut core));
     assert_eq!(later, vec![(*to, vec![addr(6001), addr(6002)])]);
+}
+
+/// The (incarnation, seq) of each LINK_REPORT among `outputs`.
+fn report_numbers(outputs: &[Output<PeerTimer>]) -> Vec<(u64, u64)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                msg:
+                    Message::LinkReport {
+                        incarnation, seq, ..
+                    },
+                ..
+            } => Some((*incarnation, *seq)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_link_report_is_numbered_after_the_last_one_even_in_a_new_life() {
+    let mut core = peer(3, 4);
+    join_with(&mut core, &[entry(6001, 1)]);
+    let life = core.incarnation();
+    core.handle_link_up(addr(6001), Role::Peer, now());
+    core.handle_link_up(addr(6002), Role::Peer, now());
+    core.handle_link_down(addr(6002), now());
+    assert_eq!(
+        report_numbers(&drain(&mut core)),
+        vec![(life, 1), (life, 2), (life, 3)]
+    );
+    // Removed while alive: a new life, whose reports go on from there.
+    let seed = core.registered_seeds().next().unwrap();
+    core.handle_message(
+        seed,
+        Message::DeadConfirmed {
+            peer: addr(6000),
+            incarnation: life,
+            replacement: None,
+        },
+        now(),
+    );
+    assert!(core.incarnation() > life);
+    finish_joining(&mut core, &[entry(6001, 1)]);
+    core.handle_link_up(addr(6001), Role::Peer, now());
+    assert_eq!(
+        report_numbers(&drain(&mut core)),
+        vec![(core.incarnation(), 4)]
+    );
 }
 
 #[test]

@@ -109,10 +109,19 @@ pub enum Command {
     },
     /// `seed` votes for `change`, having checked it.
     Vote { change: Change, seed: SocketAddr },
-    /// A registered peer's complete neighbour set, as it reported it.
+    /// A registered peer's complete neighbour set, as it reported it: the
+    /// `seq`th report of its life `incarnation`. Applied only if it is
+    /// newer than the report recorded for that life, since proposals
+    /// through different seeds, or retried, can commit out of order. `seq`
+    /// 0 (entries written before reports were numbered) applies as it
+    /// comes.
     Links {
         peer: SocketAddr,
         neighbors: Vec<SocketAddr>,
+        #[serde(default)]
+        incarnation: Incarnation,
+        #[serde(default)]
+        seq: u64,
     },
 }
 
@@ -135,6 +144,10 @@ pub enum Ignored {
     /// Links equal to those already recorded: a peer reports to each of its
     /// seeds, so every report arrives more than once.
     Unchanged,
+    /// Links older than those recorded: a numbered report that committed
+    /// after a newer one of the same life, or one from another life of the
+    /// peer than the registered one.
+    OutOfOrder,
 }
 
 /// Why a change that reached its majority did not take effect.
@@ -223,6 +236,12 @@ struct Stored {
     votes: BTreeMap<Change, BTreeSet<SocketAddr>>,
     /// Each registered peer's own report of its neighbours.
     links: BTreeMap<SocketAddr, SortedSet<SocketAddr>>,
+    /// The number (`seq`) of the newest link report applied for each
+    /// registered peer's current life; an older one is left out. Forgotten
+    /// with the links when a life ends. Absent from snapshots written
+    /// before reports were numbered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    link_seqs: BTreeMap<SocketAddr, u64>,
     /// Each registered peer's public key, committed with its registration.
     /// Absent from snapshots written before keys existed.
     #[serde(default)]
@@ -530,7 +549,17 @@ impl Directory {
                 Outcome::Initialised
             }
             Command::Vote { change, seed } => self.vote(*change, *seed),
-            Command::Links { peer, neighbors } => {
+            Command::Links {
+                peer,
+                neighbors,
+                incarnation,
+                seq,
+            } => {
+                if *seq != 0 {
+                    if let Some(ignored) = self.order_link_report(*peer, *incarnation, *seq) {
+                        return ignored;
+                    }
+                }
                 let reported = || neighbors.iter().copied().filter(|n| n != peer);
                 // Peers send their set in order, so most repeats are found
                 // without building a set. Only a registered peer has links.
@@ -570,6 +599,40 @@ impl Directory {
                 self.index.update_reports(*peer, &gone, &new);
                 Outcome::LinksRecorded
             }
+        }
+    }
+
+    /// Checks that report `seq` of `peer`'s life `incarnation` is newer
+    /// than the one recorded, and records its number if so: the log may
+    /// hold a peer's reports out of the order it sent them. The number is
+    /// recorded even if the set turns out unchanged, so that an older,
+    /// different set that commits later cannot replace it.
+    fn order_link_report(
+        &mut self,
+        peer: SocketAddr,
+        incarnation: Incarnation,
+        seq: u64,
+    ) -> Option<Outcome> {
+        match self.state.peers.get(&peer) {
+            None => Some(Outcome::Ignored {
+                reason: Ignored::UnknownPeer,
+            }),
+            Some(current) if *current != incarnation => Some(Outcome::Ignored {
+                reason: Ignored::OutOfOrder,
+            }),
+            Some(_) => match self.state.link_seqs.entry(peer) {
+                Entry::Occupied(recorded) if *recorded.get() >= seq => Some(Outcome::Ignored {
+                    reason: Ignored::OutOfOrder,
+                }),
+                Entry::Occupied(mut recorded) => {
+                    recorded.insert(seq);
+                    None
+                }
+                Entry::Vacant(vacant) => {
+                    vacant.insert(seq);
+                    None
+                }
+            },
         }
     }
 
@@ -660,8 +723,9 @@ impl Directory {
         }
     }
 
-    /// Forgets `peer`'s report of its neighbours.
+    /// Forgets `peer`'s report of its neighbours, and its number.
     fn forget_links(&mut self, peer: SocketAddr) {
+        self.state.link_seqs.remove(&peer);
         let gone: Vec<SocketAddr> = self
             .state
             .links
@@ -700,6 +764,19 @@ impl Directory {
             return BTreeSet::new();
         }
         self.index.neighbors(peer).collect()
+    }
+
+    /// The neighbour set `peer` itself reported, as recorded; None if it
+    /// has reported none in its current life.
+    pub fn reported_links(&self, peer: &SocketAddr) -> Option<BTreeSet<SocketAddr>> {
+        let links = self.state.links.get(peer)?;
+        Some(links.iter().copied().collect())
+    }
+
+    /// The number of the newest link report applied for `peer`'s current
+    /// life, if any: an older one that commits later is left out.
+    pub fn link_seq(&self, peer: &SocketAddr) -> Option<u64> {
+        self.state.link_seqs.get(peer).copied()
     }
 
     /// `peer`'s number of links in the recorded topology; 0 if it is not

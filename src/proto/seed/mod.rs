@@ -33,7 +33,7 @@ use std::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use directory::{Change, ChangeKind, Command, Directory, Incarnation, Outcome, Refusal};
+use directory::{Change, ChangeKind, Command, Directory, Ignored, Incarnation, Outcome, Refusal};
 
 use super::{
     event::CommitBasis,
@@ -342,10 +342,33 @@ impl SeedCore {
                     self.refuse_committed(change, reason);
                 }
             }
-            (Command::Links { peer, neighbors }, Outcome::LinksRecorded) => {
+            (
+                Command::Links {
+                    peer, neighbors, ..
+                },
+                Outcome::LinksRecorded,
+            ) => {
                 self.emit(Event::TopologyUpdated {
                     peer: *peer,
                     neighbors: neighbors.clone(),
+                });
+            }
+            (
+                Command::Links {
+                    peer,
+                    incarnation,
+                    seq,
+                    ..
+                },
+                Outcome::Ignored {
+                    reason: Ignored::OutOfOrder,
+                },
+            ) => {
+                self.emit(Event::LinkReportSuperseded {
+                    peer: *peer,
+                    incarnation: *incarnation,
+                    seq: *seq,
+                    recorded_seq: self.directory.link_seq(peer),
                 });
             }
             _ => {}
@@ -1034,10 +1057,16 @@ impl Core for SeedCore {
             }
             // A seed still catching up may not know the peer yet; its next
             // report will do.
-            Message::LinkReport { neighbors } if self.directory.contains(&from) => {
+            Message::LinkReport {
+                neighbors,
+                incarnation,
+                seq,
+            } if self.directory.contains(&from) => {
                 self.outputs.push_back(Output::Propose(Command::Links {
                     peer: from,
                     neighbors,
+                    incarnation,
+                    seq,
                 }));
             }
             Message::LinkReport { .. } => {}

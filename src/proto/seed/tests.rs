@@ -24,6 +24,15 @@ fn now() -> Timestamp {
     Timestamp(1_000_000)
 }
 
+/// A peer's `seq`th LINK_REPORT of its life 1 (the life `register` gives).
+fn link_report(neighbors: &[u16], seq: u64) -> Message {
+    Message::LinkReport {
+        neighbors: neighbors.iter().map(|p| addr(*p)).collect(),
+        incarnation: 1,
+        seq,
+    }
+}
+
 /// Three seed cores sharing one log: each proposal is appended in order and
 /// applied on every core, which is what Raft gives them.
 struct Cluster {
@@ -435,13 +444,7 @@ fn two_peers_6001_reporting_a_link_to_6002() -> Cluster {
         c.register(addr(p), &[0, 1]);
         c.answer_probes(Ok(()));
     }
-    c.cores[0].handle_message(
-        addr(6001),
-        Message::LinkReport {
-            neighbors: vec![addr(6002)],
-        },
-        now(),
-    );
+    c.cores[0].handle_message(addr(6001), link_report(&[6002], 1), now());
     c
 }
 
@@ -449,13 +452,7 @@ fn two_peers_6001_reporting_a_link_to_6002() -> Cluster {
 fn links_of_registered_peers_go_through_the_log() {
     let mut c = two_peers_6001_reporting_a_link_to_6002();
     // From a stranger the report is dropped before the log.
-    c.cores[0].handle_message(
-        addr(6009),
-        Message::LinkReport {
-            neighbors: vec![addr(6001)],
-        },
-        now(),
-    );
+    c.cores[0].handle_message(addr(6009), link_report(&[6001], 1), now());
     let before = c.log.len();
     c.settle();
     assert_eq!(c.log.len(), before + 1);
@@ -518,13 +515,7 @@ fn cluster_with_a_hub() -> Cluster {
         c.register(addr(p), &[0, 1]);
         c.answer_probes(Ok(()));
     }
-    c.cores[0].handle_message(
-        addr(6001),
-        Message::LinkReport {
-            neighbors: vec![addr(6002), addr(6003), addr(6004)],
-        },
-        now(),
-    );
+    c.cores[0].handle_message(addr(6001), link_report(&[6002, 6003, 6004], 1), now());
     c.settle();
     c
 }
@@ -1037,13 +1028,7 @@ fn a_reporter_whose_link_left_the_topology_first_is_still_told() {
     let mut c = cluster_with_a_hub();
     // 6004 dropped the dead hub from its links before the removal, and
     // 6001 never reported its own: the edge is gone from the topology.
-    c.cores[0].handle_message(
-        addr(6001),
-        Message::LinkReport {
-            neighbors: vec![addr(6002), addr(6003)],
-        },
-        now(),
-    );
+    c.cores[0].handle_message(addr(6001), link_report(&[6002, 6003], 2), now());
     c.settle();
     for seed in [0, 1] {
         report(&mut c, seed, 6002, &[6002, 6003]);
@@ -1217,6 +1202,8 @@ fn seeds_sharing_one_applied_directory_act_as_if_each_applied_it() {
     let links = |port, to: &[u16]| Command::Links {
         peer: addr(port),
         neighbors: to.iter().map(|p| addr(*p)).collect(),
+        incarnation: 1,
+        seq: 0,
     };
     let log = vec![
         Command::Init {

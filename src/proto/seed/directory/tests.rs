@@ -304,6 +304,8 @@ fn links_count_only_between_registered_peers() {
     let links = |p: u16, ns: &[u16]| Command::Links {
         peer: peer(p),
         neighbors: ns.iter().map(|n| peer(*n)).collect(),
+        incarnation: 1,
+        seq: 0,
     };
     assert_eq!(d.apply(&links(1, &[2, 3])), Outcome::LinksRecorded);
     assert_eq!(
@@ -349,9 +351,13 @@ fn random_log(seed_value: u64) -> Vec<Command> {
                 change: remove(p, incarnation),
                 seed: seed(rng.random_range(0..6)),
             },
+            // Numbered reports of random lives, in a random order, and
+            // now and then an unnumbered one, as older logs hold.
             _ => Command::Links {
                 peer: peer(p),
                 neighbors: (0..3).map(|_| peer(rng.random_range(0..20))).collect(),
+                incarnation,
+                seq: rng.random_range(0..8),
             },
         };
         log.push(command);
@@ -451,6 +457,8 @@ fn a_large_peer_list_is_a_uniform_sample_with_true_degrees() {
     d.apply(&Command::Links {
         peer: peer(0),
         neighbors: (1..=100).map(peer).collect(),
+        incarnation: 1,
+        seq: 1,
     });
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     assert_eq!(d.peer_list_sample(300, &mut rng), d.peer_list());
@@ -654,4 +662,145 @@ fn peers_at_one_ip_are_found_among_other_ips_and_families() {
     assert_eq!(at("::1"), addrs[4..6].to_vec());
     assert_eq!(at("::ffff:127.0.0.1"), addrs[6..7].to_vec());
     assert!(at("10.0.0.1").is_empty());
+}
+
+/// Report `seq` of peer `p`'s life `incarnation`: linked to `ns`.
+fn report(p: u16, incarnation: u64, seq: u64, ns: &[u16]) -> Command {
+    Command::Links {
+        peer: peer(p),
+        neighbors: ns.iter().map(|n| peer(*n)).collect(),
+        incarnation,
+        seq,
+    }
+}
+
+fn recorded(d: &Directory, p: u16) -> Option<Vec<u16>> {
+    d.reported_links(&peer(p))
+        .map(|set| set.iter().map(|a| a.port() - 6000).collect())
+}
+
+const OUT_OF_ORDER: Outcome = Outcome::Ignored {
+    reason: Ignored::OutOfOrder,
+};
+
+const UNCHANGED: Outcome = Outcome::Ignored {
+    reason: Ignored::Unchanged,
+};
+
+/// Peers 1 to 4 registered at life 1 with two seeds.
+fn four_peers() -> Directory {
+    let mut d = directory(2);
+    for p in 1..=4 {
+        vote(&mut d, add(p, 1), 0);
+        vote(&mut d, add(p, 1), 1);
+    }
+    d
+}
+
+#[test]
+fn link_reports_committed_newest_first_keep_the_newest() {
+    // A repair burst: peer 1 lost 2, then gained 4, then lost 3, and the
+    // log holds the three reports newest first.
+    let mut d = four_peers();
+    assert_eq!(d.apply(&report(1, 1, 1, &[2, 3])), Outcome::LinksRecorded);
+    assert_eq!(d.apply(&report(1, 1, 4, &[4])), Outcome::LinksRecorded);
+    assert_eq!(d.apply(&report(1, 1, 3, &[3, 4])), OUT_OF_ORDER);
+    assert_eq!(d.apply(&report(1, 1, 2, &[3])), OUT_OF_ORDER);
+    assert_eq!(recorded(&d, 1), Some(vec![4]));
+    assert_eq!(d.link_seq(&peer(1)), Some(4));
+    assert_eq!(d.neighbors_of(&peer(3)), BTreeSet::new());
+    assert_eq!(d.degree_of(&peer(4)), 1);
+    // A repeat of the newest, through another seed, changes nothing.
+    assert_eq!(d.apply(&report(1, 1, 4, &[4])), OUT_OF_ORDER);
+    assert_eq!(d.apply(&report(1, 1, 5, &[4])), UNCHANGED);
+}
+
+#[test]
+fn a_newer_report_of_the_same_set_still_shuts_out_an_older_different_one() {
+    // Reports 1 and 3 name the same set, report 2 another: 3 changes
+    // nothing, but 2 must not apply after it.
+    let mut d = four_peers();
+    assert_eq!(d.apply(&report(1, 1, 1, &[2])), Outcome::LinksRecorded);
+    assert_eq!(d.apply(&report(1, 1, 3, &[2])), UNCHANGED);
+    assert_eq!(d.apply(&report(1, 1, 2, &[2, 3])), OUT_OF_ORDER);
+    assert_eq!(recorded(&d, 1), Some(vec![2]));
+}
+
+#[test]
+fn a_report_of_another_life_is_left_out_and_a_new_life_numbers_afresh() {
+    let mut d = four_peers();
+    assert_eq!(d.apply(&report(1, 1, 7, &[2])), Outcome::LinksRecorded);
+    // Restarted: life 2 replaces life 1, and its links start empty.
+    vote(&mut d, add(1, 2), 0);
+    vote(&mut d, add(1, 2), 1);
+    assert_eq!(recorded(&d, 1), None);
+    assert_eq!(d.link_seq(&peer(1)), None);
+    // Life 1's last report, late, cannot stand for life 2.
+    assert_eq!(d.apply(&report(1, 1, 8, &[3])), OUT_OF_ORDER);
+    // Life 2 counts from 1 again.
+    assert_eq!(d.apply(&report(1, 2, 1, &[4])), Outcome::LinksRecorded);
+    assert_eq!(recorded(&d, 1), Some(vec![4]));
+    // A report of a life not yet registered is left out too.
+    assert_eq!(d.apply(&report(1, 3, 9, &[3])), OUT_OF_ORDER);
+    assert_eq!(
+        d.apply(&report(9, 1, 1, &[3])),
+        Outcome::Ignored {
+            reason: Ignored::UnknownPeer
+        }
+    );
+}
+
+#[test]
+fn unnumbered_reports_of_older_logs_apply_as_they_come() {
+    let mut d = four_peers();
+    assert_eq!(d.apply(&report(1, 0, 0, &[2])), Outcome::LinksRecorded);
+    assert_eq!(d.apply(&report(1, 0, 0, &[3])), Outcome::LinksRecorded);
+    assert_eq!(recorded(&d, 1), Some(vec![3]));
+    // An entry written before the fields existed reads as unnumbered.
+    let old: Command = serde_json::from_str(
+        r#"{"op":"links","peer":"127.0.0.1:6001","neighbors":["127.0.0.1:6004"]}"#,
+    )
+    .unwrap();
+    assert_eq!(old, report(1, 0, 0, &[4]));
+    assert_eq!(d.apply(&old), Outcome::LinksRecorded);
+}
+
+#[test]
+fn the_newest_report_number_survives_a_snapshot_and_older_snapshots_load() {
+    let mut d = four_peers();
+    d.apply(&report(1, 1, 5, &[2]));
+    let json = serde_json::to_string(&d).unwrap();
+    let mut restored: Directory = serde_json::from_str(&json).unwrap();
+    assert_eq!(restored, d);
+    assert_eq!(restored.apply(&report(1, 1, 4, &[3])), OUT_OF_ORDER);
+    // A snapshot from before reports were numbered has no `link_seqs`.
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value.as_object_mut().unwrap().remove("link_seqs").unwrap();
+    let mut old: Directory = serde_json::from_value(value).unwrap();
+    assert_eq!(recorded(&old, 1), Some(vec![2]));
+    assert_eq!(old.apply(&report(1, 1, 4, &[3])), Outcome::LinksRecorded);
+}
+
+#[test]
+fn in_any_commit_order_a_peers_reports_leave_its_newest_set() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for round in 0..200 {
+        let mut d = four_peers();
+        // Up to six reports of peer 1, each a random set, some equal.
+        let sets: Vec<Vec<u16>> = (0..rng.random_range(1..=6))
+            .map(|_| (2..=4).filter(|_| rng.random_bool(0.5)).collect())
+            .collect();
+        let mut order: Vec<usize> = (0..sets.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        for &i in &order {
+            d.apply(&report(1, 1, i as u64 + 1, &sets[i]));
+        }
+        assert_eq!(
+            recorded(&d, 1).as_ref(),
+            sets.last(),
+            "round {round}: reports {sets:?} committed in the order {order:?}"
+        );
+    }
 }
