@@ -55,6 +55,14 @@ pub enum CloseReason {
     /// The remote failed the handshake: it does not hold the network's
     /// key. Logged with its address as a refused connection.
     Refused(String),
+    /// The node at `seed`, which this node dialled, proved `proved`, but
+    /// the seeds' log pins `pinned` for that seed. Logged as
+    /// `seed_key_refused`; nothing was sent to it.
+    SeedKey {
+        seed: SocketAddr,
+        pinned: PublicKey,
+        proved: PublicKey,
+    },
 }
 
 impl CloseReason {
@@ -63,6 +71,11 @@ impl CloseReason {
         match self {
             CloseReason::Io(e) | CloseReason::Protocol(e) | CloseReason::Refused(e) => e,
             CloseReason::Ended => ended.to_string(),
+            CloseReason::SeedKey {
+                seed,
+                pinned,
+                proved,
+            } => format!("the node at {seed} proved key {proved}, but the seeds' log pins {pinned} for it"),
         }
     }
 }
@@ -360,12 +373,14 @@ fn codec_for(max_body: usize) -> LengthDelimitedCodec {
 
 /// How a dialling node proves who it is: it signs the acceptor's
 /// challenge as the node at `me` (see [`Message::HelloProof`]); and the
-/// challenge its own HELLO carried, which the acceptor must sign.
+/// challenge its own HELLO carried, which the acceptor must sign, and the
+/// key the acceptor must prove when the seeds' log pins one for it.
 #[derive(Debug, Clone)]
 pub struct Prover {
     pub identity: Identity,
     pub me: SocketAddr,
     pub challenge: u64,
+    pub pinned: Option<PublicKey>,
 }
 
 /// Which side opened the connection, and what that side owes.
@@ -605,6 +620,11 @@ async fn serve(
                             break CloseReason::Protocol(format!(
                                 "the HELLO_PROOF of {listen}, which this node dialled: {e}"
                             ));
+                        }
+                        // Decided here, before a frame is sent: the node
+                        // reached must not get as much as a Raft request.
+                        if let Some(pinned) = prover.pinned.filter(|p| *p != key) {
+                            break CloseReason::SeedKey { seed: listen, pinned, proved: key };
                         }
                         acceptor = None;
                         awaiting_proof = false;

@@ -596,6 +596,7 @@ impl<C: Core> Driver<C> {
             identity: self.identity.clone(),
             me: self.core.addr(),
             challenge,
+            pinned: self.core.pinned_key(&target),
         };
         self.tasks
             .spawn(conn::dial(id, target, hello, prover, channels, key));
@@ -860,14 +861,18 @@ impl<C: Core> Driver<C> {
         let Some(pinned) = self.core.pinned_key_refusing(&addr, &key) else {
             return false;
         };
-        if self.key_refusals_logged.insert((addr, key)) {
+        self.log_key_refusal(addr, pinned, key);
+        true
+    }
+
+    fn log_key_refusal(&mut self, seed: SocketAddr, pinned: PublicKey, proved: PublicKey) {
+        if self.key_refusals_logged.insert((seed, proved)) {
             self.log(Event::SeedKeyRefused {
-                seed: addr,
+                seed,
                 pinned,
-                proved: key,
+                proved,
             });
         }
-        true
     }
 
     /// Closes every open connection of a seed whose proved key is no
@@ -1078,6 +1083,11 @@ impl<C: Core> Driver<C> {
                     self.log(Event::ConnectionRefused { remote, reason });
                 }
             }
+            CloseReason::SeedKey {
+                seed,
+                pinned,
+                proved,
+            } => self.log_key_refusal(seed, pinned, proved),
             CloseReason::Io(_) | CloseReason::Ended => {}
         }
         let current = remote.is_some_and(|r| self.by_remote.get(&r) == Some(&id));

@@ -153,16 +153,22 @@ pub trait Core {
     }
     /// Whether `addr` is one of the seeds of the config.
     fn is_seed(&self, addr: &SocketAddr) -> bool;
-    /// Seeds: a node that proved `key` claims to be seed `addr`. If the
-    /// committed log pins another key for that seed, that pinned key: the
-    /// connection must be refused. `None`: nothing against it (also when
-    /// no key is pinned yet, and always on peers, which pin nothing).
+    /// Seeds: the key the committed log pins for seed `addr`, if any; a
+    /// node at that address must prove it. Always `None` on peers, which
+    /// pin nothing.
+    fn pinned_key(&self, _addr: &SocketAddr) -> Option<message::PublicKey> {
+        None
+    }
+    /// A node that proved `key` claims to be `addr`. If the committed log
+    /// pins another key for that seed, that pinned key: the connection
+    /// must be refused. `None`: nothing against it (also when no key is
+    /// pinned yet).
     fn pinned_key_refusing(
         &self,
-        _addr: &SocketAddr,
-        _key: &message::PublicKey,
+        addr: &SocketAddr,
+        key: &message::PublicKey,
     ) -> Option<message::PublicKey> {
-        None
+        self.pinned_key(addr).filter(|pinned| pinned != key)
     }
     /// The answer to an `Output::Query` sent to `to`, or why there is none.
     fn handle_query_result(

@@ -269,13 +269,6 @@ impl SeedCore {
         });
     }
 
-    /// Whether a node claiming seed `addr` may hold `key`: if the log pins
-    /// another key for that seed, that pinned key (the claim is refused).
-    pub fn pinned_key_refusing(&self, addr: &SocketAddr, key: &PublicKey) -> Option<PublicKey> {
-        self.directory
-            .seed_key(addr)
-            .filter(|pinned| pinned != key)
-    }
 
     /// An operator's REKEY_REQUEST: checked against this seed's own key
     /// and its directory; if sound, this seed proposes its vote.
@@ -1274,8 +1267,10 @@ impl Core for SeedCore {
         }
     }
 
-    fn pinned_key_refusing(&self, addr: &SocketAddr, key: &PublicKey) -> Option<PublicKey> {
-        SeedCore::pinned_key_refusing(self, addr, key)
+    /// The key pinned for seed `addr` in this seed's committed directory:
+    /// a node claiming `addr` that proves another is refused.
+    fn pinned_key(&self, addr: &SocketAddr) -> Option<PublicKey> {
+        self.directory.seed_key(addr)
     }
 
     fn handle_query(&mut self, token: u64, query: Message, _now: Timestamp) {
