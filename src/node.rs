@@ -205,8 +205,7 @@ pub fn run_seed(options: NodeOptions) -> Result<(), NodeError> {
         let sink = open_sink(&node.options, node.addr)?;
         let shutdown = shutdown_signal();
         let seeds = node.options.config.seeds.clone();
-        let (link, raft) =
-            crate::consensus::start(node.addr, &seeds, &node.data_dir, key).await?;
+        let (link, raft) = crate::consensus::start(node.addr, &seeds, &node.data_dir, key).await?;
         let options = &node.options;
         let cap = options.max_peers_per_ip.or(options.config.max_peers_per_ip);
         let core = SeedCore::new(node.addr, seeds)

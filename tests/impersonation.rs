@@ -238,7 +238,12 @@ fn wait_for_every_seed_key_pinned(net: &Cluster) {
                     .all(|(seed, key)| pinned_key(*asked, *seed) == Some(*key))
                     .then_some(())
             },
-            || format!("{:?}", common::status(*asked).map(|s| s["seed_keys"].clone())),
+            || {
+                format!(
+                    "{:?}",
+                    common::status(*asked).map(|s| s["seed_keys"].clone())
+                )
+            },
         );
     }
 }
@@ -298,7 +303,12 @@ fn a_process_on_a_down_seeds_port_with_another_key_is_refused_and_the_real_seed_
     let leader = wait_for(
         "a leader",
         START,
-        || common::status(seeds[0])?["leader"].as_str()?.parse::<SocketAddr>().ok(),
+        || {
+            common::status(seeds[0])?["leader"]
+                .as_str()?
+                .parse::<SocketAddr>()
+                .ok()
+        },
         || "none".into(),
     );
     let victim = (0..3).find(|i| seeds[*i] != leader).unwrap();
@@ -309,7 +319,11 @@ fn a_process_on_a_down_seeds_port_with_another_key_is_refused_and_the_real_seed_
     let leader_changes = |net: &mut Cluster| -> usize {
         others
             .iter()
-            .map(|i| net.seeds[*i].poll().count(|e| matches!(e, Event::LeaderChanged { .. })))
+            .map(|i| {
+                net.seeds[*i]
+                    .poll()
+                    .count(|e| matches!(e, Event::LeaderChanged { .. }))
+            })
             .sum()
     };
     let changes_before = leader_changes(&mut net);
@@ -323,9 +337,7 @@ fn a_process_on_a_down_seeds_port_with_another_key_is_refused_and_the_real_seed_
         &seed_args(addr, &net.config, &impostor_data),
         false,
     );
-    impostor.wait_event("listening", START, |e| {
-        matches!(e, Event::Listening { .. })
-    });
+    impostor.wait_event("listening", START, |e| matches!(e, Event::Listening { .. }));
     let impostor_key = key_in(&impostor_data);
     assert_ne!(impostor_key, real_key);
     // The other seeds dial it (Raft), and it dials them: each must refuse
@@ -475,7 +487,10 @@ fn a_seed_that_lost_its_data_dir_is_refused_until_a_majority_pins_its_new_key() 
         Some(Message::RekeyReply {
             accepted: false,
             detail,
-        }) => assert!(detail.contains("not signed with the key of seed"), "{detail}"),
+        }) => assert!(
+            detail.contains("not signed with the key of seed"),
+            "{detail}"
+        ),
         other => panic!("a forged rekey order got {other:?}"),
     }
     let fake = net.dir.path().join("attacker-data");

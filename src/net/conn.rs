@@ -75,7 +75,9 @@ impl CloseReason {
                 seed,
                 pinned,
                 proved,
-            } => format!("the node at {seed} proved key {proved}, but the seeds' log pins {pinned} for it"),
+            } => format!(
+                "the node at {seed} proved key {proved}, but the seeds' log pins {pinned} for it"
+            ),
         }
     }
 }

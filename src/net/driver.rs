@@ -1421,7 +1421,8 @@ impl<C: Core> Driver<C> {
                 self.core.handle_applied(&command, &response, now);
                 if matches!(
                     response,
-                    crate::proto::Outcome::SeedKeyPinned | crate::proto::Outcome::SeedRekeyed { .. }
+                    crate::proto::Outcome::SeedKeyPinned
+                        | crate::proto::Outcome::SeedRekeyed { .. }
                 ) {
                     self.recheck_keys();
                 }

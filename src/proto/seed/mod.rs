@@ -33,9 +33,7 @@ use std::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use directory::{
-    Change, ChangeKind, Command, Directory, Ignored, Incarnation, Outcome, Refusal,
-};
+use directory::{Change, ChangeKind, Command, Directory, Ignored, Incarnation, Outcome, Refusal};
 
 use super::{
     event::CommitBasis,
@@ -269,7 +267,6 @@ impl SeedCore {
         });
     }
 
-
     /// An operator's REKEY_REQUEST: checked against this seed's own key
     /// and its directory; if sound, this seed proposes its vote.
     fn on_rekey_request(
@@ -299,7 +296,11 @@ impl SeedCore {
                     "the key pinned for {seed} is {pinned}, not {old}; ask again"
                 ))
             }
-            None => return Err(format!("no key is pinned for {seed} yet; nothing to replace")),
+            None => {
+                return Err(format!(
+                    "no key is pinned for {seed} yet; nothing to replace"
+                ))
+            }
         }
         if old == new {
             return Err(format!("{new} is already the key pinned for {seed}"));

@@ -1358,7 +1358,10 @@ fn a_rekey_order_counts_only_signed_with_the_seeds_own_key_and_naming_the_pinned
         assert!(proposed.is_empty(), "{proposed:?}");
         let (accepted, detail) = reply.expect("an answer");
         assert!(!accepted);
-        assert!(detail.contains("not signed with the key of seed"), "{detail}");
+        assert!(
+            detail.contains("not signed with the key of seed"),
+            "{detail}"
+        );
     }
     // Signed, but naming a key that is not the pinned one.
     core.handle_query(2, order(&me, key(6001)), now());

@@ -685,7 +685,11 @@ fn the_first_committed_seed_key_is_pinned_and_a_later_different_one_is_ignored()
             reason: Ignored::KeyAlreadyPinned
         }
     );
-    assert_eq!(d.seed_key(&seed(1)), Some(seed_key(7)), "the first key wins");
+    assert_eq!(
+        d.seed_key(&seed(1)),
+        Some(seed_key(7)),
+        "the first key wins"
+    );
     assert_eq!(
         d.apply(&pin(1, 7)),
         Outcome::Ignored {
@@ -764,7 +768,11 @@ fn a_pinned_seed_key_is_replaced_only_by_a_majority_of_seeds() {
             reason: Ignored::DuplicateVote
         }
     );
-    assert_eq!(d.seed_key(&seed(2)), Some(seed_key(1)), "one seed is not enough");
+    assert_eq!(
+        d.seed_key(&seed(2)),
+        Some(seed_key(1)),
+        "one seed is not enough"
+    );
     // A vote for another new key does not add up with it.
     assert_eq!(
         rekey(&mut d, 2, 1, 9, 1),
