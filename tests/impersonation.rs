@@ -291,13 +291,20 @@ fn run_to_end(args: &[String]) -> (Option<i32>, String, String) {
     (status.code(), read(&out), read(&err))
 }
 
-#[test]
-fn a_process_on_a_down_seeds_port_with_another_key_is_refused_and_the_real_seed_is_taken_back() {
+/// Three seeds that have pinned their keys, and one peer registered: the
+/// cluster, its seeds' addresses and the peer's.
+fn three_seeds_with_keys_pinned() -> (Cluster, Vec<SocketAddr>, String) {
     let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
     let seeds: Vec<SocketAddr> = net.seeds.iter().map(|s| s.addr()).collect();
     wait_for_every_seed_key_pinned(&net);
     let first = net.add_peer();
     let first = net.peers[first].addr().to_string();
+    (net, seeds, first)
+}
+
+#[test]
+fn a_process_on_a_down_seeds_port_with_another_key_is_refused_and_the_real_seed_is_taken_back() {
+    let (mut net, seeds, first) = three_seeds_with_keys_pinned();
     // The victim is a follower, so that the leader stays and any election
     // would be the impostor's doing.
     let leader = wait_for(
@@ -430,11 +437,7 @@ fn a_process_on_a_down_seeds_port_with_another_key_is_refused_and_the_real_seed_
 
 #[test]
 fn a_seed_that_lost_its_data_dir_is_refused_until_a_majority_pins_its_new_key() {
-    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
-    let seeds: Vec<SocketAddr> = net.seeds.iter().map(|s| s.addr()).collect();
-    wait_for_every_seed_key_pinned(&net);
-    let first = net.add_peer();
-    let first = net.peers[first].addr().to_string();
+    let (mut net, seeds, first) = three_seeds_with_keys_pinned();
     let lost = 2;
     let (addr, data) = (seeds[lost], net.seed_data_dir(lost));
     let old_key = key_in(&data);

@@ -692,15 +692,11 @@ impl Directory {
         if rekey.old == rekey.new {
             return ignored(Ignored::Unchanged);
         }
-        let voters = self.state.rekey_votes.entry(rekey).or_default();
-        if !voters.insert(voter) {
-            return ignored(Ignored::DuplicateVote);
-        }
-        let (votes, needed) = (voters.len(), majority(self.state.seeds.len()));
-        if votes < needed {
-            return Outcome::VoteCounted { votes, needed };
-        }
-        let voters = self.state.rekey_votes.remove(&rekey).unwrap_or_default();
+        let seeds = self.state.seeds.len();
+        let voters = match count_vote(&mut self.state.rekey_votes, rekey, voter, seeds) {
+            Ok(voters) => voters,
+            Err(outcome) => return outcome,
+        };
         self.state.seed_keys.insert(rekey.seed, rekey.new);
         // Votes to replace the key just replaced can never count now.
         self.state.rekey_votes.retain(|r, _| r.seed != rekey.seed);
@@ -730,15 +726,11 @@ impl Directory {
         if !self.applies(&change) {
             return ignored(Ignored::Stale);
         }
-        let voters = self.state.votes.entry(change).or_default();
-        if !voters.insert(seed) {
-            return ignored(Ignored::DuplicateVote);
-        }
-        let (votes, needed) = (voters.len(), majority(self.state.seeds.len()));
-        if votes < needed {
-            return Outcome::VoteCounted { votes, needed };
-        }
-        let voters = self.state.votes.remove(&change).unwrap_or_default();
+        let seeds = self.state.seeds.len();
+        let voters = match count_vote(&mut self.state.votes, change, seed, seeds) {
+            Ok(voters) => voters,
+            Err(outcome) => return outcome,
+        };
         let peer = change.peer;
         // The cap is checked here, against the state every seed has at
         // this point of the log, not only before the vote: registrations
@@ -952,6 +944,31 @@ impl Directory {
     pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Incarnation)> + '_ {
         self.state.peers.iter().map(|(a, i)| (*a, *i))
     }
+}
+
+/// Counts `voter`'s vote for `what` among `seeds` seeds. At a majority,
+/// the voters, taken out of `votes`; before it, the outcome to return
+/// (the vote counted, or a duplicate ignored).
+fn count_vote<K: Ord + Copy>(
+    votes: &mut BTreeMap<K, BTreeSet<SocketAddr>>,
+    what: K,
+    voter: SocketAddr,
+    seeds: usize,
+) -> Result<BTreeSet<SocketAddr>, Outcome> {
+    let voters = votes.entry(what).or_default();
+    if !voters.insert(voter) {
+        return Err(Outcome::Ignored {
+            reason: Ignored::DuplicateVote,
+        });
+    }
+    let (votes_in, needed) = (voters.len(), majority(seeds));
+    if votes_in < needed {
+        return Err(Outcome::VoteCounted {
+            votes: votes_in,
+            needed,
+        });
+    }
+    Ok(votes.remove(&what).unwrap_or_default())
 }
 
 /// Numbers the connected pieces of a graph; returns each node's piece and
