@@ -33,6 +33,20 @@ pub enum IdentityError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot draw a new identity key: the operating system's randomness failed: {0}")]
     Random(String),
+    #[error("there is no identity key at {path}; give the data directory of a node that has run (--data-dir DIR)")]
+    Missing { path: PathBuf },
+}
+
+/// The identity kept in `dir`, which must exist: nothing is created.
+pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
+    let path = dir.join(IDENTITY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => secret_file::parse(&bytes)
+            .map(Identity::from_secret)
+            .map_err(|reason| IdentityError::Malformed { path, reason }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(IdentityError::Missing { path }),
+        Err(source) => Err(IdentityError::Read { path, source }),
+    }
 }
 
 /// The identity kept in `dir`, created there on first use. Returns it, and

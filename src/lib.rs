@@ -13,6 +13,7 @@ pub mod net;
 pub mod node;
 pub mod output;
 pub mod proto;
+pub mod rekey;
 pub mod secret_file;
 pub mod sim;
 pub mod status;

@@ -39,6 +39,9 @@ enum Command {
     Up(UpArgs),
     /// Show a seed cluster's committed Peer List, topology and leader.
     Status(StatusArgs),
+    /// Manage the seeds' pinned identity keys.
+    #[command(subcommand)]
+    Seeds(SeedsCommand),
     /// Write a new network key: give it to every node with --network-key
     /// FILE (or network_key in the config) to authenticate and encrypt
     /// every connection.
@@ -132,6 +135,88 @@ struct SeedArgs {
     /// forming leader commits holds on every seed.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_peers_per_ip: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum SeedsCommand {
+    /// Have running seeds vote to pin a new identity key for seed ADDR,
+    /// whose data directory was lost (docs/SECURITY.md, "Seed keys"). Each
+    /// --data-dir is a running seed's own: that seed votes, on an order
+    /// signed with its identity.key. The key is replaced once a majority
+    /// of the seeds have voted.
+    Rekey(RekeyArgs),
+}
+
+#[derive(Args)]
+struct RekeyArgs {
+    /// The seed whose pinned key is replaced, as IP:PORT.
+    seed: SocketAddr,
+    /// Its new public key, 64 hex digits: the one its refusals name
+    /// (`seed_key_refused`), i.e. the public key of its new identity.key.
+    #[arg(long, value_name = "HEX")]
+    key: gossipnet::proto::message::PublicKey,
+    /// The data directory of a running seed that is to vote; repeat it for
+    /// each seed whose directory is on this host.
+    #[arg(long = "data-dir", value_name = "DIR", required = true)]
+    data_dirs: Vec<PathBuf>,
+    /// Config file listing the seeds. Default: the first of config.csv,
+    /// config.txt, config.toml, config.yml in the working directory.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The network's key file, when its nodes run with one. Default: the
+    /// config's network_key, if any.
+    #[arg(long, value_name = "FILE")]
+    network_key: Option<PathBuf>,
+}
+
+fn run_rekey(args: RekeyArgs) -> ExitCode {
+    let config = match args.config.clone().map_or_else(
+        || {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot read the working directory: {e}"))
+                .and_then(|cwd| config::find_default(&cwd).map_err(|e| e.to_string()))
+        },
+        Ok,
+    ) {
+        Ok(path) => match config::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let key_file = args.network_key.or(config.network_key.clone());
+    let network_key = match key_file.as_deref().map(NetworkKey::load).transpose() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = gossipnet::rekey::rekey(
+        args.seed,
+        args.key,
+        &args.data_dirs,
+        &config.seeds,
+        network_key.as_ref(),
+    );
+    match result {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Args)]
@@ -248,6 +333,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Peer(args) => args.run(),
+        Command::Seeds(SeedsCommand::Rekey(args)) => run_rekey(args),
         Command::Sim(args) => run_sim(args),
         Command::Up(args) => {
             let exe = match std::env::current_exe() {

@@ -91,6 +91,18 @@ pub enum NodeError {
     Identity(#[from] crate::identity::IdentityError),
 }
 
+impl NodeError {
+    /// The process's exit status for this error: 2 when the seed's own
+    /// files contradict each other (its log pins another key than its
+    /// identity.key holds), like a bad config; 1 otherwise.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            NodeError::Consensus(crate::consensus::ConsensusError::KeyMismatch { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
 impl NodeOptions {
     /// The network key this node uses: `--network-key`, else the config's.
     pub fn load_network_key(&self) -> Result<Option<NetworkKey>, KeyError> {
@@ -185,6 +197,7 @@ pub fn run_seed(options: NodeOptions) -> Result<(), NodeError> {
         // A seed proves this key on every connection it dials, so that no
         // other process can speak in its name.
         let identity = crate::identity::load_or_create(&node.data_dir)?.0;
+        let key = identity.public_key();
         let admission = net::driver::Admission {
             identity: Some(identity),
             ..node.admission
@@ -192,10 +205,12 @@ pub fn run_seed(options: NodeOptions) -> Result<(), NodeError> {
         let sink = open_sink(&node.options, node.addr)?;
         let shutdown = shutdown_signal();
         let seeds = node.options.config.seeds.clone();
-        let (link, raft) = crate::consensus::start(node.addr, &seeds, &node.data_dir).await?;
+        let (link, raft) = crate::consensus::start(node.addr, &seeds, &node.data_dir, key).await?;
         let options = &node.options;
         let cap = options.max_peers_per_ip.or(options.config.max_peers_per_ip);
-        let core = SeedCore::new(node.addr, seeds).with_max_peers_per_ip(cap);
+        let core = SeedCore::new(node.addr, seeds)
+            .with_max_peers_per_ip(cap)
+            .with_key(key);
         net::run(
             core,
             node.listener,

@@ -20,7 +20,8 @@ pub enum StatusError {
     Runtime(std::io::Error),
 }
 
-async fn ask(seed: SocketAddr, key: Option<&NetworkKey>) -> Result<Value, StatusError> {
+/// Asks `seed` alone for its status.
+pub async fn ask(seed: SocketAddr, key: Option<&NetworkKey>) -> Result<Value, StatusError> {
     match conn::query(
         seed,
         &Message::StatusRequest {},
@@ -111,6 +112,12 @@ pub fn table(report: &Value) -> String {
             .filter(|e| e[0].as_str() == Some(addr) || e[1].as_str() == Some(addr))
             .count();
         let _ = writeln!(out, "{addr:<24} {degree:>8} {}", p["incarnation"]);
+    }
+    if let Some(keys) = report["seed_keys"].as_object() {
+        let _ = writeln!(out, "\n{} seed keys pinned", keys.len());
+        for (seed, key) in keys {
+            let _ = writeln!(out, "{seed:<24} {}", text(key));
+        }
     }
     let _ = writeln!(out, "\n{} links", edges.len());
     for e in &edges {

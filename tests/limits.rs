@@ -296,7 +296,11 @@ fn real_gossip_survives_a_flood(
         matches!(
             e,
             Event::GossipRefused {
-                cause: GossipRefusal::OriginRate | GossipRefusal::NewOrigins,
+                cause: GossipRefusal::OriginRate
+                    | GossipRefusal::NewOrigins
+                    // Frames naming the victim itself: their line may
+                    // come first, and stand for the second's refusals.
+                    | GossipRefusal::Forged,
                 ..
             }
         )

@@ -195,6 +195,24 @@ fn message() -> impl Strategy<Value = Message> {
             ),
         Just(Message::StatusRequest {}),
         json_value().prop_map(|status| Message::StatusReply { status }),
+        (
+            any::<u32>(),
+            socket_addr(),
+            public_key(),
+            public_key(),
+            signature()
+        )
+            .prop_map(
+                |(version, seed, old, new, signature)| Message::RekeyRequest {
+                    version,
+                    seed,
+                    old,
+                    new,
+                    signature
+                }
+            ),
+        (any::<bool>(), any::<String>())
+            .prop_map(|(accepted, detail)| Message::RekeyReply { accepted, detail }),
         (any::<u64>(), json_value()).prop_map(|(id, body)| Message::RaftRequest { id, body }),
         (any::<u64>(), json_value()).prop_map(|(id, body)| Message::RaftResponse { id, body }),
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
@@ -246,9 +264,11 @@ fn variant(m: &Message) -> usize {
         Message::Pong { .. } => 17,
         Message::Gossip { .. } => 18,
         Message::HelloProof { .. } => 19,
+        Message::RekeyRequest { .. } => 20,
+        Message::RekeyReply { .. } => 21,
     }
 }
-const VARIANTS: usize = 20;
+const VARIANTS: usize = 22;
 
 /// Decodes every frame in `stream`, handing it to the codec in reads of the
 /// given sizes (cycled; 0 = decode again with nothing new), and fails on

@@ -41,7 +41,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::proto::{Command, Directory, Outcome};
+use crate::proto::{message::PublicKey, Command, Directory, Outcome};
 pub use store::Applied;
 
 openraft::declare_raft_types!(
@@ -80,6 +80,8 @@ pub struct OutgoingRpc {
 /// A Raft RPC from another seed, for this seed's Raft to answer.
 pub struct IncomingRpc {
     pub from: SocketAddr,
+    /// The key `from` proved on the connection the RPC came on.
+    pub key: Option<PublicKey>,
     pub body: Value,
     pub reply: oneshot::Sender<Value>,
 }
@@ -126,6 +128,15 @@ pub enum ConsensusError {
     },
     #[error("cannot start Raft: {0}")]
     Raft(String),
+    /// The log in the data directory pins another key for this seed than
+    /// its identity.key holds. Nothing was started.
+    #[error("seed {seed}: the seeds' log in {dir} pins the key {pinned} for this seed, but {dir}/identity.key holds {key}, so every other seed would refuse it. Restore the identity.key this seed had (from a backup) and start it again. If that key is lost, a majority of seeds must accept the new one: on the host of each, run `gossipnet seeds rekey {seed} --key {key} --data-dir <that seed's data dir>`; then move {dir}/raft.redb away and start this seed again, to catch up from the others (docs/SECURITY.md, \"Seed keys\")")]
+    KeyMismatch {
+        seed: SocketAddr,
+        dir: PathBuf,
+        pinned: PublicKey,
+        key: PublicKey,
+    },
 }
 
 /// RPCs from other seeds answered at once; more are refused as busy, so a
@@ -159,11 +170,14 @@ fn raft_config() -> Config {
     }
 }
 
-/// Starts this seed's Raft node with its log in `data_dir`.
+/// Starts this seed's Raft node with its log in `data_dir`. `key` is the
+/// seed's identity key: if the log already pins another one for it, the
+/// seed does not start ([`ConsensusError::KeyMismatch`]).
 pub async fn start(
     me: SocketAddr,
     seeds: &[SocketAddr],
     data_dir: &Path,
+    key: PublicKey,
 ) -> Result<(ConsensusLink, ConsensusHandle), ConsensusError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ConsensusError::DataDir {
         path: data_dir.to_path_buf(),
@@ -177,6 +191,14 @@ pub async fn start(
             source,
         },
     )?;
+    if let Some(pinned) = sm.state().seed_key(&me).filter(|p| *p != key) {
+        return Err(ConsensusError::KeyMismatch {
+            seed: me,
+            dir: data_dir.to_path_buf(),
+            pinned,
+            key,
+        });
+    }
     // The core starts from what was applied before the restart.
     let _ = applied_tx.send(Applied::Snapshot {
         last_index: sm.last_applied_index().unwrap_or(0),
@@ -365,8 +387,19 @@ async fn serve(
                 Ok(RaftRpc::AppendEntries(r)) => to_json(raft.append_entries(r).await),
                 Ok(RaftRpc::Vote(r)) => to_json(raft.vote(r).await),
                 Ok(RaftRpc::InstallSnapshot(r)) => to_json(raft.install_snapshot(r).await),
-                Ok(RaftRpc::Propose(Command::Vote { seed, .. })) if seed != rpc.from => {
+                Ok(RaftRpc::Propose(
+                    Command::Vote { seed, .. } | Command::Rekey { voter: seed, .. },
+                )) if seed != rpc.from => {
                     to_json(Err::<(), _>("a seed may forward only its own votes"))
+                }
+                // A seed pins only its own key, and only the one it proved
+                // on the connection: nobody can pin a key it does not hold.
+                Ok(RaftRpc::Propose(Command::SeedKey { seed, key }))
+                    if seed != rpc.from || Some(key) != rpc.key =>
+                {
+                    to_json(Err::<(), _>(
+                        "a seed may forward only its own key, the one it proved",
+                    ))
                 }
                 // Only a leader names the seeds, from its own config.
                 Ok(RaftRpc::Propose(Command::Init { .. })) => {
@@ -483,6 +516,9 @@ async fn answer_status(
                 "incarnation": incarnation,
                 "links": directory.reported_links(&addr),
             })).collect::<Vec<_>>(),
+            "seed_keys": directory.seed_keys()
+                .map(|(seed, key)| (seed.to_string(), serde_json::Value::String(key.to_string())))
+                .collect::<serde_json::Map<_, _>>(),
             "topology": directory.edges().into_iter()
                 .map(|(a, b)| [a.to_string(), b.to_string()])
                 .collect::<Vec<_>>(),

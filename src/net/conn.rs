@@ -27,7 +27,7 @@ use super::{
     secure::{self, Cipher, NetworkKey},
 };
 use crate::proto::{
-    evidence::Identity,
+    evidence::{Identity, PublicKey},
     message::{Message, Role, MAX_FRAME_LEN, PROTOCOL_VERSION},
     Event, QueryError,
 };
@@ -55,6 +55,14 @@ pub enum CloseReason {
     /// The remote failed the handshake: it does not hold the network's
     /// key. Logged with its address as a refused connection.
     Refused(String),
+    /// The node at `seed`, which this node dialled, proved `proved`, but
+    /// the seeds' log pins `pinned` for that seed. Logged as
+    /// `seed_key_refused`; nothing was sent to it.
+    SeedKey {
+        seed: SocketAddr,
+        pinned: PublicKey,
+        proved: PublicKey,
+    },
 }
 
 impl CloseReason {
@@ -63,6 +71,13 @@ impl CloseReason {
         match self {
             CloseReason::Io(e) | CloseReason::Protocol(e) | CloseReason::Refused(e) => e,
             CloseReason::Ended => ended.to_string(),
+            CloseReason::SeedKey {
+                seed,
+                pinned,
+                proved,
+            } => format!(
+                "the node at {seed} proved key {proved}, but the seeds' log pins {pinned} for it"
+            ),
         }
     }
 }
@@ -305,10 +320,17 @@ async fn receive_raw(
 /// What a connection task tells the driver.
 #[derive(Debug)]
 pub enum ConnEvent {
+    /// The remote said HELLO. On a connection we dialled it comes only
+    /// once the acceptor has proved `key` (its HELLO_PROOF over our
+    /// challenge verified). On an accepted one, `challenge` is the
+    /// dialler's, for this node's own HELLO_PROOF once the dialler is
+    /// proved.
     Hello {
         id: ConnId,
         listen: SocketAddr,
         role: Role,
+        key: Option<PublicKey>,
+        challenge: Option<u64>,
     },
     Frame {
         id: ConnId,
@@ -318,7 +340,7 @@ pub enum ConnEvent {
         held: Option<OwnedSemaphorePermit>,
     },
     /// The remote opened with a one-shot query instead of HELLO (PROBE,
-    /// SUSPECT_REQUEST or STATUS_REQUEST). The driver answers it, then
+    /// SUSPECT_REQUEST, REKEY_REQUEST or STATUS_REQUEST). The driver answers it, then
     /// closes the connection.
     Query {
         id: ConnId,
@@ -352,11 +374,15 @@ fn codec_for(max_body: usize) -> LengthDelimitedCodec {
 }
 
 /// How a dialling node proves who it is: it signs the acceptor's
-/// challenge as the node at `me` (see [`Message::HelloProof`]).
+/// challenge as the node at `me` (see [`Message::HelloProof`]); and the
+/// challenge its own HELLO carried, which the acceptor must sign, and the
+/// key the acceptor must prove when the seeds' log pins one for it.
 #[derive(Debug, Clone)]
 pub struct Prover {
     pub identity: Identity,
     pub me: SocketAddr,
+    pub challenge: u64,
+    pub pinned: Option<PublicKey>,
 }
 
 /// Which side opened the connection, and what that side owes.
@@ -524,8 +550,13 @@ async fn serve(
     tokio::pin!(hello_deadline);
     let mut greeted = false;
     // An accepted connection's remote owes a HELLO_PROOF after its HELLO,
-    // within the same time.
+    // within the same time; so does the acceptor of a connection we
+    // dialled, once we have proved ourselves.
     let mut awaiting_proof = false;
+    // We dialled, and the acceptor's HELLO named `listen` as `role`: its
+    // HELLO_PROOF comes next, and nothing is sent until it verifies.
+    let mut acceptor: Option<(SocketAddr, Role)> = None;
+    let mut may_send = matches!(opened, Opened::ByRemote);
     let mut limits = FrameLimits::new(std::time::Instant::now());
     let mut dropped = RefusalLog::default();
     let mut held_link_report: Option<Message> = None;
@@ -566,18 +597,47 @@ async fn serve(
                                 if let Err(reason) = write_in_time(sent).await {
                                     break reason;
                                 }
+                                acceptor = Some((listen, role));
+                                awaiting_proof = true;
+                                continue;
                             }
                             (Opened::ByUs(_), None) => {
                                 break CloseReason::Protocol("HELLO without a challenge".into())
                             }
                             (Opened::ByRemote, _) => awaiting_proof = true,
                         }
-                        ConnEvent::Hello { id, listen, role }
+                        ConnEvent::Hello { id, listen, role, key: None, challenge }
+                    }
+                    (Ok(msg), true) if acceptor.is_some() => {
+                        let (Opened::ByUs(prover), Some((listen, role))) = (&opened, acceptor) else {
+                            break CloseReason::Protocol("unexpected state".into());
+                        };
+                        let Message::HelloProof { key, signature } = msg else {
+                            break CloseReason::Protocol(format!(
+                                "{} before the acceptor's HELLO_PROOF",
+                                msg.kind()
+                            ));
+                        };
+                        if let Err(e) = key.verify_accept(listen, prover.me, prover.challenge, &signature) {
+                            break CloseReason::Protocol(format!(
+                                "the HELLO_PROOF of {listen}, which this node dialled: {e}"
+                            ));
+                        }
+                        // Decided here, before a frame is sent: the node
+                        // reached must not get as much as a Raft request.
+                        if let Some(pinned) = prover.pinned.filter(|p| *p != key) {
+                            break CloseReason::SeedKey { seed: listen, pinned, proved: key };
+                        }
+                        acceptor = None;
+                        awaiting_proof = false;
+                        may_send = true;
+                        ConnEvent::Hello { id, listen, role, key: Some(key), challenge: None }
                     }
                     (
                         Ok(
                             msg @ (Message::Probe { version, .. }
-                            | Message::SuspectRequest { version, .. }),
+                            | Message::SuspectRequest { version, .. }
+                            | Message::RekeyRequest { version, .. }),
                         ),
                         false,
                     ) if version != PROTOCOL_VERSION => {
@@ -590,6 +650,7 @@ async fn serve(
                         Ok(
                             msg @ (Message::Probe { .. }
                             | Message::SuspectRequest { .. }
+                            | Message::RekeyRequest { .. }
                             | Message::StatusRequest {}),
                         ),
                         false,
@@ -638,7 +699,7 @@ async fn serve(
                     held_until = Instant::from_std(limits.reports_free_at(now));
                 }
             }
-            out = outbox.recv() => match out {
+            out = outbox.recv(), if may_send => match out {
                 Some(frame) => {
                     // Whatever else is already queued goes out in the same
                     // write: one syscall per burst, not per frame.

@@ -170,12 +170,17 @@ enum ConnState {
         waiting: Vec<Message>,
         /// The core asked to link to `listen` meanwhile.
         wanted: bool,
+        /// The challenge of the dialler's HELLO: once it is proved, this
+        /// node proves its own key by signing it.
+        their_challenge: Option<u64>,
     },
-    /// HELLO exchanged; `remote` is the other side's listen address.
+    /// HELLO exchanged; `remote` is the other side's listen address, and
+    /// `key` the key it proved.
     Open {
         remote: SocketAddr,
         role: Role,
         dialed_by_us: bool,
+        key: Option<PublicKey>,
     },
 }
 
@@ -268,6 +273,10 @@ struct Driver<C: Core> {
     /// than open a second connection, which the tie-break of simultaneous
     /// dials would then close with frames on it.
     proving: HashMap<SocketAddr, ConnId>,
+    /// Claims of a seed with a key other than the one pinned for it that
+    /// were logged: each is logged once, not at every one of Raft's
+    /// redials, until that seed is seen with its pinned key again.
+    key_refusals_logged: HashSet<(SocketAddr, PublicKey)>,
 }
 
 /// How the driver admits connections (docs/SECURITY.md).
@@ -396,6 +405,7 @@ pub async fn run<C: Core>(
         identity,
         identity_checks: HashMap::new(),
         proving: HashMap::new(),
+        key_refusals_logged: HashSet::new(),
     };
     let role = driver.core.role();
     driver.log(Event::Listening { role });
@@ -564,11 +574,29 @@ impl<C: Core> Driver<C> {
     fn dial(&mut self, target: SocketAddr) -> ConnId {
         let (id, channels) = self.new_conn(ConnState::Dialing { target }, Some(target));
         self.by_remote.insert(target, id);
-        let hello = self.hello.clone();
+        // The acceptor must sign this, so that the node reached is known
+        // to hold the key it then states.
+        let challenge = rand::random();
+        let hello = match &self.hello {
+            Message::Hello {
+                version,
+                role,
+                listen,
+                ..
+            } => Message::Hello {
+                version: *version,
+                role: *role,
+                listen: *listen,
+                challenge: Some(challenge),
+            },
+            other => other.clone(),
+        };
         let key = self.network_key.clone();
         let prover = conn::Prover {
             identity: self.identity.clone(),
             me: self.core.addr(),
+            challenge,
+            pinned: self.core.pinned_key(&target),
         };
         self.tasks
             .spawn(conn::dial(id, target, hello, prover, channels, key));
@@ -621,7 +649,13 @@ impl<C: Core> Driver<C> {
 
     fn on_conn_event(&mut self, event: ConnEvent) {
         match event {
-            ConnEvent::Hello { id, listen, role } => self.on_hello(id, listen, role),
+            ConnEvent::Hello {
+                id,
+                listen,
+                role,
+                key,
+                challenge,
+            } => self.on_hello(id, listen, role, key, challenge),
             ConnEvent::Frame { id, msg, held } => self.on_frame(id, msg, held),
             ConnEvent::Query { id, msg } => self.on_query(id, msg),
             ConnEvent::Closed { id, reason } => self.on_closed(id, reason),
@@ -646,12 +680,14 @@ impl<C: Core> Driver<C> {
             return;
         };
         match &mut conn.state {
-            ConnState::Open { remote, role, .. } => {
+            ConnState::Open {
+                remote, role, key, ..
+            } => {
                 conn.heard = Some(Instant::now());
-                let (remote, role, now) = (*remote, *role, self.clock.now());
+                let (remote, role, key, now) = (*remote, *role, *key, self.clock.now());
                 match msg {
                     Message::RaftRequest { id, body } if role == Role::Seed => {
-                        self.on_raft_request(remote, id, body)
+                        self.on_raft_request(remote, key, id, body)
                     }
                     Message::RaftResponse { id, body } if role == Role::Seed => {
                         self.on_raft_response(remote, id, body)
@@ -776,16 +812,41 @@ impl<C: Core> Driver<C> {
             self.protocol_error(id, format!("HELLO claims {listen}, but {reason}"));
             return self.forget(id);
         }
-        let Some(ConnState::Proving { held, waiting, .. }) =
-            self.conns.get_mut(&id).map(|c| &mut c.state)
+        // The node at that address holds the key it proved; if it claims a
+        // seed, the key must also be the one the seeds' log pins for it.
+        if self.refuses_key(listen, key) {
+            return self.forget(id);
+        }
+        let Some(ConnState::Proving {
+            held,
+            waiting,
+            their_challenge,
+            ..
+        }) = self.conns.get_mut(&id).map(|c| &mut c.state)
         else {
             return;
         };
         let (held, waiting) = (std::mem::take(held), std::mem::take(waiting));
+        let their_challenge = *their_challenge;
         if self.proving.get(&listen) == Some(&id) {
             self.proving.remove(&listen);
         }
-        self.open_accepted(id, listen, role);
+        self.open_accepted(id, listen, role, key);
+        // Proved: now this node proves its own key to the dialler, before
+        // anything else it sends there.
+        let open = matches!(
+            self.conns.get(&id).map(|c| &c.state),
+            Some(ConnState::Open { .. })
+        );
+        if let (Some(challenge), true) = (their_challenge, open) {
+            let proof = Message::HelloProof {
+                key: self.identity.public_key(),
+                signature: self
+                    .identity
+                    .prove_accept(self.core.addr(), listen, challenge),
+            };
+            self.send_on(id, proof);
+        }
         for msg in waiting {
             self.send_to(listen, msg);
         }
@@ -794,7 +855,56 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    fn on_hello(&mut self, id: ConnId, listen: SocketAddr, role: Role) {
+    /// Whether the core refuses `key` for a node claiming `addr` (a seed
+    /// whose log pins another key); logs the refusal once per claim.
+    fn refuses_key(&mut self, addr: SocketAddr, key: PublicKey) -> bool {
+        let Some(pinned) = self.core.pinned_key_refusing(&addr, &key) else {
+            return false;
+        };
+        self.log_key_refusal(addr, pinned, key);
+        true
+    }
+
+    fn log_key_refusal(&mut self, seed: SocketAddr, pinned: PublicKey, proved: PublicKey) {
+        if self.key_refusals_logged.insert((seed, proved)) {
+            self.log(Event::SeedKeyRefused {
+                seed,
+                pinned,
+                proved,
+            });
+        }
+    }
+
+    /// Closes every open connection of a seed whose proved key is no
+    /// longer the one pinned for it: called when the pinned keys change.
+    fn recheck_keys(&mut self) {
+        let open: Vec<(ConnId, SocketAddr, PublicKey)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| match c.state {
+                ConnState::Open {
+                    remote,
+                    key: Some(key),
+                    ..
+                } => Some((*id, remote, key)),
+                _ => None,
+            })
+            .collect();
+        for (id, remote, key) in open {
+            if self.refuses_key(remote, key) {
+                self.on_closed(id, CloseReason::Ended);
+            }
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        id: ConnId,
+        listen: SocketAddr,
+        role: Role,
+        key: Option<PublicKey>,
+        their_challenge: Option<u64>,
+    ) {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
@@ -805,8 +915,17 @@ impl<C: Core> Driver<C> {
                     // Superseded by a connection the remote dialled.
                     return self.forget(id);
                 }
+                if let Some(key) = key {
+                    if self.refuses_key(target, key) {
+                        let reason = format!(
+                            "the node at {target} proved key {key}, not the one pinned for seed {target}"
+                        );
+                        return self.on_closed(id, CloseReason::Io(reason));
+                    }
+                    self.key_refusals_logged.retain(|(a, _)| *a != target);
+                }
                 self.unreachable.remove(&target);
-                self.set_open(id, target, role, true);
+                self.set_open(id, target, role, true, key);
                 self.core.handle_link_up(target, role, now);
             }
             ConnState::AwaitingHello => {
@@ -853,6 +972,7 @@ impl<C: Core> Driver<C> {
                         held_bytes: 0,
                         waiting: Vec::new(),
                         wanted: false,
+                        their_challenge,
                     };
                 }
                 self.proving.entry(listen).or_insert(id);
@@ -871,7 +991,7 @@ impl<C: Core> Driver<C> {
     /// An accepted connection proved it is the node at `listen`: it
     /// becomes that node's connection, unless this node's own dial to it
     /// wins the tie-break.
-    fn open_accepted(&mut self, id: ConnId, listen: SocketAddr, role: Role) {
+    fn open_accepted(&mut self, id: ConnId, listen: SocketAddr, role: Role, key: PublicKey) {
         let now = self.clock.now();
         self.unreachable.remove(&listen);
         if self.our_dial_wins(listen) {
@@ -894,7 +1014,8 @@ impl<C: Core> Driver<C> {
             }
         };
         self.by_remote.insert(listen, id);
-        self.set_open(id, listen, role, false);
+        self.key_refusals_logged.retain(|(a, _)| *a != listen);
+        self.set_open(id, listen, role, false, Some(key));
         if !was_linked {
             self.core.handle_link_up(listen, role, now);
         }
@@ -916,12 +1037,20 @@ impl<C: Core> Driver<C> {
         ours && self.core.addr() < remote
     }
 
-    fn set_open(&mut self, id: ConnId, remote: SocketAddr, role: Role, dialed_by_us: bool) {
+    fn set_open(
+        &mut self,
+        id: ConnId,
+        remote: SocketAddr,
+        role: Role,
+        dialed_by_us: bool,
+        key: Option<PublicKey>,
+    ) {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.state = ConnState::Open {
                 remote,
                 role,
                 dialed_by_us,
+                key,
             };
         }
     }
@@ -954,6 +1083,11 @@ impl<C: Core> Driver<C> {
                     self.log(Event::ConnectionRefused { remote, reason });
                 }
             }
+            CloseReason::SeedKey {
+                seed,
+                pinned,
+                proved,
+            } => self.log_key_refusal(seed, pinned, proved),
             CloseReason::Io(_) | CloseReason::Ended => {}
         }
         let current = remote.is_some_and(|r| self.by_remote.get(&r) == Some(&id));
@@ -1151,12 +1285,17 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    fn on_raft_request(&mut self, from: SocketAddr, id: u64, body: Value) {
+    fn on_raft_request(&mut self, from: SocketAddr, key: Option<PublicKey>, id: u64, body: Value) {
         let Some(side) = &self.consensus else {
             return;
         };
         let (reply, answer) = oneshot::channel();
-        let request = IncomingRpc { from, body, reply };
+        let request = IncomingRpc {
+            from,
+            key,
+            body,
+            reply,
+        };
         // A full queue drops the request; Raft retries it.
         if side.incoming.try_send(request).is_ok() {
             let deferred = self.deferred_tx.clone();
@@ -1207,6 +1346,10 @@ impl<C: Core> Driver<C> {
                 }
             },
             Message::SuspectRequest { .. } if self.core.role() == Role::Peer => {
+                let now = self.clock.now();
+                self.core.handle_query(id.0, msg, now);
+            }
+            Message::RekeyRequest { .. } if self.core.role() == Role::Seed => {
                 let now = self.clock.now();
                 self.core.handle_query(id.0, msg, now);
             }
@@ -1270,8 +1413,20 @@ impl<C: Core> Driver<C> {
         match applied {
             Applied::Entry {
                 command, response, ..
-            } => self.core.handle_applied(&command, &response, now),
-            Applied::Snapshot { state, .. } => self.core.handle_snapshot(state, now),
+            } => {
+                self.core.handle_applied(&command, &response, now);
+                if matches!(
+                    response,
+                    crate::proto::Outcome::SeedKeyPinned
+                        | crate::proto::Outcome::SeedRekeyed { .. }
+                ) {
+                    self.recheck_keys();
+                }
+            }
+            Applied::Snapshot { state, .. } => {
+                self.core.handle_snapshot(state, now);
+                self.recheck_keys();
+            }
         }
     }
 

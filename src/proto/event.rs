@@ -10,7 +10,7 @@ use std::{fmt, net::SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    message::{PeerEntry, Role},
+    message::{PeerEntry, PublicKey, Role},
     seed::directory::ChangeKind,
 };
 
@@ -243,6 +243,42 @@ pub enum Event {
     IpCapOverridden {
         configured: Option<u32>,
         committed: Option<u32>,
+    },
+    /// A seed's identity key was pinned in the log: from now on every seed
+    /// refuses a connection claiming `seed` that proves another key.
+    SeedKeyPinned {
+        seed: SocketAddr,
+        key: PublicKey,
+    },
+    /// A committed `SeedKey` named another key than the one pinned for
+    /// `seed`; the pinned key stays. Only a majority's rekey replaces it.
+    SeedKeyIgnored {
+        seed: SocketAddr,
+        pinned: PublicKey,
+        proposed: PublicKey,
+    },
+    /// `voter` voted to replace `seed`'s pinned key with `new` (on its
+    /// operator's order); `votes` of `needed` are in.
+    SeedRekeyVote {
+        seed: SocketAddr,
+        new: PublicKey,
+        voter: SocketAddr,
+        votes: usize,
+        needed: usize,
+    },
+    /// A majority of seeds replaced `seed`'s pinned key `old` with `new`.
+    SeedRekeyed {
+        seed: SocketAddr,
+        old: PublicKey,
+        new: PublicKey,
+        voters: Vec<SocketAddr>,
+    },
+    /// A connection claiming seed `seed` proved `proved`, not the key
+    /// pinned for it: refused, and nothing it sent was taken.
+    SeedKeyRefused {
+        seed: SocketAddr,
+        pinned: PublicKey,
+        proved: PublicKey,
     },
     /// The seed that leads the log changed; `None` while there is none.
     LeaderChanged {
@@ -500,6 +536,45 @@ impl fmt::Display for Event {
                     cap(committed)
                 )
             }
+            Event::SeedKeyPinned { seed, key } => {
+                write!(f, "SEED KEY of {seed} pinned: {key}")
+            }
+            Event::SeedKeyIgnored {
+                seed,
+                pinned,
+                proposed,
+            } => write!(
+                f,
+                "SEED KEY {proposed} for {seed} ignored: {pinned} is pinned for it, and only a majority of seeds replaces it (gossipnet seeds rekey)"
+            ),
+            Event::SeedRekeyVote {
+                seed,
+                new,
+                voter,
+                votes,
+                needed,
+            } => write!(
+                f,
+                "SEED REKEY vote by {voter}: key {new} for {seed} ({votes}/{needed} votes)"
+            ),
+            Event::SeedRekeyed {
+                seed,
+                old,
+                new,
+                voters,
+            } => write!(
+                f,
+                "SEED REKEY committed: {seed} now holds key {new} instead of {old} (voters {})",
+                ports(voters)
+            ),
+            Event::SeedKeyRefused {
+                seed,
+                pinned,
+                proved,
+            } => write!(
+                f,
+                "SEED KEY REFUSED: a connection claiming seed {seed} proved key {proved}, but the seeds' log pins {pinned} for it; connection closed. If {seed} lost its data directory and this is its new key, a majority of seeds must accept it: on the host of each, run `gossipnet seeds rekey {seed} --key {proved} --data-dir <that seed's data dir>` (docs/SECURITY.md)"
+            ),
             Event::LeaderChanged { leader } => match leader {
                 Some(leader) => write!(f, "LEADER is now seed {leader}"),
                 None => write!(f, "LEADER unknown: no seed leads; waiting for a majority"),

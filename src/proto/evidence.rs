@@ -45,6 +45,10 @@ const REPORT_TAG: &str = "gossipnet dead report v1";
 const HELLO_TAG: &str = "gossipnet hello v1";
 /// Domain tag of a GOSSIP message's origin signature.
 const GOSSIP_TAG: &str = "gossipnet gossip v1";
+/// Domain tag of the acceptor's HELLO_PROOF, over the dialler's challenge.
+const ACCEPT_TAG: &str = "gossipnet hello accept v1";
+/// Domain tag of an operator's order to replace a seed's pinned key.
+const REKEY_TAG: &str = "gossipnet rekey v1";
 
 /// An ed25519 public key: 32 bytes, as 64 lowercase hex digits on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -146,6 +150,25 @@ impl Identity {
     pub fn sign_gossip(&self, me: SocketAddr, msg: &str) -> Signature {
         self.sign(&gossip_bytes(me, msg))
     }
+
+    /// This node's proof, as `me`, on a connection `dialler` opened and
+    /// proved, that it holds this key: its signature over the dialler's
+    /// `challenge`.
+    pub fn prove_accept(&self, me: SocketAddr, dialler: SocketAddr, challenge: u64) -> Signature {
+        self.sign(&accept_bytes(me, dialler, challenge))
+    }
+
+    /// An operator's order to the seed at `voter`, signed with that seed's
+    /// own key, to vote for replacing `seed`'s pinned key `old` with `new`.
+    pub fn order_rekey(
+        &self,
+        voter: SocketAddr,
+        seed: SocketAddr,
+        old: PublicKey,
+        new: PublicKey,
+    ) -> Signature {
+        self.sign(&rekey_bytes(voter, seed, old, new))
+    }
 }
 
 /// Never shows the secret.
@@ -241,6 +264,31 @@ impl PublicKey {
         self.verify(&gossip_bytes(origin, msg), signature)
     }
 
+    /// Checks an acceptor's HELLO_PROOF: this key signed the dialler's
+    /// `challenge` as the node at `acceptor`, for `dialler`.
+    pub fn verify_accept(
+        &self,
+        acceptor: SocketAddr,
+        dialler: SocketAddr,
+        challenge: u64,
+        signature: &Signature,
+    ) -> Result<(), EvidenceError> {
+        self.verify(&accept_bytes(acceptor, dialler, challenge), signature)
+    }
+
+    /// Checks a REKEY_REQUEST: this key (the seed at `voter`'s own)
+    /// ordered it to vote for replacing `seed`'s key `old` with `new`.
+    pub fn verify_rekey(
+        &self,
+        voter: SocketAddr,
+        seed: SocketAddr,
+        old: PublicKey,
+        new: PublicKey,
+        signature: &Signature,
+    ) -> Result<(), EvidenceError> {
+        self.verify(&rekey_bytes(voter, seed, old, new), signature)
+    }
+
     /// Checks that `statement` is this key's word that `suspect` at
     /// `incarnation` was unresponsive.
     pub fn verify_statement(
@@ -317,6 +365,29 @@ pub fn hello_bytes(dialler: SocketAddr, acceptor: SocketAddr, challenge: u64) ->
 pub fn gossip_bytes(origin: SocketAddr, msg: &str) -> Vec<u8> {
     let mut c = Canonical::new(GOSSIP_TAG);
     c.addr(origin).text(msg);
+    c.0
+}
+
+/// What an acceptor signs in its HELLO_PROOF: tag `gossipnet hello accept
+/// v1`, its own listen address, the dialler's (proved by then), and the
+/// challenge of the dialler's HELLO. Another tag than the dialler's proof,
+/// so that neither can pass for the other.
+pub fn accept_bytes(acceptor: SocketAddr, dialler: SocketAddr, challenge: u64) -> Vec<u8> {
+    let mut c = Canonical::new(ACCEPT_TAG);
+    c.addr(acceptor).addr(dialler).number(challenge);
+    c.0
+}
+
+/// What an operator signs, with the key of the seed at `voter`, to have
+/// that seed vote for replacing `seed`'s pinned key: tag `gossipnet rekey
+/// v1`, `voter`, `seed`, then the 32 bytes of the old key and of the new.
+/// Naming the old key keeps a recorded order from counting once the key
+/// it replaced has changed again.
+pub fn rekey_bytes(voter: SocketAddr, seed: SocketAddr, old: PublicKey, new: PublicKey) -> Vec<u8> {
+    let mut c = Canonical::new(REKEY_TAG);
+    c.addr(voter).addr(seed);
+    c.0.extend_from_slice(&old.0);
+    c.0.extend_from_slice(&new.0);
     c.0
 }
 

@@ -23,10 +23,13 @@ pub use super::evidence::{PublicKey, Signature, Statement};
 /// confirmers' statements and the reporter's signature). 6: proved
 /// identity (the acceptor's HELLO carries a challenge, which the dialler
 /// signs in HELLO_PROOF; every PROBE_REPLY states a key, seeds' too). 7:
-/// signed gossip (GOSSIP carries its origin's key and signature) and
+/// signed gossip (GOSSIP carries its origin's key and signature),
 /// numbered link reports (LINK_REPORT carries the reporter's incarnation
 /// and a sequence number, so that the seeds apply a peer's reports in the
-/// order it sent them).
+/// order it sent them), proved identity both ways (the dialler's HELLO
+/// carries a challenge too, which the acceptor signs in a HELLO_PROOF of
+/// its own once the dialler is proved) and seed keys pinned in the seeds'
+/// log (REKEY_REQUEST, REKEY_REPLY).
 pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
@@ -95,8 +98,10 @@ pub enum Message {
         role: Role,
         /// Where the sender accepts connections; this is its identity.
         listen: SocketAddr,
-        /// The acceptor's HELLO only: a fresh random number for the dialler
-        /// to sign in its HELLO_PROOF.
+        /// A fresh random number for the other side to sign in its
+        /// HELLO_PROOF. The acceptor's HELLO always has one; a node's
+        /// dialled HELLO has one too, and then the acceptor proves its own
+        /// key once the dialler is proved.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         challenge: Option<u64>,
     },
@@ -106,6 +111,11 @@ pub enum Message {
     /// the connection as the node at the HELLO's `listen` only once the
     /// signature verifies and a PROBE of that address, on a connection of
     /// its own, finds a node stating the same role and key there.
+    ///
+    /// Acceptor to dialler, once the dialler is proved, if the dialler's
+    /// HELLO carried a challenge: the acceptor's key and its signature over
+    /// that challenge (see [`super::evidence::accept_bytes`]). The dialler
+    /// sends nothing else on the connection until it has checked it.
     HelloProof {
         key: PublicKey,
         signature: Signature,
@@ -194,6 +204,21 @@ pub enum Message {
     },
     /// Any client to a seed, instead of HELLO: send your status.
     StatusRequest {},
+    /// Operator to seed, instead of HELLO (`gossipnet seeds rekey`): vote
+    /// to replace `seed`'s pinned key `old` with `new`. `signature` is by
+    /// the receiving seed's own identity key, over
+    /// [`super::evidence::rekey_bytes`] with the receiving seed as voter:
+    /// only whoever can read that seed's data directory can sign it.
+    RekeyRequest {
+        version: u32,
+        seed: SocketAddr,
+        old: PublicKey,
+        new: PublicKey,
+        signature: Signature,
+    },
+    /// The answer to REKEY_REQUEST; the connection then closes. `accepted`:
+    /// the seed proposed its vote. `detail` says what happened, or why not.
+    RekeyReply { accepted: bool, detail: String },
     /// The answer to STATUS_REQUEST: the seed's committed directory and its
     /// view of the cluster (see `gossipnet status`). The connection then closes.
     StatusReply { status: serde_json::Value },
@@ -246,6 +271,8 @@ impl Message {
             Message::ProbeReply { .. } => "PROBE_REPLY",
             Message::StatusRequest {} => "STATUS_REQUEST",
             Message::StatusReply { .. } => "STATUS_REPLY",
+            Message::RekeyRequest { .. } => "REKEY_REQUEST",
+            Message::RekeyReply { .. } => "REKEY_REPLY",
             Message::RaftRequest { .. } => "RAFT_REQUEST",
             Message::RaftResponse { .. } => "RAFT_RESPONSE",
             Message::RegisterAck {} => "REGISTER_ACK",
@@ -407,6 +434,17 @@ mod tests {
             Message::StatusRequest {},
             Message::StatusReply {
                 status: serde_json::json!({"leader": "127.0.0.1:5010"}),
+            },
+            Message::RekeyRequest {
+                version: PROTOCOL_VERSION,
+                seed: a,
+                old: key,
+                new: PublicKey([8; 32]),
+                signature: Signature::from_bytes([7; 64]),
+            },
+            Message::RekeyReply {
+                accepted: true,
+                detail: "vote proposed".into(),
             },
             Message::RaftRequest {
                 id: 1,

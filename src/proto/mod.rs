@@ -153,6 +153,23 @@ pub trait Core {
     }
     /// Whether `addr` is one of the seeds of the config.
     fn is_seed(&self, addr: &SocketAddr) -> bool;
+    /// Seeds: the key the committed log pins for seed `addr`, if any; a
+    /// node at that address must prove it. Always `None` on peers, which
+    /// pin nothing.
+    fn pinned_key(&self, _addr: &SocketAddr) -> Option<message::PublicKey> {
+        None
+    }
+    /// A node that proved `key` claims to be `addr`. If the committed log
+    /// pins another key for that seed, that pinned key: the connection
+    /// must be refused. `None`: nothing against it (also when no key is
+    /// pinned yet).
+    fn pinned_key_refusing(
+        &self,
+        addr: &SocketAddr,
+        key: &message::PublicKey,
+    ) -> Option<message::PublicKey> {
+        self.pinned_key(addr).filter(|pinned| pinned != key)
+    }
     /// The answer to an `Output::Query` sent to `to`, or why there is none.
     fn handle_query_result(
         &mut self,
@@ -162,8 +179,9 @@ pub trait Core {
         _now: Timestamp,
     ) {
     }
-    /// Peers: a one-shot SUSPECT_REQUEST arrived. The core answers it with
-    /// `Output::Reply { token, .. }`, at once or later.
+    /// A one-shot query arrived: SUSPECT_REQUEST on peers, REKEY_REQUEST
+    /// on seeds. The core answers it with `Output::Reply { token, .. }`,
+    /// at once or later.
     fn handle_query(&mut self, _token: u64, _query: Message, _now: Timestamp) {}
     /// Peers: the answer to an `Output::IcmpEcho`.
     fn handle_icmp_result(&mut self, _host: IpAddr, _result: Result<(), String>, _now: Timestamp) {}

@@ -15,6 +15,16 @@
 //! however many registrations from one address race each other; a check
 //! before the vote, against a seed's current view, cannot see the others.
 //!
+//! Seeds' identity keys are pinned in the log too. A seed that finds its
+//! own key missing proposes [`Command::SeedKey`]; the first committed key
+//! for a seed's address is pinned, and a later different one is ignored
+//! ([`Ignored::KeyAlreadyPinned`]), so a process that takes a down seed's
+//! port cannot re-pin it by proposing its own key. Every seed then refuses
+//! a connection that claims a seed but proves another key than the pinned
+//! one. A pinned key changes only by [`Command::Rekey`] votes of a majority
+//! of seeds, each cast on its operator's signed order (`gossipnet seeds
+//! rekey`), as for a seed whose data directory was lost.
+//!
 //! Peers are identified by listen address and incarnation. A peer restarted
 //! on the same address registers again with a higher incarnation, and a vote
 //! about an older incarnation is stale. A removed incarnation is remembered,
@@ -123,6 +133,20 @@ pub enum Command {
         #[serde(default)]
         seq: u64,
     },
+    /// `seed`'s identity key, proposed by that seed itself once the
+    /// cluster has formed. The first one committed for a seed is pinned;
+    /// a later different one is ignored.
+    SeedKey { seed: SocketAddr, key: PublicKey },
+    /// `voter` votes to replace `seed`'s pinned key `old` with `new`, on
+    /// its operator's signed order. Takes effect when a majority of seeds
+    /// have voted for the same replacement, and only while `old` is still
+    /// the pinned key.
+    Rekey {
+        seed: SocketAddr,
+        old: PublicKey,
+        new: PublicKey,
+        voter: SocketAddr,
+    },
 }
 
 /// Why a command changed nothing.
@@ -142,12 +166,16 @@ pub enum Ignored {
     /// `Init` after the seeds were already named.
     AlreadyInitialised,
     /// Links equal to those already recorded: a peer reports to each of its
-    /// seeds, so every report arrives more than once.
+    /// seeds, so every report arrives more than once. Also a seed key equal
+    /// to the one pinned.
     Unchanged,
     /// Links older than those recorded: a numbered report that committed
     /// after a newer one of the same life, or one from another life of the
     /// peer than the registered one.
     OutOfOrder,
+    /// A `SeedKey` for a seed whose key is already pinned, with another
+    /// key: only a majority's `Rekey` replaces a pinned key.
+    KeyAlreadyPinned,
 }
 
 /// Why a change that reached its majority did not take effect.
@@ -203,9 +231,23 @@ pub enum Outcome {
         reason: Refusal,
     },
     LinksRecorded,
+    /// The seed's first key is pinned.
+    SeedKeyPinned,
+    /// This vote completed a majority: the seed's pinned key is replaced.
+    SeedRekeyed {
+        voters: Vec<SocketAddr>,
+    },
     Ignored {
         reason: Ignored,
     },
+}
+
+/// A replacement of a seed's pinned key that seeds vote on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Rekey {
+    seed: SocketAddr,
+    old: PublicKey,
+    new: PublicKey,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -246,6 +288,13 @@ struct Stored {
     /// Absent from snapshots written before keys existed.
     #[serde(default)]
     keys: BTreeMap<SocketAddr, PublicKey>,
+    /// Each seed's pinned identity key. Absent from snapshots written
+    /// before seed keys were pinned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    seed_keys: BTreeMap<SocketAddr, PublicKey>,
+    /// Votes for replacing a seed's pinned key, not yet at a majority.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "pairs")]
+    rekey_votes: BTreeMap<Rekey, BTreeSet<SocketAddr>>,
 }
 
 impl From<Stored> for Directory {
@@ -494,6 +543,32 @@ impl Directory {
         self.state.keys.get(peer).copied()
     }
 
+    /// The identity key pinned for seed `seed`, once committed.
+    pub fn seed_key(&self, seed: &SocketAddr) -> Option<PublicKey> {
+        self.state.seed_keys.get(seed).copied()
+    }
+
+    /// Every pinned seed key, by seed address.
+    pub fn seed_keys(&self) -> impl Iterator<Item = (SocketAddr, PublicKey)> + '_ {
+        self.state.seed_keys.iter().map(|(s, k)| (*s, *k))
+    }
+
+    /// Seeds whose votes to replace `seed`'s key `old` with `new` are in
+    /// the log, still waiting for more.
+    pub fn rekey_voters(
+        &self,
+        seed: SocketAddr,
+        old: PublicKey,
+        new: PublicKey,
+    ) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.state
+            .rekey_votes
+            .get(&Rekey { seed, old, new })
+            .into_iter()
+            .flatten()
+            .copied()
+    }
+
     /// Whether the life `incarnation` of `peer` (or a later one) has been
     /// removed.
     pub fn was_removed(&self, peer: &SocketAddr, incarnation: Incarnation) -> bool {
@@ -599,6 +674,63 @@ impl Directory {
                 self.index.update_reports(*peer, &gone, &new);
                 Outcome::LinksRecorded
             }
+            Command::SeedKey { seed, key } => self.pin_seed_key(*seed, *key),
+            Command::Rekey {
+                seed,
+                old,
+                new,
+                voter,
+            } => self.rekey(
+                Rekey {
+                    seed: *seed,
+                    old: *old,
+                    new: *new,
+                },
+                *voter,
+            ),
+        }
+    }
+
+    /// Pins `key` for `seed` if no key is pinned for it yet: the first
+    /// committed key wins.
+    fn pin_seed_key(&mut self, seed: SocketAddr, key: PublicKey) -> Outcome {
+        let ignored = |reason| Outcome::Ignored { reason };
+        if !self.state.seeds.contains(&seed) {
+            return ignored(Ignored::NotASeed);
+        }
+        match self.state.seed_keys.entry(seed) {
+            Entry::Occupied(pinned) if *pinned.get() == key => ignored(Ignored::Unchanged),
+            Entry::Occupied(_) => ignored(Ignored::KeyAlreadyPinned),
+            Entry::Vacant(entry) => {
+                entry.insert(key);
+                Outcome::SeedKeyPinned
+            }
+        }
+    }
+
+    /// Counts `voter`'s vote for `rekey`; at a majority the pinned key is
+    /// replaced, and every other vote about that seed's key goes.
+    fn rekey(&mut self, rekey: Rekey, voter: SocketAddr) -> Outcome {
+        let ignored = |reason| Outcome::Ignored { reason };
+        if !self.state.seeds.contains(&voter) || !self.state.seeds.contains(&rekey.seed) {
+            return ignored(Ignored::NotASeed);
+        }
+        if self.state.seed_keys.get(&rekey.seed) != Some(&rekey.old) {
+            return ignored(Ignored::Stale);
+        }
+        if rekey.old == rekey.new {
+            return ignored(Ignored::Unchanged);
+        }
+        let seeds = self.state.seeds.len();
+        let voters = match count_vote(&mut self.state.rekey_votes, rekey, voter, seeds) {
+            Ok(voters) => voters,
+            Err(outcome) => return outcome,
+        };
+        self.state.seed_keys.insert(rekey.seed, rekey.new);
+        // Votes to replace the key just replaced can never count now.
+        self.state.rekey_votes.retain(|r, _| r.seed != rekey.seed);
+        Outcome::SeedRekeyed {
+            voters: voters.into_iter().collect(),
         }
     }
 
@@ -657,15 +789,11 @@ impl Directory {
         if !self.applies(&change) {
             return ignored(Ignored::Stale);
         }
-        let voters = self.state.votes.entry(change).or_default();
-        if !voters.insert(seed) {
-            return ignored(Ignored::DuplicateVote);
-        }
-        let (votes, needed) = (voters.len(), majority(self.state.seeds.len()));
-        if votes < needed {
-            return Outcome::VoteCounted { votes, needed };
-        }
-        let voters = self.state.votes.remove(&change).unwrap_or_default();
+        let seeds = self.state.seeds.len();
+        let voters = match count_vote(&mut self.state.votes, change, seed, seeds) {
+            Ok(voters) => voters,
+            Err(outcome) => return outcome,
+        };
         let peer = change.peer;
         // The cap is checked here, against the state every seed has at
         // this point of the log, not only before the vote: registrations
@@ -893,6 +1021,31 @@ impl Directory {
     pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Incarnation)> + '_ {
         self.state.peers.iter().map(|(a, i)| (*a, *i))
     }
+}
+
+/// Counts `voter`'s vote for `what` among `seeds` seeds. At a majority,
+/// the voters, taken out of `votes`; before it, the outcome to return
+/// (the vote counted, or a duplicate ignored).
+fn count_vote<K: Ord + Copy>(
+    votes: &mut BTreeMap<K, BTreeSet<SocketAddr>>,
+    what: K,
+    voter: SocketAddr,
+    seeds: usize,
+) -> Result<BTreeSet<SocketAddr>, Outcome> {
+    let voters = votes.entry(what).or_default();
+    if !voters.insert(voter) {
+        return Err(Outcome::Ignored {
+            reason: Ignored::DuplicateVote,
+        });
+    }
+    let (votes_in, needed) = (voters.len(), majority(seeds));
+    if votes_in < needed {
+        return Err(Outcome::VoteCounted {
+            votes: votes_in,
+            needed,
+        });
+    }
+    Ok(votes.remove(&what).unwrap_or_default())
 }
 
 /// Numbers the connected pieces of a graph; returns each node's piece and

@@ -51,10 +51,16 @@ pub enum SeedTimer {
     InitRetry,
     /// Probe again a reported-dead peer that turned the last probe away.
     RetryProbe(PendingProbe),
+    /// Check that this seed's own key is pinned in the log, and propose it
+    /// again if not.
+    KeyRetry,
 }
 
 /// 1 s: a lost `Init` only delays the first registrations.
 const INIT_RETRY: Duration = Duration::from_secs(1);
+/// 1 s: a lost `SeedKey` only leaves this seed's key unpinned a little
+/// longer.
+const KEY_RETRY: Duration = Duration::from_secs(1);
 /// 5 s to answer a registration's dial-back PROBE: a joining peer may be on
 /// a slow link, and waiting costs only its own join.
 pub const REGISTER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -190,6 +196,11 @@ pub struct SeedCore {
     /// Keys found valid lately: checking one costs a point decompression
     /// (tens of µs), and a peer repeats its request until it is acked.
     valid_keys: BTreeSet<PublicKey>,
+    /// This seed's own identity key, which it has pinned in the log; `None`
+    /// on a seed run without one (the simulator), which pins nothing.
+    key: Option<PublicKey>,
+    /// A KeyRetry timer is pending.
+    key_retry_armed: bool,
 }
 
 /// Most keys [`SeedCore::valid_keys`] remembers before it starts afresh.
@@ -217,7 +228,98 @@ impl SeedCore {
             max_peers_per_ip: None,
             cap_compared: false,
             valid_keys: BTreeSet::new(),
+            key: None,
+            key_retry_armed: false,
         }
+    }
+
+    /// This seed's identity key: once the cluster has formed, the seed
+    /// proposes it for pinning in the log (`SeedKey`) until it is pinned,
+    /// and it is the key that operators' rekey orders to this seed must be
+    /// signed with.
+    pub fn with_key(mut self, key: PublicKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Proposes this seed's key for pinning while none is pinned for it,
+    /// once the cluster has formed and a leader is known; checks again
+    /// after [`KEY_RETRY`], since a proposal may be lost.
+    fn pin_own_key(&mut self, now: Timestamp) {
+        let Some(key) = self.key else {
+            return;
+        };
+        if !self.directory.is_initialised()
+            || self.directory.seed_key(&self.addr).is_some()
+            || self.leader.is_none()
+            || self.key_retry_armed
+        {
+            return;
+        }
+        self.outputs.push_back(Output::Propose(Command::SeedKey {
+            seed: self.addr,
+            key,
+        }));
+        self.key_retry_armed = true;
+        self.outputs.push_back(Output::Timer {
+            timer: SeedTimer::KeyRetry,
+            at: now + KEY_RETRY,
+        });
+    }
+
+    /// An operator's REKEY_REQUEST: checked against this seed's own key
+    /// and its directory; if sound, this seed proposes its vote.
+    fn on_rekey_request(
+        &mut self,
+        seed: SocketAddr,
+        old: PublicKey,
+        new: PublicKey,
+        signature: &Signature,
+    ) -> Result<String, String> {
+        let Some(key) = self.key else {
+            return Err(format!("{} runs without an identity key", self.addr));
+        };
+        key.verify_rekey(self.addr, seed, old, new, signature)
+            .map_err(|e| {
+                format!(
+                    "the order is not signed with the key of seed {} ({e}): sign it with the identity.key in that seed's own data directory",
+                    self.addr
+                )
+            })?;
+        if !self.seeds.contains(&seed) {
+            return Err(format!("{seed} is not a seed of this cluster"));
+        }
+        match self.directory.seed_key(&seed) {
+            Some(pinned) if pinned == old => {}
+            Some(pinned) => {
+                return Err(format!(
+                    "the key pinned for {seed} is {pinned}, not {old}; ask again"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "no key is pinned for {seed} yet; nothing to replace"
+                ))
+            }
+        }
+        if old == new {
+            return Err(format!("{new} is already the key pinned for {seed}"));
+        }
+        if !new.is_valid() {
+            return Err(format!("{new} is not an ed25519 public key"));
+        }
+        self.outputs.push_back(Output::Propose(Command::Rekey {
+            seed,
+            old,
+            new,
+            voter: self.addr,
+        }));
+        Ok(format!(
+            "{} votes to pin {new} for {seed}; the key is replaced once {} of the {} seeds have voted",
+            self.addr,
+            self.directory.quorum(),
+            self.seeds.len()
+        ))
     }
 
     /// Caps the peers registered from one IP address: a brake on one host
@@ -369,6 +471,63 @@ impl SeedCore {
                     incarnation: *incarnation,
                     seq: *seq,
                     recorded_seq: self.directory.link_seq(peer),
+                });
+            }
+            (Command::SeedKey { seed, key }, Outcome::SeedKeyPinned) => {
+                self.emit(Event::SeedKeyPinned {
+                    seed: *seed,
+                    key: *key,
+                });
+            }
+            (
+                Command::SeedKey { seed, key },
+                Outcome::Ignored {
+                    reason: Ignored::KeyAlreadyPinned,
+                },
+            ) => {
+                if let Some(pinned) = self.directory.seed_key(seed) {
+                    self.emit(Event::SeedKeyIgnored {
+                        seed: *seed,
+                        pinned,
+                        proposed: *key,
+                    });
+                }
+            }
+            (
+                Command::Rekey {
+                    seed, new, voter, ..
+                },
+                Outcome::VoteCounted { votes, needed },
+            ) => {
+                self.emit(Event::SeedRekeyVote {
+                    seed: *seed,
+                    new: *new,
+                    voter: *voter,
+                    votes: *votes,
+                    needed: *needed,
+                });
+            }
+            (
+                Command::Rekey {
+                    seed,
+                    old,
+                    new,
+                    voter,
+                },
+                Outcome::SeedRekeyed { voters },
+            ) => {
+                self.emit(Event::SeedRekeyVote {
+                    seed: *seed,
+                    new: *new,
+                    voter: *voter,
+                    votes: voters.len(),
+                    needed: self.directory.quorum(),
+                });
+                self.emit(Event::SeedRekeyed {
+                    seed: *seed,
+                    old: *old,
+                    new: *new,
+                    voters: voters.clone(),
                 });
             }
             _ => {}
@@ -1089,6 +1248,10 @@ impl Core for SeedCore {
                 self.init_retry_armed = false;
                 self.propose_init_if_leading(now);
             }
+            SeedTimer::KeyRetry => {
+                self.key_retry_armed = false;
+                self.pin_own_key(now);
+            }
             // A check that ended meanwhile (a commit, a later report) needs
             // no more tries.
             SeedTimer::RetryProbe(probe) => {
@@ -1126,12 +1289,42 @@ impl Core for SeedCore {
         self.on_probe_result(probe, result, now);
     }
 
-    fn handle_applied(&mut self, command: &Command, outcome: &Outcome, _now: Timestamp) {
+    fn handle_applied(&mut self, command: &Command, outcome: &Outcome, now: Timestamp) {
         let mine = self.apply_committed(command);
         debug_assert_eq!(&mine, outcome, "replica diverged on {command:?}");
+        if matches!(command, Command::Init { .. }) {
+            self.pin_own_key(now);
+        }
     }
 
-    fn handle_snapshot(&mut self, directory: Directory, _now: Timestamp) {
+    /// The key pinned for seed `addr` in this seed's committed directory:
+    /// a node claiming `addr` that proves another is refused.
+    fn pinned_key(&self, addr: &SocketAddr) -> Option<PublicKey> {
+        self.directory.seed_key(addr)
+    }
+
+    fn handle_query(&mut self, token: u64, query: Message, _now: Timestamp) {
+        let Message::RekeyRequest {
+            seed,
+            old,
+            new,
+            signature,
+            ..
+        } = query
+        else {
+            return;
+        };
+        let (accepted, detail) = match self.on_rekey_request(seed, old, new, &signature) {
+            Ok(detail) => (true, detail),
+            Err(detail) => (false, detail),
+        };
+        self.outputs.push_back(Output::Reply {
+            token,
+            msg: Message::RekeyReply { accepted, detail },
+        });
+    }
+
+    fn handle_snapshot(&mut self, directory: Directory, now: Timestamp) {
         let formed_now = !self.directory.is_initialised() && directory.is_initialised();
         self.directory = Arc::new(directory);
         // A seed restarted from its data dir, or caught up by snapshot, never
@@ -1142,6 +1335,7 @@ impl Core for SeedCore {
         }
         self.compare_cap();
         self.ack_committed();
+        self.pin_own_key(now);
     }
 
     fn handle_leader(&mut self, leader: Option<SocketAddr>, now: Timestamp) {
@@ -1151,6 +1345,7 @@ impl Core for SeedCore {
             self.propose_init_if_leading(now);
             if leader.is_some() {
                 self.repropose_lost_votes();
+                self.pin_own_key(now);
             }
         }
     }

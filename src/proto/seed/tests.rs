@@ -1254,3 +1254,114 @@ fn seeds_sharing_one_applied_directory_act_as_if_each_applied_it() {
         assert_eq!(said_alone, said_shared);
     }
 }
+
+/// Drains `core`'s outputs: the commands it proposed, and the REKEY_REPLY
+/// it answered, if any.
+fn proposals_and_reply(core: &mut SeedCore) -> (Vec<Command>, Option<(bool, String)>) {
+    let (mut proposed, mut reply) = (Vec::new(), None);
+    while let Some(output) = core.poll_output() {
+        match output {
+            Output::Propose(command) => proposed.push(command),
+            Output::Reply {
+                msg: Message::RekeyReply { accepted, detail },
+                ..
+            } => reply = Some((accepted, detail)),
+            _ => {}
+        }
+    }
+    (proposed, reply)
+}
+
+#[test]
+fn a_seed_proposes_its_own_key_until_it_is_pinned() {
+    let me = key(5010);
+    let mut core = SeedCore::new(addr(5010), seeds()).with_key(me);
+    core.handle_leader(Some(addr(5011)), now());
+    let pin = Command::SeedKey {
+        seed: addr(5010),
+        key: me,
+    };
+    assert!(
+        !proposals_and_reply(&mut core).0.contains(&pin),
+        "nothing is pinned before the cluster has formed"
+    );
+    let init = Command::Init {
+        seeds: seeds(),
+        max_peers_per_ip: None,
+    };
+    core.handle_applied(&init, &Outcome::Initialised, now());
+    assert_eq!(proposals_and_reply(&mut core).0, vec![pin.clone()]);
+    // The proposal was lost: the retry proposes it again.
+    core.handle_timer(SeedTimer::KeyRetry, now());
+    assert_eq!(proposals_and_reply(&mut core).0, vec![pin.clone()]);
+    core.handle_applied(&pin, &Outcome::SeedKeyPinned, now());
+    core.handle_timer(SeedTimer::KeyRetry, now());
+    assert!(proposals_and_reply(&mut core).0.is_empty(), "pinned: done");
+    assert_eq!(core.pinned_key(&addr(5010)), Some(me));
+    assert_eq!(core.pinned_key_refusing(&addr(5010), &me), None);
+    assert_eq!(
+        core.pinned_key_refusing(&addr(5010), &key(6001)),
+        Some(me),
+        "another key claiming this seed is refused"
+    );
+    assert_eq!(
+        core.pinned_key_refusing(&addr(5011), &key(6001)),
+        None,
+        "no key is pinned for 5011 yet"
+    );
+}
+
+#[test]
+fn a_rekey_order_counts_only_signed_with_the_seeds_own_key_and_naming_the_pinned_key() {
+    let me = identity(5010);
+    let mut core = SeedCore::new(addr(5010), seeds()).with_key(me.public_key());
+    let mut directory = Directory::default();
+    directory.apply(&Command::Init {
+        seeds: seeds(),
+        max_peers_per_ip: None,
+    });
+    let (lost, old, new) = (addr(5012), key(5012), key(6000));
+    directory.apply(&Command::SeedKey {
+        seed: lost,
+        key: old,
+    });
+    core.handle_snapshot(directory, now());
+    proposals_and_reply(&mut core);
+    let order = |signer: &Identity, old: PublicKey| Message::RekeyRequest {
+        version: PROTOCOL_VERSION,
+        seed: lost,
+        old,
+        new,
+        signature: signer.order_rekey(addr(5010), lost, old, new),
+    };
+    // Signed with another key: an attacker's, or another seed's.
+    for signer in [identity(6666), identity(5011)] {
+        core.handle_query(1, order(&signer, old), now());
+        let (proposed, reply) = proposals_and_reply(&mut core);
+        assert!(proposed.is_empty(), "{proposed:?}");
+        let (accepted, detail) = reply.expect("an answer");
+        assert!(!accepted);
+        assert!(
+            detail.contains("not signed with the key of seed"),
+            "{detail}"
+        );
+    }
+    // Signed, but naming a key that is not the pinned one.
+    core.handle_query(2, order(&me, key(6001)), now());
+    let (proposed, reply) = proposals_and_reply(&mut core);
+    assert!(proposed.is_empty());
+    assert!(!reply.expect("an answer").0);
+    // Sound: this seed proposes its own vote, and nothing more.
+    core.handle_query(3, order(&me, old), now());
+    let (proposed, reply) = proposals_and_reply(&mut core);
+    assert!(reply.expect("an answer").0);
+    assert_eq!(
+        proposed,
+        vec![Command::Rekey {
+            seed: lost,
+            old,
+            new,
+            voter: addr(5010),
+        }]
+    );
+}

@@ -804,3 +804,180 @@ fn in_any_commit_order_a_peers_reports_leave_its_newest_set() {
         );
     }
 }
+
+fn seed_key(i: u8) -> PublicKey {
+    PublicKey([i; 32])
+}
+
+fn rekey(d: &mut Directory, s: u16, old: u8, new: u8, voter: u16) -> Outcome {
+    d.apply(&Command::Rekey {
+        seed: seed(s),
+        old: seed_key(old),
+        new: seed_key(new),
+        voter: seed(voter),
+    })
+}
+
+#[test]
+fn the_first_committed_seed_key_is_pinned_and_a_later_different_one_is_ignored() {
+    let mut d = directory(3);
+    let pin = |s, k| Command::SeedKey {
+        seed: seed(s),
+        key: seed_key(k),
+    };
+    assert_eq!(d.apply(&pin(1, 7)), Outcome::SeedKeyPinned);
+    assert_eq!(d.seed_key(&seed(1)), Some(seed_key(7)));
+    // A process on seed 1's port, with a key of its own, proposes it.
+    assert_eq!(
+        d.apply(&pin(1, 9)),
+        Outcome::Ignored {
+            reason: Ignored::KeyAlreadyPinned
+        }
+    );
+    assert_eq!(
+        d.seed_key(&seed(1)),
+        Some(seed_key(7)),
+        "the first key wins"
+    );
+    assert_eq!(
+        d.apply(&pin(1, 7)),
+        Outcome::Ignored {
+            reason: Ignored::Unchanged
+        }
+    );
+    // Only the seeds of Init have keys pinned.
+    let stranger = Command::SeedKey {
+        seed: peer(1),
+        key: seed_key(3),
+    };
+    assert_eq!(
+        d.apply(&stranger),
+        Outcome::Ignored {
+            reason: Ignored::NotASeed
+        }
+    );
+    assert_eq!(d.seed_key(&peer(1)), None);
+    assert_eq!(d.seed_key(&seed(0)), None, "seed 0 has proposed none yet");
+}
+
+#[test]
+fn pinned_seed_keys_travel_in_snapshots_and_old_snapshots_still_load() {
+    let mut d = directory(3);
+    d.apply(&Command::SeedKey {
+        seed: seed(0),
+        key: seed_key(1),
+    });
+    d.apply(&Command::SeedKey {
+        seed: seed(1),
+        key: seed_key(2),
+    });
+    rekey(&mut d, 1, 2, 5, 0);
+    let json = serde_json::to_value(&d).unwrap();
+    let restored: Directory = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(restored, d);
+    assert_eq!(restored.seed_key(&seed(1)), Some(seed_key(2)));
+    assert_eq!(
+        restored
+            .rekey_voters(seed(1), seed_key(2), seed_key(5))
+            .collect::<Vec<_>>(),
+        vec![seed(0)],
+        "a pending rekey vote survives the snapshot"
+    );
+    // A snapshot written before seed keys were pinned has neither field.
+    let mut old = json;
+    let object = old.as_object_mut().unwrap();
+    object.remove("seed_keys");
+    object.remove("rekey_votes");
+    let old: Directory = serde_json::from_value(old).unwrap();
+    assert!(old.is_initialised());
+    assert_eq!(old.seed_key(&seed(0)), None);
+    // And a directory without pinned keys is written as before.
+    let fresh = serde_json::to_value(directory(3)).unwrap();
+    assert!(fresh.get("seed_keys").is_none(), "{fresh}");
+    assert!(fresh.get("rekey_votes").is_none(), "{fresh}");
+}
+
+#[test]
+fn a_pinned_seed_key_is_replaced_only_by_a_majority_of_seeds() {
+    let mut d = directory(3);
+    d.apply(&Command::SeedKey {
+        seed: seed(2),
+        key: seed_key(1),
+    });
+    assert_eq!(
+        rekey(&mut d, 2, 1, 8, 0),
+        Outcome::VoteCounted {
+            votes: 1,
+            needed: 2
+        }
+    );
+    assert_eq!(
+        rekey(&mut d, 2, 1, 8, 0),
+        Outcome::Ignored {
+            reason: Ignored::DuplicateVote
+        }
+    );
+    assert_eq!(
+        d.seed_key(&seed(2)),
+        Some(seed_key(1)),
+        "one seed is not enough"
+    );
+    // A vote for another new key does not add up with it.
+    assert_eq!(
+        rekey(&mut d, 2, 1, 9, 1),
+        Outcome::VoteCounted {
+            votes: 1,
+            needed: 2
+        }
+    );
+    assert_eq!(
+        rekey(&mut d, 2, 1, 8, 1),
+        Outcome::SeedRekeyed {
+            voters: vec![seed(0), seed(1)]
+        }
+    );
+    assert_eq!(d.seed_key(&seed(2)), Some(seed_key(8)));
+    assert_eq!(
+        d.rekey_voters(seed(2), seed_key(1), seed_key(9)).count(),
+        0,
+        "votes about the replaced key are dropped"
+    );
+    // An order recorded before, replayed now, names the replaced key.
+    assert_eq!(
+        rekey(&mut d, 2, 1, 9, 0),
+        Outcome::Ignored {
+            reason: Ignored::Stale
+        }
+    );
+    // A seed with no key pinned has nothing to replace; a voter must be a
+    // seed.
+    assert_eq!(
+        rekey(&mut d, 0, 1, 2, 1),
+        Outcome::Ignored {
+            reason: Ignored::Stale
+        }
+    );
+    let outsider = Command::Rekey {
+        seed: seed(2),
+        old: seed_key(8),
+        new: seed_key(3),
+        voter: peer(1),
+    };
+    assert_eq!(
+        d.apply(&outsider),
+        Outcome::Ignored {
+            reason: Ignored::NotASeed
+        }
+    );
+    // Once replaced, a SeedKey with the old key is ignored like any other.
+    let old_again = Command::SeedKey {
+        seed: seed(2),
+        key: seed_key(1),
+    };
+    assert_eq!(
+        d.apply(&old_again),
+        Outcome::Ignored {
+            reason: Ignored::KeyAlreadyPinned
+        }
+    );
+}
