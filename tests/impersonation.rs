@@ -8,7 +8,9 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{committed_peers, greet_as, try_greet_as, wait_for, Cluster, Proc, RawClient, START};
+use common::{
+    committed_peers, greet_as, try_greet_as, wait_for, Cluster, FakeNode, Proc, RawClient, START,
+};
 use gossipnet::proto::{
     evidence::Identity,
     message::{Message, PublicKey, Role},
@@ -545,4 +547,58 @@ fn a_seed_that_lost_its_data_dir_is_refused_until_a_majority_pins_its_new_key() 
         net.seeds[0].count(|e| matches!(e, Event::SeedRekeyed { seed, new, .. } if *seed == addr && *new == new_key)) == 1,
         "no seed_rekeyed event"
     );
+}
+
+#[test]
+fn a_process_on_a_down_seeds_port_cannot_make_a_peer_drop_a_live_neighbour() {
+    let (mut net, seeds, _) = three_seeds_with_keys_pinned();
+    // Two peers that joined after the keys were pinned: their Peer Lists
+    // carried them.
+    let second = net.add_peer();
+    let (first, second_addr) = (0, net.peers[second].addr());
+    net.peers[first].wait_event(
+        "the second peer as neighbour",
+        START,
+        |e| matches!(e, Event::NeighborUp { peer } if *peer == second_addr),
+    );
+    // A seed goes down, and the attacker takes its exact address with a
+    // key of its own: PROBEs of that address reach it, and it proves its
+    // key, so only the pinned key tells it from the seed.
+    let victim = 2;
+    let addr = seeds[victim];
+    net.kill_seed(victim);
+    let impostor = FakeNode::at(addr, Role::Seed);
+    let mut client = impostor.greet(net.peers[first].addr());
+    // Whatever became of the HELLO, it sends the removal of the live
+    // neighbour, in the seed's name.
+    client.send(&Message::DeadConfirmed {
+        peer: second_addr,
+        incarnation: u64::MAX,
+        replacement: None,
+    });
+    net.peers[first].wait_event("the impostor to be refused", START, |e| {
+        matches!(e, Event::SeedKeyRefused { seed, proved, .. }
+            if *seed == addr && *proved == impostor.identity.public_key())
+    });
+    assert!(
+        client.closed_by_node(),
+        "the peer kept a connection that claims seed {addr} with another key"
+    );
+    // The link to the live neighbour stays: asked afterwards, the peer
+    // still names it among its neighbours, and it took no removal.
+    let asker = FakeNode::new(Role::Peer);
+    let mut asking = asker.greet(net.peers[first].addr());
+    asking.send(&Message::Ping { nonce: 1 });
+    let neighbors = std::iter::from_fn(|| asking.recv())
+        .find_map(|m| match m {
+            Message::Pong { neighbors, .. } => Some(neighbors),
+            _ => None,
+        })
+        .expect("a PONG");
+    assert!(neighbors.contains(&second_addr), "{neighbors:?}");
+    let dropped = net.peers[first].poll().count(|e| {
+        matches!(e, Event::DeadConfirmed { peer } if *peer == second_addr)
+            || matches!(e, Event::NeighborDown { peer, .. } if *peer == second_addr)
+    });
+    assert_eq!(dropped, 0, "the impostor's DEAD_CONFIRMED was taken");
 }

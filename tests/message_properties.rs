@@ -109,6 +109,7 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::PeerListRequest {}),
         (vec(peer_entry, 0..6), any::<u64>(), any::<bool>()).prop_map(
             |(peers, total, you_registered)| Message::PeerList {
+                seed_keys: Default::default(),
                 peers,
                 total,
                 you_registered

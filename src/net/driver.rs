@@ -696,7 +696,12 @@ impl<C: Core> Driver<C> {
                         let reason = "HELLO_PROOF on an open connection".to_string();
                         self.on_closed(id, CloseReason::Protocol(reason));
                     }
-                    msg => self.core.handle_message(remote, msg, now),
+                    msg => {
+                        self.core.handle_message(remote, msg, now);
+                        if self.core.take_pinned_keys_changed() {
+                            self.recheck_keys();
+                        }
+                    }
                 }
             }
             ConnState::Proving {

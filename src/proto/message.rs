@@ -136,6 +136,11 @@ pub enum Message {
         peers: Vec<PeerEntry>,
         total: u64,
         you_registered: bool,
+        /// The seeds' keys pinned in the sending seed's committed log. A
+        /// peer takes a seed's key from the other seeds' word, never from
+        /// its own, and refuses a node claiming that seed with another key.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        seed_keys: std::collections::BTreeMap<SocketAddr, PublicKey>,
     },
     /// Peer to seed: my complete current set of overlay neighbours, as the
     /// `seq`th report of my life `incarnation`. `seq` grows with every
@@ -459,6 +464,7 @@ mod tests {
                 peers: vec![PeerEntry { addr: a, degree: 3 }],
                 total: 40,
                 you_registered: true,
+                seed_keys: [(a, key)].into(),
             },
             Message::LinkReport {
                 neighbors: vec![a],

@@ -153,9 +153,9 @@ pub trait Core {
     }
     /// Whether `addr` is one of the seeds of the config.
     fn is_seed(&self, addr: &SocketAddr) -> bool;
-    /// Seeds: the key the committed log pins for seed `addr`, if any; a
-    /// node at that address must prove it. Always `None` on peers, which
-    /// pin nothing.
+    /// The key pinned for seed `addr`, if any; a node at that address must
+    /// prove it. Seeds: the one their committed log pins. Peers: the one
+    /// the other seeds' Peer Lists agree on.
     fn pinned_key(&self, _addr: &SocketAddr) -> Option<message::PublicKey> {
         None
     }
@@ -169,6 +169,13 @@ pub trait Core {
         key: &message::PublicKey,
     ) -> Option<message::PublicKey> {
         self.pinned_key(addr).filter(|pinned| pinned != key)
+    }
+    /// Whether the keys [`Core::pinned_key`] answers with changed since
+    /// this was last asked, so that open connections must be checked
+    /// again. The seeds' change only as entries apply, which the driver
+    /// sees itself.
+    fn take_pinned_keys_changed(&mut self) -> bool {
+        false
     }
     /// The answer to an `Output::Query` sent to `to`, or why there is none.
     fn handle_query_result(

@@ -653,8 +653,14 @@ pub struct FakeNode {
 
 impl FakeNode {
     pub fn new(role: gossipnet::proto::message::Role) -> FakeNode {
+        FakeNode::at("127.0.0.1:0".parse().unwrap(), role)
+    }
+
+    /// A fake node listening at `addr` exactly (port 0: any free one),
+    /// with a key of its own.
+    pub fn at(addr: SocketAddr, role: gossipnet::proto::message::Role) -> FakeNode {
         let identity = gossipnet::proto::evidence::Identity::from_secret(rand::random());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (key, stopped) = (identity.public_key(), stop.clone());

@@ -247,6 +247,8 @@ pub struct PeerCore<R> {
     icmp_misses: BTreeMap<IpAddr, u32>,
     /// Own messages created while the peer had no neighbour, signed.
     unsent: VecDeque<(String, Signature)>,
+    /// What each seed said the seeds' pinned keys are.
+    seed_keys: SeedKeyWords,
     /// Gossip signatures verified by any peer sharing it: the simulator's
     /// peers share one ([`VerifiedGossip`]). `None`: each is verified here.
     verified_gossip: Option<VerifiedGossip>,
@@ -271,6 +273,43 @@ pub struct PeerCore<R> {
     /// `gossip_refused` lines at most once a second each.
     refusals: FxHashMap<SocketAddr, RefusalLog<Timestamp>>,
     outputs: VecDeque<Output<PeerTimer>>,
+}
+
+/// The seeds' keys as each seed states them in its Peer Lists: the keys
+/// its committed log pins. A seed's key is taken from the other seeds'
+/// word, never its own, and only when they agree: so a process on a down
+/// seed's port cannot vouch for itself, and one that lies about the
+/// others can only leave their keys unpinned here, not change them.
+#[derive(Debug, Default)]
+struct SeedKeyWords {
+    /// By seed, the key each speaking seed last stated for it.
+    words: BTreeMap<SocketAddr, BTreeMap<SocketAddr, PublicKey>>,
+    /// Whether [`SeedKeyWords::pinned`] may answer otherwise since last
+    /// taken.
+    changed: bool,
+}
+
+impl SeedKeyWords {
+    /// Seed `speaker` states `keys`, its whole pinned set.
+    fn heard(&mut self, speaker: SocketAddr, keys: BTreeMap<SocketAddr, PublicKey>) {
+        for said in self.words.values_mut() {
+            self.changed |= said.remove(&speaker).is_some();
+        }
+        for (seed, key) in keys {
+            if seed != speaker {
+                self.words.entry(seed).or_default().insert(speaker, key);
+                self.changed = true;
+            }
+        }
+        self.words.retain(|_, said| !said.is_empty());
+    }
+
+    /// The key the seeds other than `seed` agree on for it, if any say.
+    fn pinned(&self, seed: &SocketAddr) -> Option<PublicKey> {
+        let mut said = self.words.get(seed)?.values();
+        let first = *said.next()?;
+        said.all(|k| *k == first).then_some(first)
+    }
 }
 
 /// A GOSSIP frame of `origin`'s message.
@@ -328,6 +367,7 @@ impl<R: Rng> PeerCore<R> {
             icmp_misses: BTreeMap::new(),
             unsent: VecDeque::new(),
             verified_gossip: None,
+            seed_keys: SeedKeyWords::default(),
             reverify_armed: false,
             reverify_wait: settings_retry,
             reachable_seeds: SortedSet::new(),
@@ -1276,6 +1316,14 @@ impl<R: Rng> Core for PeerCore<R> {
         Some(self.identity.public_key())
     }
 
+    fn pinned_key(&self, addr: &SocketAddr) -> Option<PublicKey> {
+        self.seed_keys.pinned(addr)
+    }
+
+    fn take_pinned_keys_changed(&mut self) -> bool {
+        std::mem::take(&mut self.seed_keys.changed)
+    }
+
     fn is_seed(&self, addr: &SocketAddr) -> bool {
         self.seeds.contains(addr)
     }
@@ -1286,8 +1334,14 @@ impl<R: Rng> Core for PeerCore<R> {
             Message::PeerList {
                 peers,
                 you_registered,
+                seed_keys,
                 ..
-            } => self.on_peer_list(from, peers, you_registered, now),
+            } => {
+                if self.seeds.contains(&from) {
+                    self.seed_keys.heard(from, seed_keys);
+                }
+                self.on_peer_list(from, peers, you_registered, now)
+            }
             Message::DeadConfirmed {
                 peer,
                 incarnation,

@@ -115,6 +115,7 @@ fn finish_joining(core: &mut PeerCore<ChaCha8Rng>, peers: &[PeerEntry]) -> Vec<O
 /// when we are among them.
 fn peer_list(peers: Vec<PeerEntry>) -> Message {
     Message::PeerList {
+        seed_keys: Default::default(),
         you_registered: peers.iter().any(|e| e.addr == addr(6000)),
         total: peers.len() as u64,
         peers,
@@ -2119,4 +2120,55 @@ fn gossip_naming_this_peer_as_origin_under_another_key_is_refused() {
     assert!(delivered(&out).is_empty());
     assert!(gossip_sends(&out).is_empty());
     assert_eq!(core.stats().forged_refused, 1);
+}
+
+/// A PEER_LIST from a seed stating `keys` as the seeds' pinned keys.
+fn peer_list_stating(keys: &[(u16, u16)]) -> Message {
+    let Message::PeerList {
+        peers,
+        total,
+        you_registered,
+        ..
+    } = peer_list(vec![])
+    else {
+        unreachable!("a PEER_LIST")
+    };
+    Message::PeerList {
+        peers,
+        total,
+        you_registered,
+        seed_keys: keys
+            .iter()
+            .map(|(seed, key)| (addr(*seed), identity(*key).public_key()))
+            .collect(),
+    }
+}
+
+#[test]
+fn a_seeds_key_is_taken_from_the_other_seeds_word_never_its_own() {
+    let mut core = peer(3, 12);
+    let seeds: Vec<u16> = core.seeds.iter().map(|s| s.port()).collect();
+    let (a, b, c) = (seeds[0], seeds[1], seeds[2]);
+    // Seed a vouches only for itself: nothing is pinned.
+    core.handle_message(addr(a), peer_list_stating(&[(a, 1)]), now());
+    assert_eq!(core.pinned_key(&addr(a)), None);
+    core.take_pinned_keys_changed();
+    // Seed b states a's and c's keys: both pinned.
+    core.handle_message(addr(b), peer_list_stating(&[(a, 1), (c, 3)]), now());
+    assert_eq!(core.pinned_key(&addr(a)), Some(identity(1).public_key()));
+    assert_eq!(core.pinned_key(&addr(c)), Some(identity(3).public_key()));
+    assert!(core.take_pinned_keys_changed());
+    assert!(!core.take_pinned_keys_changed(), "changed is taken once");
+    // Seed c, say a process on its port, disagrees about a: a is pinned no
+    // more (a lie can unpin, never repin), while c cannot touch its own.
+    core.handle_message(addr(c), peer_list_stating(&[(a, 9), (c, 9)]), now());
+    assert_eq!(core.pinned_key(&addr(a)), None);
+    assert_eq!(core.pinned_key(&addr(c)), Some(identity(3).public_key()));
+    // A later list from c replaces its word: agreement again.
+    core.handle_message(addr(c), peer_list_stating(&[(a, 1)]), now());
+    assert_eq!(core.pinned_key(&addr(a)), Some(identity(1).public_key()));
+    // A stranger's list counts for nothing.
+    core.handle_message(addr(7000), peer_list_stating(&[(a, 8), (b, 8)]), now());
+    assert_eq!(core.pinned_key(&addr(a)), Some(identity(1).public_key()));
+    assert_eq!(core.pinned_key(&addr(b)), None);
 }

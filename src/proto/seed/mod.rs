@@ -1211,6 +1211,7 @@ impl Core for SeedCore {
                         peers,
                         total: self.directory.len() as u64,
                         you_registered: self.directory.contains(&from),
+                        seed_keys: self.directory.seed_keys().collect(),
                     },
                 );
             }
