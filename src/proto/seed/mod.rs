@@ -934,12 +934,14 @@ impl SeedCore {
     }
 
     /// Its committed neighbours that can still report it: those this seed
-    /// has not itself found dead, and that hold the link by their own
-    /// latest report. A link stays in the topology while either end
-    /// reports it, so a dead peer's last report keeps naming a neighbour
-    /// that has dropped the link since (and may have given up its
-    /// suspicion, never to report it), or that has started a new life,
-    /// which has no link until it reports one.
+    /// has not itself found dead, and that have not dropped the link by
+    /// their own latest report. A link stays in the topology while either
+    /// end reports it, so a dead peer's last report keeps naming a
+    /// neighbour that has dropped the link since (and may have given up
+    /// its suspicion, never to report it), or that has started a new life
+    /// and reported its own links without it. A neighbour that has not
+    /// reported in its current life yet (a joiner) counts as watching
+    /// until it does.
     fn watchers(&self, peer: &SocketAddr) -> usize {
         self.directory
             .neighbors_of(peer)
@@ -948,14 +950,14 @@ impl SeedCore {
             .filter(|n| {
                 self.directory
                     .reported_links(n)
-                    .is_some_and(|links| links.contains(peer))
+                    .is_none_or(|links| links.contains(peer))
             })
             .count()
     }
 
     /// Checks again, for a vote, each peer this seed found dead and has
     /// not voted to remove, once nobody watches it any more: the last
-    /// neighbour that held its link reported it gone, or started a new
+    /// neighbour that held its link reported it gone, perhaps as a new
     /// life. Its check found it watched, and nothing else would look at
     /// it again.
     fn recheck_found_dead(&mut self) {
