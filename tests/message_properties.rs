@@ -107,6 +107,7 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(incarnation, key)| Message::RegisterRequest { incarnation, key }),
         Just(Message::RegisterAck {}),
         Just(Message::PeerListRequest {}),
+        socket_addr().prop_map(|peer| Message::DialFailed { peer }),
         (vec(peer_entry, 0..6), any::<u64>(), any::<bool>()).prop_map(
             |(peers, total, you_registered)| Message::PeerList {
                 seed_keys: Default::default(),
@@ -267,9 +268,10 @@ fn variant(m: &Message) -> usize {
         Message::HelloProof { .. } => 19,
         Message::RekeyRequest { .. } => 20,
         Message::RekeyReply { .. } => 21,
+        Message::DialFailed { .. } => 22,
     }
 }
-const VARIANTS: usize = 22;
+const VARIANTS: usize = 23;
 
 /// Decodes every frame in `stream`, handing it to the codec in reads of the
 /// given sizes (cycled; 0 = decode again with nothing new), and fails on

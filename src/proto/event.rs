@@ -333,6 +333,29 @@ pub enum Event {
         old_incarnation: u64,
         incarnation: u64,
     },
+    /// A dial to `peer`, a registered peer this one chose as a neighbour
+    /// (or was told to link to), failed; this peer told the seeds, which
+    /// check it with their own probes. `next` is the candidate it dials
+    /// instead, if it has one.
+    DialFailedReported {
+        peer: SocketAddr,
+        next: Option<SocketAddr>,
+    },
+    /// Peer `from` could not dial `peer`. `checking`: this seed probes
+    /// `peer` itself; false when `peer` is not registered, is checked
+    /// already, or `from` has used up its budget of such checks.
+    DialFailedReceived {
+        peer: SocketAddr,
+        from: SocketAddr,
+        checking: bool,
+    },
+    /// This seed started and found its log's directory: it probes each of
+    /// the `peers` registered, a few at a time, so that those that died
+    /// while no seed ran are removed though no neighbour is left to
+    /// report them.
+    RegisteredPeersChecked {
+        peers: usize,
+    },
 }
 
 fn addrs(list: &[SocketAddr]) -> String {
@@ -624,6 +647,28 @@ impl fmt::Display for Event {
                 "REMOVED by the seeds while alive (incarnation {old_incarnation}); \
                  rejoining as incarnation {incarnation}"
             ),
+            Event::DialFailedReported { peer, next } => {
+                write!(f, "DIAL to {peer} failed; the seeds are told")?;
+                match next {
+                    Some(next) => write!(f, "; dialling {next} instead"),
+                    None => Ok(()),
+                }
+            }
+            Event::DialFailedReceived {
+                peer,
+                from,
+                checking,
+            } => {
+                write!(f, "DIAL to {peer} failed for {from}; ")?;
+                if *checking {
+                    write!(f, "probing it")
+                } else {
+                    write!(f, "no new check")
+                }
+            }
+            Event::RegisteredPeersChecked { peers } => {
+                write!(f, "STARTED with {peers} registered peers; probing each once")
+            }
         }
     }
 }

@@ -166,6 +166,12 @@ pub enum Message {
         unreachable: Vec<SocketAddr>,
         signature: Signature,
     },
+    /// Peer to seed: a dial to `peer`, a peer this one chose from a Peer
+    /// List or was told to link to, failed. It is not evidence: the seed
+    /// checks `peer` with a PROBE of its own, and votes to remove it only
+    /// if that probe fails and no neighbour is left to report it, so a
+    /// peer's word alone removes nobody.
+    DialFailed { peer: SocketAddr },
     /// Seed to peer: the removal of `peer` (at `incarnation`) is committed.
     /// Sent to its former neighbours, and to the peer itself if it is still
     /// connected. `replacement` is the peer the receiver should link to
@@ -269,6 +275,7 @@ impl Message {
             Message::HelloProof { .. } => "HELLO_PROOF",
             Message::RegisterRequest { .. } => "REGISTER_REQUEST",
             Message::DeadReport { .. } => "DEAD_REPORT",
+            Message::DialFailed { .. } => "DIAL_FAILED",
             Message::DeadConfirmed { .. } => "DEAD_CONFIRMED",
             Message::SuspectRequest { .. } => "SUSPECT_REQUEST",
             Message::SuspectResponse { .. } => "SUSPECT_RESPONSE",

@@ -1005,6 +1005,52 @@ impl Sim {
         self.dialing.retain(|(from, _), _| *from != node);
     }
 
+    /// Starts a crashed node again at its address: a seed with the log
+    /// its data directory kept (the committed directory; it then learns of
+    /// the leader, the first seed), a peer as a new life, with a higher
+    /// incarnation and the same key, that joins from the start. Answers to
+    /// queries of the old life go nowhere.
+    pub fn restart(&mut self, node: SocketAddr) {
+        if self.health(node) != Some(Health::Crashed) {
+            return;
+        }
+        self.queries.retain(|_, q| q.asker != node);
+        let core = match self.role_of(node) {
+            Role::Seed => {
+                let mut core = SeedCore::new(node, self.seeds.clone());
+                core.handle_snapshot(self.directory().clone(), self.now);
+                NodeCore::Seed(Box::new(core))
+            }
+            Role::Peer => {
+                let place = self.peers.iter().position(|p| *p == node).unwrap_or(0);
+                let rng = ChaCha8Rng::seed_from_u64(self.rng.random());
+                let mut core = PeerCore::new(
+                    node,
+                    self.seeds.clone(),
+                    self.settings.clone(),
+                    self.now.as_micros(),
+                    self.identities[place % IDENTITY_POOL].clone(),
+                    rng,
+                );
+                core.share_verified_gossip(self.verified_gossip.clone());
+                NodeCore::Peer(Box::new(core))
+            }
+        };
+        let n = self.nodes.get_mut(&node).expect("checked above");
+        n.core = core;
+        n.health = Health::Up;
+        let leader = self.seeds.first().copied();
+        self.call(node, |core, now| match core {
+            NodeCore::Seed(c) => c.handle_leader(leader, now),
+            NodeCore::Peer(c) => c.start(now),
+        });
+        if self.seeds_have_quorum() {
+            for command in std::mem::take(&mut self.stalled) {
+                self.schedule(self.now, Action::Commit { command });
+            }
+        }
+    }
+
     /// Partitions `side` from every other node: frames across wait (TCP
     /// retransmits), links across break after the write timeout, dials and
     /// queries across fail at their time limits.

@@ -10,12 +10,18 @@
 //! service (delivery, connectivity) are of the honest peers, and leave it
 //! out.
 
-use std::{cmp::Reverse, collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::SocketAddr,
+    time::Duration,
+};
 
 use rand::seq::IteratorRandom;
 
 use super::{metrics, Health, NetworkModel, Sim};
-use crate::proto::{peer::PeerSettings, Event};
+use crate::proto::{peer::PeerSettings, seed::directory::ChangeKind, Event};
 
 /// One step of a scenario.
 #[derive(Debug, Clone)]
@@ -61,11 +67,33 @@ pub enum Step {
     SlowReader(usize),
     /// End every exhaustion and every slow reading.
     Relieve,
+    /// Every node stops (SIGKILL), with no time for the seeds to notice
+    /// the peers go: the seeds first, [`SEEDS_FIRST_LEAD`] before the
+    /// peers, or the peers first and the seeds in the same instant. Then
+    /// [`RESTART_DOWNTIME`] passes. Every peer counts as faulty until
+    /// [`Step::RestartPeers`] starts it again; its ended life may be
+    /// removed even then.
+    StopAll { seeds_first: bool },
+    /// Every stopped seed starts again with the log its data directory
+    /// kept.
+    RestartSeeds,
+    /// This many stopped peers, picked at random, start again at their
+    /// addresses as new lives; with `each_joined`, one after another, each
+    /// joined before the next. The others stay dead: ghosts in the seeds'
+    /// log until removed.
+    RestartPeers { count: usize, each_joined: bool },
     /// A live peer, picked at random, types a line.
     Gossip,
     /// Run until the check holds, for at most this long.
     Expect(Check, Duration),
 }
+
+/// How long a whole network stays down in [`Step::StopAll`]: longer than
+/// any timer a node arms, so none of the old lives' fires at a new one.
+pub const RESTART_DOWNTIME: Duration = Duration::from_secs(30);
+/// How long before the peers the seeds stop in [`Step::StopAll`] with
+/// `seeds_first`: the peers see them go, and find no seed to report to.
+pub const SEEDS_FIRST_LEAD: Duration = Duration::from_secs(5);
 
 /// A property a scenario waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +144,9 @@ pub struct Run {
     /// Peers ever made slow readers: alive, so never to be removed, but
     /// not served by the overlay, which they do not read.
     pub slow: BTreeSet<SocketAddr>,
+    /// Lives that ended in a restart, by address and incarnation: they may
+    /// be removed, though a new life runs at the address.
+    pub ended_lives: BTreeSet<(SocketAddr, u64)>,
     lines: Vec<String>,
     trace: Vec<String>,
 }
@@ -131,6 +162,7 @@ pub fn run(
         sim: Sim::new(seed, 3, settings, network),
         faulty: BTreeSet::new(),
         slow: BTreeSet::new(),
+        ended_lives: BTreeSet::new(),
         lines: Vec::new(),
         trace: Vec::new(),
     };
@@ -269,6 +301,32 @@ impl Run {
                 }
             }
             Step::Relieve => self.sim.relieve_all(),
+            Step::StopAll { seeds_first } => self.stop_all(*seeds_first),
+            Step::RestartSeeds => {
+                for seed in self.sim.seeds().to_vec() {
+                    self.sim.restart(seed);
+                }
+            }
+            Step::RestartPeers { count, each_joined } => {
+                let stopped: Vec<SocketAddr> = self
+                    .sim
+                    .peers()
+                    .iter()
+                    .copied()
+                    .filter(|p| self.sim.health(*p) == Some(Health::Crashed))
+                    .collect();
+                let back = stopped.into_iter().choose_multiple(self.sim.rng(), *count);
+                for peer in back {
+                    self.faulty.remove(&peer);
+                    self.sim.restart(peer);
+                    if *each_joined {
+                        let limit = Duration::from_secs(30);
+                        if !self.sim.run_until_true(limit, |sim| sim.is_joined(peer)) {
+                            return Err(format!("{peer} did not join within 30 s"));
+                        }
+                    }
+                }
+            }
             Step::Gossip => {
                 let author = self.pick_live(1);
                 let author = author.first().ok_or("no live peer to type a line")?;
@@ -295,6 +353,30 @@ impl Run {
         Ok(())
     }
 
+    fn stop_all(&mut self, seeds_first: bool) {
+        let (seeds, peers) = (self.sim.seeds().to_vec(), self.sim.peers().to_vec());
+        let crash = |sim: &mut Sim, nodes: &[SocketAddr]| {
+            for node in nodes {
+                sim.crash(*node);
+            }
+        };
+        if seeds_first {
+            crash(&mut self.sim, &seeds);
+            self.sim.run_for(SEEDS_FIRST_LEAD);
+            crash(&mut self.sim, &peers);
+        } else {
+            crash(&mut self.sim, &peers);
+            crash(&mut self.sim, &seeds);
+        }
+        for peer in &peers {
+            self.faulty.insert(*peer);
+            if let Some(incarnation) = self.sim.incarnation(*peer) {
+                self.ended_lives.insert((*peer, incarnation));
+            }
+        }
+        self.sim.run_for(RESTART_DOWNTIME);
+    }
+
     /// Every link report the log applied was its peer's newest so far.
     fn no_links_out_of_order(&self) -> Result<(), String> {
         match self.sim.links_out_of_order() {
@@ -307,14 +389,30 @@ impl Run {
         }
     }
 
-    /// Removals committed so far are all of faulty peers.
+    /// Removals committed so far are all of faulty peers, or of lives
+    /// that ended in a restart.
     fn no_live_peer_removed(&self) -> Result<(), String> {
+        // The vote that commits a removal is logged just before it, by the
+        // same seed, with the incarnation removed.
+        let mut voted = BTreeMap::new();
         let wrong: BTreeSet<SocketAddr> = self
             .sim
             .events()
             .iter()
             .filter_map(|e| match e.event {
-                Event::RemoveCommitted { peer, .. } if !self.faulty.contains(&peer) => Some(peer),
+                Event::Vote {
+                    change: ChangeKind::Remove,
+                    peer,
+                    incarnation,
+                    ..
+                } => {
+                    voted.insert((e.node, peer), incarnation);
+                    None
+                }
+                Event::RemoveCommitted { peer, .. } if !self.faulty.contains(&peer) => {
+                    let life = voted.get(&(e.node, peer)).map(|i| (peer, *i));
+                    (!life.is_some_and(|l| self.ended_lives.contains(&l))).then_some(peer)
+                }
                 _ => None,
             })
             .collect();

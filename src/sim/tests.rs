@@ -496,6 +496,87 @@ fn frozen_peers_are_removed_and_rejoin_when_resumed_over_200_seeds() {
     );
 }
 
+/// The longest a ghost may stay registered after the seeds start again,
+/// or after a peer first dials it: three ping intervals (issue 21). The
+/// seeds' own checks take a probe (a crashed peer refuses it at once) and
+/// a commit, well inside it.
+fn ghost_bound(settings: &PeerSettings) -> Duration {
+    settings.ping_interval * 3
+}
+
+/// The whole network stops, in either order, and the seeds start again
+/// with their log; every peer in it is dead. Then half the peers start
+/// again as new lives, one by one.
+fn restart_seeds_then_peers_steps(seeds_first: bool) -> Vec<Step> {
+    vec![
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(3)),
+        Step::StopAll { seeds_first },
+        Step::RestartSeeds,
+        Step::Expect(Check::FaultyRemoved, ghost_bound(&settings())),
+        Step::RestartPeers {
+            count: 10,
+            each_joined: true,
+        },
+        Step::Expect(Check::AllRegistered, Duration::from_secs(30)),
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+        Step::Gossip,
+        Step::Expect(Check::GossipEverywhere, Duration::from_secs(5)),
+    ]
+}
+
+/// The whole network stops, in either order; half the peers start again
+/// before the seeds, as new lives, and wait for them. Once the seeds run,
+/// the new lives replace the old ones and the peers that stayed dead go,
+/// while the new lives may be dialling them.
+fn restart_peers_with_seeds_steps(seeds_first: bool) -> Vec<Step> {
+    vec![
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(3)),
+        Step::StopAll { seeds_first },
+        Step::RestartPeers {
+            count: 10,
+            each_joined: false,
+        },
+        Step::RestartSeeds,
+        Step::Expect(Check::FaultyRemoved, ghost_bound(&settings())),
+        Step::Expect(Check::AllRegistered, Duration::from_secs(30)),
+    ]
+}
+
+fn check_restarts(test: &str, seeds: u64) {
+    for seeds_first in [true, false] {
+        check_property(
+            test,
+            seeds,
+            NetworkModel::default(),
+            &restart_seeds_then_peers_steps(seeds_first),
+        );
+        check_property(
+            test,
+            seeds,
+            NetworkModel::default(),
+            &restart_peers_with_seeds_steps(seeds_first),
+        );
+    }
+}
+
+/// R27: a restart of every node leaves no ghost. Checked after every step
+/// as well: no live peer is removed, only lives that ended.
+#[test]
+fn a_restart_of_every_node_leaves_no_ghost() {
+    check_restarts("a_restart_of_every_node_leaves_no_ghost", CI_SEEDS);
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn a_restart_of_every_node_leaves_no_ghost_over_200_seeds() {
+    check_restarts(
+        "a_restart_of_every_node_leaves_no_ghost_over_200_seeds",
+        ALL_SEEDS,
+    );
+}
+
 #[test]
 fn the_same_seed_gives_the_same_run_event_for_event() {
     let a = run(7, &crash_steps(), settings(), wan()).unwrap();

@@ -176,6 +176,14 @@ const MAX_UNSENT: usize = 64;
 /// Rounds of questions about one suspect before this peer gives up on it:
 /// enough to ride out a lost report or a seed's refusal on stale topology.
 const MAX_AGREEMENT_ROUNDS: u32 = 5;
+/// Candidates drawn beyond the links wanted, by the same preferential
+/// attachment: when a dial fails, the peer dials the next of these at once
+/// instead of waiting `lonely_retry` for new Peer Lists, so a dead peer
+/// still listed (a ghost) cannot leave a joiner without a neighbour.
+pub const SPARE_CANDIDATES: usize = 3;
+/// Most failed dials remembered, so that each is reported once per
+/// ping interval.
+const DIAL_REPORTS_KEPT: usize = 64;
 
 /// A neighbour under suspicion.
 #[derive(Debug)]
@@ -243,6 +251,11 @@ pub struct PeerCore<R> {
     checks: Vec<PendingCheck>,
     /// Replacement links being opened, to the dead neighbour they replace.
     replacing: BTreeMap<SocketAddr, SocketAddr>,
+    /// Candidates of the last choice not dialled yet, best first: dialled
+    /// one by one as dials fail ([`SPARE_CANDIDATES`]).
+    spares: Vec<SocketAddr>,
+    /// Failed dials told to the seeds lately, and when.
+    dial_reports: BTreeMap<SocketAddr, Timestamp>,
     /// ICMP echoes unanswered in a row, by neighbours' host.
     icmp_misses: BTreeMap<IpAddr, u32>,
     /// Own messages created while the peer had no neighbour, signed.
@@ -364,6 +377,8 @@ impl<R: Rng> PeerCore<R> {
             suspects: BTreeMap::new(),
             checks: Vec::new(),
             replacing: BTreeMap::new(),
+            spares: Vec::new(),
+            dial_reports: BTreeMap::new(),
             icmp_misses: BTreeMap::new(),
             unsent: VecDeque::new(),
             verified_gossip: None,
@@ -599,7 +614,10 @@ impl<R: Rng> PeerCore<R> {
             &mut self.rng,
         );
         let candidate_count = candidates.len();
-        let chosen = topology::choose_neighbors(candidates, count, &mut self.rng);
+        let mut chosen =
+            topology::choose_neighbors(candidates, count + SPARE_CANDIDATES, &mut self.rng);
+        self.spares = chosen.split_off(count.min(chosen.len()));
+        self.spares.reverse();
         if candidate_count > 0 {
             self.emit(Event::NeighborsChosen {
                 candidates: candidate_count,
@@ -630,6 +648,48 @@ impl<R: Rng> PeerCore<R> {
         }
         self.report_links();
         self.after_neighbors_changed(now);
+    }
+
+    /// A dial to `peer`, a chosen neighbour (`chosen`) or a replacement the
+    /// seeds named, failed. A chosen one is replaced at once by the next
+    /// spare candidate. The seeds are told, at most once a ping interval
+    /// per address, so that they check `peer` with their own probes: a
+    /// registered peer nobody can reach is a ghost, perhaps with no
+    /// neighbour left to report it.
+    fn on_dial_failed(&mut self, peer: SocketAddr, chosen: bool, now: Timestamp) {
+        let mut next = None;
+        while chosen && next.is_none() {
+            let Some(spare) = self.spares.pop() else {
+                break;
+            };
+            if !self.neighbors.contains(&spare) && !self.pending_links.contains(&spare) {
+                next = Some(spare);
+            }
+        }
+        if let Some(next) = next {
+            self.pending_links.insert(next);
+            self.outputs.push_back(Output::Connect(next));
+        }
+        let interval = self.settings.ping_interval;
+        if self
+            .dial_reports
+            .get(&peer)
+            .is_some_and(|at| now < *at + interval)
+        {
+            return;
+        }
+        if self.dial_reports.len() >= DIAL_REPORTS_KEPT {
+            self.dial_reports.retain(|_, at| now < *at + interval);
+        }
+        if self.dial_reports.len() < DIAL_REPORTS_KEPT {
+            self.dial_reports.insert(peer, now);
+        }
+        self.emit(Event::DialFailedReported { peer, next });
+        // Every seed: each must probe it itself, and a removal needs a
+        // majority of them.
+        for seed in self.seeds.clone() {
+            self.send(seed, Message::DialFailed { peer });
+        }
     }
 
     /// Sends our whole neighbour set to our seeds (R1: seeds keep topology).
@@ -1267,6 +1327,7 @@ impl<R: Rng> PeerCore<R> {
         self.suspects.clear();
         self.answer_checks(Verdict::NotNeighbor, now, |_| true);
         self.replacing.clear();
+        self.spares.clear();
         self.pending_links.clear();
         self.asked.clear();
         self.acked.clear();
@@ -1431,8 +1492,13 @@ impl<R: Rng> Core for PeerCore<R> {
             // decided meanwhile, we may no longer be registered.
             self.arm(PeerTimer::Reverify, now + self.reverify_wait);
         }
-        self.pending_links.remove(&remote);
-        self.replacing.remove(&remote);
+        // A dial of ours that never came up as a link: it failed.
+        let unlinked = !self.neighbors.contains(&remote) && !self.seeds.contains(&remote);
+        let chosen = self.pending_links.remove(&remote);
+        let replacement = self.replacing.remove(&remote).is_some();
+        if unlinked && (chosen || replacement) {
+            self.on_dial_failed(remote, chosen, now);
+        }
         if self.report_seed == Some(remote) {
             // Reports on their way to it may be lost: tell another of our
             // seeds in reach the whole set, or the next one to come back.

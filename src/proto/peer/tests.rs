@@ -2172,3 +2172,76 @@ fn a_seeds_key_is_taken_from_the_other_seeds_word_never_its_own() {
     assert_eq!(core.pinned_key(&addr(a)), Some(identity(1).public_key()));
     assert_eq!(core.pinned_key(&addr(b)), None);
 }
+
+/// The peers `outputs` dials.
+fn dials(outputs: &[Output<PeerTimer>]) -> Vec<SocketAddr> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Connect(to) => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_failed_dial_is_replaced_by_a_spare_at_once_and_told_to_every_seed() {
+    let settings = PeerSettings {
+        max_links: NonZeroU32::new(1).unwrap(),
+        ..PeerSettings::default()
+    };
+    let mut core = PeerCore::new(
+        addr(6000),
+        seeds(3),
+        settings,
+        42,
+        identity(6000),
+        ChaCha8Rng::seed_from_u64(5),
+    );
+    let candidates: Vec<PeerEntry> = (6001..=6004).map(|p| entry(p, 0)).collect();
+    let out = join_with(&mut core, &candidates);
+    let mut dialled = dials(&out);
+    assert_eq!(dialled.len(), 1, "one link wanted");
+    // Every dial fails: each is replaced at once, until the spares run out.
+    loop {
+        let failed = *dialled.last().unwrap();
+        core.handle_link_down(failed, now());
+        let out = drain(&mut core);
+        assert_eq!(
+            sends_of(&out, "DIAL_FAILED"),
+            seeds(3),
+            "every seed is told"
+        );
+        let next = dials(&out);
+        match events(&out).as_slice() {
+            [Event::DialFailedReported { peer, next: n }, ..] => {
+                assert_eq!((*peer, *n), (failed, next.first().copied()));
+            }
+            other => panic!("{other:?}"),
+        }
+        if next.is_empty() {
+            break;
+        }
+        dialled.extend(next);
+    }
+    dialled.sort();
+    assert_eq!(dialled, (6001..=6004).map(addr).collect::<Vec<_>>());
+    assert!(
+        core.is_joined(),
+        "joined, with no neighbour, once all failed"
+    );
+    // A second failure at the same address within a ping interval is not
+    // told again.
+    core.handle_message(
+        addr(5010),
+        Message::DeadConfirmed {
+            peer: addr(6001),
+            incarnation: 1,
+            replacement: Some(addr(6001)),
+        },
+        now(),
+    );
+    drain(&mut core);
+    core.handle_link_down(addr(6001), now());
+    assert!(sends_of(&drain(&mut core), "DIAL_FAILED").is_empty());
+}

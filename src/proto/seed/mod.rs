@@ -85,6 +85,18 @@ pub const DEAD_PROBE_RETRIES: [Duration; 3] = [
 ];
 /// Tries of a reported-dead peer's probe, the first included.
 pub const DEAD_PROBE_ATTEMPTS: u32 = DEAD_PROBE_RETRIES.len() as u32 + 1;
+/// Checks a seed starts for one peer's DIAL_FAILED reports within
+/// [`DIAL_CHECK_WINDOW`]: a failed dial is a hint, not evidence, and a
+/// peer must not make the seeds probe the world. A joiner fails at most a
+/// few dials (its choice plus [`SPARE_CANDIDATES`](crate::proto::peer::SPARE_CANDIDATES)).
+pub const DIAL_CHECKS_PER_REPORTER: u32 = 8;
+/// The window of [`DIAL_CHECKS_PER_REPORTER`].
+pub const DIAL_CHECK_WINDOW: Duration = Duration::from_secs(10);
+/// Reporters whose budgets a seed keeps before it drops the spent windows.
+const DIAL_BUDGETS_KEPT: usize = 4096;
+/// Own checks of a started seed's registered peers under way at once: the
+/// probes are fresh connections, and a directory may hold many peers.
+pub const STARTUP_CHECKS_AT_ONCE: usize = 64;
 
 /// Why a seed probes a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +213,16 @@ pub struct SeedCore {
     key: Option<PublicKey>,
     /// A KeyRetry timer is pending.
     key_retry_armed: bool,
+    /// Per reporter of failed dials: when its window opened, and the
+    /// checks started for it since.
+    dial_budgets: BTreeMap<SocketAddr, (Timestamp, u32)>,
+    /// Whether this seed has started checking the peers its directory held
+    /// when it started (see [`SeedCore::check_registered_peers`]).
+    startup_checked: bool,
+    /// Registered peers still to check since this seed started, and those
+    /// whose check is under way.
+    startup_queue: VecDeque<SocketAddr>,
+    startup_checking: BTreeSet<SocketAddr>,
 }
 
 /// Most keys [`SeedCore::valid_keys`] remembers before it starts afresh.
@@ -230,6 +252,10 @@ impl SeedCore {
             valid_keys: BTreeSet::new(),
             key: None,
             key_retry_armed: false,
+            dial_budgets: BTreeMap::new(),
+            startup_checked: false,
+            startup_queue: VecDeque::new(),
+            startup_checking: BTreeSet::new(),
         }
     }
 
@@ -454,6 +480,9 @@ impl SeedCore {
                     peer: *peer,
                     neighbors: neighbors.clone(),
                 });
+                if !self.failed_probes.is_empty() {
+                    self.recheck_found_dead();
+                }
             }
             (
                 Command::Links {
@@ -871,6 +900,9 @@ impl SeedCore {
             return;
         }
         let check = self.dead_checks.remove(&suspect).expect("checked above");
+        if self.startup_checking.remove(&suspect) {
+            self.continue_startup_checks();
+        }
         if check.own {
             return self.finish_own_check(suspect, check.incarnation, suspect_down);
         }
@@ -1060,14 +1092,123 @@ impl SeedCore {
         }
     }
 
-    /// Its committed neighbours that this seed has not itself found dead:
-    /// those that can still report it.
+    /// Its committed neighbours that can still report it: those this seed
+    /// has not itself found dead, and that have not dropped the link by
+    /// their own latest report. A link stays in the topology while either
+    /// end reports it, so a dead peer's last report keeps naming a
+    /// neighbour that has dropped the link since (and may have given up
+    /// its suspicion, never to report it), or that has started a new life
+    /// and reported its own links without it. A neighbour that has not
+    /// reported in its current life yet (a joiner) counts as watching
+    /// until it does.
     fn watchers(&self, peer: &SocketAddr) -> usize {
         self.directory
             .neighbors_of(peer)
             .iter()
             .filter(|n| !self.failed_probes.contains_key(n))
+            .filter(|n| {
+                self.directory
+                    .reported_links(n)
+                    .is_none_or(|links| links.contains(peer))
+            })
             .count()
+    }
+
+    /// Checks again, for a vote, each peer this seed found dead and has
+    /// not voted to remove, once nobody watches it any more: the last
+    /// neighbour that held its link reported it gone, perhaps as a new
+    /// life. Its check found it watched, and nothing else would look at
+    /// it again.
+    fn recheck_found_dead(&mut self) {
+        let due: Vec<SocketAddr> = self
+            .failed_probes
+            .iter()
+            .filter(|(p, at)| {
+                self.voted_remove.get(p) != Some(at)
+                    && self.directory.incarnation_of(p) == Some(**at)
+            })
+            .map(|(p, _)| *p)
+            .filter(|p| self.watchers(p) == 0)
+            .collect();
+        for peer in due {
+            self.watch(peer, true);
+        }
+    }
+
+    /// A peer could not dial `peer` (DIAL_FAILED). Not evidence, but a
+    /// ghost's only symptom when no neighbour is left to report it: this
+    /// seed checks it as its own (see [`SeedCore::watch`]), within the
+    /// reporter's budget. Only a failed probe of this seed's, with no
+    /// watcher left, earns a vote, and a removal needs a majority of such
+    /// votes, so a false report removes nobody that answers the seeds.
+    fn on_dial_failed(&mut self, from: SocketAddr, peer: SocketAddr, now: Timestamp) {
+        let checking = self.directory.contains(&from)
+            && from != peer
+            && self.directory.contains(&peer)
+            && !self.dead_checks.contains_key(&peer)
+            && self.take_dial_budget(from, now);
+        self.emit(Event::DialFailedReceived {
+            peer,
+            from,
+            checking,
+        });
+        if checking {
+            self.watch(peer, false);
+        }
+    }
+
+    /// Takes one check from `reporter`'s budget, if any is left.
+    fn take_dial_budget(&mut self, reporter: SocketAddr, now: Timestamp) -> bool {
+        if self.dial_budgets.len() >= DIAL_BUDGETS_KEPT {
+            self.dial_budgets
+                .retain(|_, (opened, _)| now < *opened + DIAL_CHECK_WINDOW);
+            if self.dial_budgets.len() >= DIAL_BUDGETS_KEPT {
+                return false;
+            }
+        }
+        let (opened, used) = self.dial_budgets.entry(reporter).or_insert((now, 0));
+        if now >= *opened + DIAL_CHECK_WINDOW {
+            (*opened, *used) = (now, 0);
+        }
+        if *used >= DIAL_CHECKS_PER_REPORTER {
+            return false;
+        }
+        *used += 1;
+        true
+    }
+
+    /// Checks, when this seed first learns of a leader after it started,
+    /// every peer its directory then holds (a restarted seed's log): peers
+    /// that died while no seed ran would otherwise stay registered with
+    /// nobody to report them, a lone peer or a group whose neighbours died
+    /// with it. Each gets this seed's own check ([`SeedCore::watch`]),
+    /// [`STARTUP_CHECKS_AT_ONCE`] at a time; the usual rule decides the
+    /// vote. A new cluster's directory is empty then: nothing to check.
+    fn check_registered_peers(&mut self) {
+        if std::mem::replace(&mut self.startup_checked, true) {
+            return;
+        }
+        self.startup_queue = self.directory.peers().map(|(p, _)| p).collect();
+        if !self.startup_queue.is_empty() {
+            self.emit(Event::RegisteredPeersChecked {
+                peers: self.startup_queue.len(),
+            });
+        }
+        self.continue_startup_checks();
+    }
+
+    fn continue_startup_checks(&mut self) {
+        while self.startup_checking.len() < STARTUP_CHECKS_AT_ONCE {
+            let Some(peer) = self.startup_queue.pop_front() else {
+                return;
+            };
+            if !self.dead_checks.contains_key(&peer) {
+                self.watch(peer, false);
+                if self.dead_checks.contains_key(&peer) {
+                    self.startup_checking.insert(peer);
+                }
+            }
+        }
     }
 
     /// This seed's own check of a registered peer, for the peers nobody
@@ -1197,6 +1338,7 @@ impl Core for SeedCore {
                 self.on_register_request(from, incarnation, key)
             }
             report @ Message::DeadReport { .. } => self.on_dead_report(from, &report, now),
+            Message::DialFailed { peer } => self.on_dial_failed(from, peer, now),
             Message::PeerListRequest {} => {
                 let peers = self
                     .directory
@@ -1347,6 +1489,7 @@ impl Core for SeedCore {
             if leader.is_some() {
                 self.repropose_lost_votes();
                 self.pin_own_key(now);
+                self.check_registered_peers();
             }
         }
     }

@@ -1365,3 +1365,149 @@ fn a_rekey_order_counts_only_signed_with_the_seeds_own_key_and_naming_the_pinned
         }]
     );
 }
+
+/// Registers peers `ports`, with no links.
+fn cluster_of(ports: std::ops::RangeInclusive<u16>) -> Cluster {
+    let mut c = Cluster::new();
+    for p in ports {
+        c.register(addr(p), &[0, 1]);
+        c.answer_probes(Ok(()));
+    }
+    c
+}
+
+/// Peer `from` tells every seed that it could not dial `peer`.
+fn dial_failed(c: &mut Cluster, from: u16, peer: u16) {
+    for core in &mut c.cores {
+        core.handle_message(addr(from), Message::DialFailed { peer: addr(peer) }, now());
+    }
+    c.settle();
+}
+
+#[test]
+fn a_ghost_reported_by_a_failed_dial_is_removed_on_the_seeds_own_probes() {
+    let mut c = cluster_of(6001..=6002);
+    dial_failed(&mut c, 6002, 6001);
+    assert_eq!(c.probes.len(), 3, "every seed probes it");
+    c.answer_probes(Err("connection refused".into()));
+    assert!(removed(&c, 6001));
+    assert!(!removed(&c, 6002));
+}
+
+#[test]
+fn a_false_dial_failed_report_does_not_remove_a_peer_that_answers_the_seeds() {
+    let mut c = cluster_of(6001..=6002);
+    dial_failed(&mut c, 6002, 6001);
+    c.answer_probes(Ok(()));
+    assert!(c.cores.iter().all(|s| s.directory().contains(&addr(6001))));
+    assert!(!c
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::RemoveProposed { .. })));
+}
+
+#[test]
+fn a_peer_that_turns_the_probes_away_is_not_removed_on_a_dial_failed_report() {
+    let mut c = cluster_of(6001..=6002);
+    dial_failed(&mut c, 6002, 6001);
+    for attempt in 1..=DEAD_PROBE_ATTEMPTS {
+        assert_eq!(c.probes.len(), 3, "try {attempt}: one probe per seed");
+        let probes = std::mem::take(&mut c.probes);
+        c.answer_failing(probes, |_| Err(turned_away()));
+        c.fire_timers();
+    }
+    assert!(c.probes.is_empty(), "probed past the last try");
+    assert!(c.cores.iter().all(|s| s.directory().contains(&addr(6001))));
+}
+
+#[test]
+fn a_ghost_with_a_neighbour_that_still_holds_the_link_is_left_to_that_neighbour() {
+    // 6001 reports a link to 6002, and 6002 holds it too: 6002 will report
+    // 6001 if it is dead. Once 6002 reports the link gone, the seeds that
+    // found 6001 dead vote.
+    let mut c = two_peers_6001_reporting_a_link_to_6002();
+    c.cores[0].handle_message(addr(6002), link_report(&[6001], 1), now());
+    c.settle();
+    dial_failed(&mut c, 6002, 6001);
+    c.answer_probes(Err("connection refused".into()));
+    assert!(!removed(&c, 6001), "6002 may still report it");
+    c.cores[0].handle_message(addr(6002), link_report(&[], 2), now());
+    c.settle();
+    c.answer_probes(Err("connection refused".into()));
+    assert!(removed(&c, 6001));
+}
+
+#[test]
+fn dial_failed_reports_start_at_most_the_reporters_budget_of_checks() {
+    let mut c = cluster_of(6001..=6012);
+    for peer in 6002..=6012 {
+        c.cores[0].handle_message(addr(6001), Message::DialFailed { peer: addr(peer) }, now());
+    }
+    // From a node that is not registered: no check at all.
+    c.cores[0].handle_message(addr(6099), Message::DialFailed { peer: addr(6002) }, now());
+    c.settle();
+    assert_eq!(c.probes.len(), DIAL_CHECKS_PER_REPORTER as usize);
+    let checking: Vec<bool> = c
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::DialFailedReceived { checking, .. } => Some(*checking),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checking.iter().filter(|c| **c).count(), 8);
+    assert_eq!(checking.len(), 12);
+    // A new window, a new budget.
+    let later = Timestamp(now().0 + DIAL_CHECK_WINDOW.as_micros() as u64);
+    c.cores[0].handle_message(addr(6001), Message::DialFailed { peer: addr(6012) }, later);
+    c.settle();
+    assert_eq!(c.probes.len(), 9);
+}
+
+#[test]
+fn seeds_that_start_again_check_every_registered_peer_and_remove_the_dead_ones() {
+    // 6001 and 6002 linked, 6003 alone: 6001 and 6003 died while the seeds
+    // were down, 6002 runs.
+    let mut c = two_peers_6001_reporting_a_link_to_6002();
+    c.register(addr(6003), &[0, 1]);
+    c.answer_probes(Ok(()));
+    c.cores[0].handle_message(addr(6002), link_report(&[6001], 1), now());
+    c.settle();
+    let directory = c.cores[0].directory().clone();
+    c.cores = seeds()
+        .into_iter()
+        .map(|s| {
+            let mut core = SeedCore::new(s, seeds());
+            core.handle_snapshot(directory.clone(), now());
+            core.handle_leader(Some(addr(5010)), now());
+            core
+        })
+        .collect();
+    c.settle();
+    assert_eq!(c.probes.len(), 9, "every seed probes every peer");
+    assert!(c
+        .events
+        .iter()
+        .any(|(_, e)| *e == Event::RegisteredPeersChecked { peers: 3 }));
+    let dead = [addr(6001), addr(6003)];
+    while !c.probes.is_empty() {
+        let probes = std::mem::take(&mut c.probes);
+        c.answer(probes, |target| {
+            if dead.contains(&target) {
+                Err("connection refused".into())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    assert!(removed(&c, 6003), "nobody can report it");
+    assert!(!removed(&c, 6001), "6002 holds its link and will report it");
+    assert!(!removed(&c, 6002));
+    // A leader change later checks nothing again.
+    let before = c.probes.len();
+    for core in &mut c.cores {
+        core.handle_leader(Some(addr(5011)), now());
+    }
+    c.settle();
+    assert_eq!(c.probes.len(), before);
+}
