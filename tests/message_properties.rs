@@ -148,6 +148,13 @@ fn message() -> impl Strategy<Value = Message> {
                 replacement
             }
         ),
+        (socket_addr(), any::<u64>(), signature()).prop_map(|(peer, incarnation, signature)| {
+            Message::Leave {
+                peer,
+                incarnation,
+                signature,
+            }
+        }),
         (
             any::<u32>(),
             socket_addr(),
@@ -246,9 +253,10 @@ fn variant(m: &Message) -> usize {
         Message::Pong { .. } => 17,
         Message::Gossip { .. } => 18,
         Message::HelloProof { .. } => 19,
+        Message::Leave { .. } => 20,
     }
 }
-const VARIANTS: usize = 20;
+const VARIANTS: usize = 21;
 
 /// Decodes every frame in `stream`, handing it to the codec in reads of the
 /// given sizes (cycled; 0 = decode again with nothing new), and fails on

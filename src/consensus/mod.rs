@@ -365,7 +365,9 @@ async fn serve(
                 Ok(RaftRpc::AppendEntries(r)) => to_json(raft.append_entries(r).await),
                 Ok(RaftRpc::Vote(r)) => to_json(raft.vote(r).await),
                 Ok(RaftRpc::InstallSnapshot(r)) => to_json(raft.install_snapshot(r).await),
-                Ok(RaftRpc::Propose(Command::Vote { seed, .. })) if seed != rpc.from => {
+                Ok(RaftRpc::Propose(Command::Vote { seed, .. } | Command::Leave { seed, .. }))
+                    if seed != rpc.from =>
+                {
                     to_json(Err::<(), _>("a seed may forward only its own votes"))
                 }
                 // Only a leader names the seeds, from its own config.

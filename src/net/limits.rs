@@ -94,7 +94,8 @@ impl FrameLimits {
             Message::LinkReport { .. } => (&mut self.reports, true),
             Message::RegisterRequest { .. }
             | Message::PeerListRequest {}
-            | Message::DeadReport { .. } => (&mut self.reports, false),
+            | Message::DeadReport { .. }
+            | Message::Leave { .. } => (&mut self.reports, false),
             _ => return Admit::Deliver,
         };
         match (bucket.take(now), hold) {

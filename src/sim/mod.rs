@@ -348,6 +348,12 @@ enum Action {
         host: IpAddr,
         result: Result<(), String>,
     },
+    /// `from` stopped cleanly: its link with `to` closes at `to`'s end,
+    /// after the frames it sent last.
+    Hangup {
+        from: SocketAddr,
+        to: SocketAddr,
+    },
     /// A link across the partition has had frames unwritten for the write
     /// timeout: both ends drop it, if the cut still holds.
     CutTimeout {
@@ -365,6 +371,7 @@ impl Action {
                 [Some(*to), Some(*from)]
             }
             Action::DialTimeout { from, to } => [Some(*from), Some(*to)],
+            Action::Hangup { from, to } => [Some(*to), Some(*from)],
             Action::LinkUp { at, remote } | Action::LinkDown { at, remote } => {
                 [Some(*at), Some(*remote)]
             }
@@ -1005,6 +1012,37 @@ impl Sim {
         self.dialing.retain(|(from, _), _| *from != node);
     }
 
+    /// SIGTERM: the peer sends its LEAVE on the links it has, then stops;
+    /// each link closes at the other end once the frames sent on it have
+    /// arrived, as a socket that a process closes cleanly does.
+    pub fn leave(&mut self, node: SocketAddr) {
+        if self.health(node) != Some(Health::Up) {
+            return;
+        }
+        self.call(
+            node,
+            |core, now| each_core!(core, c => c.handle_shutdown(now)),
+        );
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        n.health = Health::Crashed;
+        n.held.clear();
+        n.held_outputs.clear();
+        let linked: Vec<SocketAddr> = n.linked().collect();
+        for other in linked {
+            let at = self.arrival(node, other);
+            self.schedule(
+                at,
+                Action::Hangup {
+                    from: node,
+                    to: other,
+                },
+            );
+        }
+        self.dialing.retain(|(from, _), _| *from != node);
+    }
+
     /// Partitions `side` from every other node: frames across wait (TCP
     /// retransmits), links across break after the write timeout, dials and
     /// queries across fail at their time limits.
@@ -1296,6 +1334,14 @@ impl Sim {
                 }
             }
             Action::DialArrive { from, to } => self.dial_arrives(from, to),
+            Action::Hangup { from, to } => {
+                if self.unlink(from, to) {
+                    self.call(
+                        to,
+                        |core, now| each_core!(core, c => c.handle_link_down(from, now)),
+                    );
+                }
+            }
             Action::DialTimeout { from, to } => {
                 if self.dialing.remove(&(from, to)).is_some() {
                     self.call(

@@ -496,6 +496,47 @@ fn frozen_peers_are_removed_and_rejoin_when_resumed_over_200_seeds() {
     );
 }
 
+/// The longest a peer that left may stay registered: its LEAVE's trip to
+/// the seeds, one retransmission of a lost frame, and the log's commit, with
+/// room to spare. Nothing in it waits for a ping or a probe.
+const LEAVE_BOUND: Duration = Duration::from_secs(1);
+
+fn leave_steps() -> Vec<Step> {
+    vec![
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(3)),
+        Step::Leave(5),
+        Step::Expect(Check::LeftRemovedWithoutSuspicion, LEAVE_BOUND),
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+        // Nothing about them comes later either.
+        Step::Wait(detection_bound(&settings())),
+        Step::Expect(Check::LeftRemovedWithoutSuspicion, Duration::ZERO),
+        Step::Gossip,
+        Step::Expect(Check::GossipEverywhere, Duration::from_secs(5)),
+    ]
+}
+
+#[test]
+fn leaves_commit_without_suspicion() {
+    check_property(
+        "leaves_commit_without_suspicion",
+        CI_SEEDS,
+        wan(),
+        &leave_steps(),
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn leaves_commit_without_suspicion_over_200_seeds() {
+    check_property(
+        "leaves_commit_without_suspicion_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &leave_steps(),
+    );
+}
+
 #[test]
 fn the_same_seed_gives_the_same_run_event_for_event() {
     let a = run(7, &crash_steps(), settings(), wan()).unwrap();
