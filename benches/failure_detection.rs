@@ -172,39 +172,39 @@ fn main() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     println!("failure detection: 3 seeds, {PEERS} peers, --ping-interval 1s, {trials} trials each");
     let mut false_removals: Vec<SocketAddr> = Vec::new();
-    if runs("sigkill") {
-        let (killed, wrong) = run(signal::Signal::SIGKILL, trials, &mut rng);
+    // Each case: its signal, and what its measures are named.
+    let table = [
+        (
+            "sigkill",
+            signal::Signal::SIGKILL,
+            "SIGKILL",
+            "dead_confirmed",
+        ),
+        (
+            "sigstop",
+            signal::Signal::SIGSTOP,
+            "SIGSTOP",
+            "dead_confirmed",
+        ),
+        (
+            "sigterm",
+            signal::Signal::SIGTERM,
+            "SIGTERM (LEAVE)",
+            "left",
+        ),
+    ];
+    for (case, sig, name, told) in table {
+        if !runs(case) {
+            continue;
+        }
+        let (samples, wrong) = run(sig, trials, &mut rng);
         print(
-            "SIGKILL -> remove_committed on all seeds",
-            &killed.removed_ms,
+            &format!("{name} -> remove_committed on all seeds"),
+            &samples.removed_ms,
         );
         print(
-            "SIGKILL -> last neighbour's dead_confirmed",
-            &killed.last_confirmed_ms,
-        );
-        false_removals.extend(wrong);
-    }
-    if runs("sigstop") {
-        let (stopped, wrong) = run(signal::Signal::SIGSTOP, trials, &mut rng);
-        print(
-            "SIGSTOP -> remove_committed on all seeds",
-            &stopped.removed_ms,
-        );
-        print(
-            "SIGSTOP -> last neighbour's dead_confirmed",
-            &stopped.last_confirmed_ms,
-        );
-        false_removals.extend(wrong);
-    }
-    if runs("sigterm") {
-        let (left, wrong) = run(signal::Signal::SIGTERM, trials, &mut rng);
-        print(
-            "SIGTERM (LEAVE) -> remove_committed on all seeds",
-            &left.removed_ms,
-        );
-        print(
-            "SIGTERM (LEAVE) -> last neighbour's left",
-            &left.last_confirmed_ms,
+            &format!("{name} -> last neighbour's {told}"),
+            &samples.last_confirmed_ms,
         );
         false_removals.extend(wrong);
     }

@@ -235,6 +235,21 @@ fn connected(adjacency: &Adjacency, live: &[SocketAddr]) -> bool {
     live.iter().all(|p| reached.contains(p))
 }
 
+/// Waits until the committed topology, without `dead`, joins `live` in one
+/// piece.
+fn wait_live_overlay_connected(net: &Cluster, dead: &[SocketAddr], live: &[SocketAddr]) {
+    let seed = net.seeds[0].addr();
+    wait_for(
+        "the live overlay to be connected",
+        DEADLINE,
+        || {
+            let adjacency = committed_topology(seed, dead)?;
+            connected(&adjacency, live).then_some(())
+        },
+        || format!("{:?}", committed_topology(seed, dead)),
+    );
+}
+
 #[test]
 fn killing_a_quarter_of_the_peers_leaves_the_overlay_connected_and_gossip_reaches_everyone() {
     let mut net = network();
@@ -261,15 +276,7 @@ fn killing_a_quarter_of_the_peers_leaves_the_overlay_connected_and_gossip_reache
     // `gossipnet status` shows one connected overlay once the replacement
     // links are reported.
     let seed = net.seeds[0].addr();
-    wait_for(
-        "the live overlay to be connected",
-        DEADLINE,
-        || {
-            let adjacency = committed_topology(net.seeds[0].addr(), &dead)?;
-            connected(&adjacency, &live).then_some(())
-        },
-        || format!("{:?}", committed_topology(net.seeds[0].addr(), &dead)),
-    );
+    wait_live_overlay_connected(&net, &dead, &live);
     assert_eq!(committed_peers(seed).unwrap().len(), live.len());
 
     let author = index_of(&net, live[0]);
@@ -364,15 +371,7 @@ fn a_peer_stopped_with_sigterm_leaves_removed_by_every_seed_without_suspicion_an
         .map(|p| p.addr())
         .filter(|p| *p != victim)
         .collect();
-    wait_for(
-        "the live overlay to be connected",
-        DEADLINE,
-        || {
-            let adjacency = committed_topology(net.seeds[0].addr(), &dead)?;
-            connected(&adjacency, &live).then_some(())
-        },
-        || format!("{:?}", committed_topology(net.seeds[0].addr(), &dead)),
-    );
+    wait_live_overlay_connected(&net, &dead, &live);
     let handled = failure_handling_of(&mut net, victim);
     assert!(handled.is_empty(), "{handled:?}");
 }

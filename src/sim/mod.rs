@@ -991,14 +991,7 @@ impl Sim {
 
     /// SIGKILL: the node stops, and its links go down at the other ends.
     pub fn crash(&mut self, node: SocketAddr) {
-        let Some(n) = self.nodes.get_mut(&node) else {
-            return;
-        };
-        n.health = Health::Crashed;
-        n.held.clear();
-        n.held_outputs.clear();
-        let lost: Vec<SocketAddr> = n.linked().collect();
-        for other in lost {
+        for other in self.stop(node) {
             self.unlink(node, other);
             let at = self.arrival(node, other);
             self.schedule(
@@ -1009,7 +1002,20 @@ impl Sim {
                 },
             );
         }
+    }
+
+    /// Stops `node` for good, dropping what it held and its dials; returns
+    /// the nodes it is still linked to.
+    fn stop(&mut self, node: SocketAddr) -> Vec<SocketAddr> {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return Vec::new();
+        };
+        n.health = Health::Crashed;
+        n.held.clear();
+        n.held_outputs.clear();
+        let linked = n.linked().collect();
         self.dialing.retain(|(from, _), _| *from != node);
+        linked
     }
 
     /// SIGTERM: the peer sends its LEAVE on the links it has, then stops;
@@ -1023,14 +1029,7 @@ impl Sim {
             node,
             |core, now| each_core!(core, c => c.handle_shutdown(now)),
         );
-        let Some(n) = self.nodes.get_mut(&node) else {
-            return;
-        };
-        n.health = Health::Crashed;
-        n.held.clear();
-        n.held_outputs.clear();
-        let linked: Vec<SocketAddr> = n.linked().collect();
-        for other in linked {
+        for other in self.stop(node) {
             let at = self.arrival(node, other);
             self.schedule(
                 at,
@@ -1040,7 +1039,6 @@ impl Sim {
                 },
             );
         }
-        self.dialing.retain(|(from, _), _| *from != node);
     }
 
     /// Partitions `side` from every other node: frames across wait (TCP

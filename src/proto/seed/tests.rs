@@ -585,14 +585,36 @@ fn deliver_at(c: &mut Cluster, seed: usize, from: u16, report: Message, at: Time
     c.settle();
 }
 
+/// The reasons of the cluster's `dead_report_refused` events.
 fn refusals(c: &Cluster) -> Vec<String> {
+    refusals_of(c, "dead_report_refused")
+}
+
+/// The reasons of the cluster's refusals logged as `kind`.
+fn refusals_of(c: &Cluster, kind: &str) -> Vec<String> {
     c.events
         .iter()
         .filter_map(|(_, e)| match e {
-            Event::DeadReportRefused { reason, .. } => Some(reason.clone()),
+            Event::DeadReportRefused { reason, .. } if kind == "dead_report_refused" => {
+                Some(reason.clone())
+            }
+            Event::LeaveRefused { reason, .. } if kind == "leave_refused" => Some(reason.clone()),
             _ => None,
         })
         .collect()
+}
+
+/// Every seed sent DEAD_CONFIRMED to each of the hub 6001's former
+/// neighbours.
+fn assert_every_seed_told_the_hubs_neighbours(c: &Cluster) {
+    for n in [6002, 6003, 6004] {
+        let told = c
+            .sent
+            .iter()
+            .filter(|(_, to, m)| *to == addr(n) && matches!(m, Message::DeadConfirmed { .. }))
+            .count();
+        assert_eq!(told, 3, "neighbour {n}");
+    }
 }
 
 #[test]
@@ -605,14 +627,7 @@ fn a_report_confirmed_by_a_majority_of_neighbours_and_a_failed_probe_removes_the
     c.answer_probes(Err("connection refused".into()));
     assert!(c.cores.iter().all(|s| !s.directory().contains(&addr(6001))));
     // Every seed tells each of the dead peer's former neighbours.
-    for n in [6002, 6003, 6004] {
-        let told = c
-            .sent
-            .iter()
-            .filter(|(_, to, m)| *to == addr(n) && matches!(m, Message::DeadConfirmed { .. }))
-            .count();
-        assert_eq!(told, 3, "neighbour {n}");
-    }
+    assert_every_seed_told_the_hubs_neighbours(&c);
 }
 
 #[test]
@@ -1260,16 +1275,6 @@ fn leave_of_6001(incarnation: u64, by: u16) -> Message {
     Message::leave_signed_by(&identity(by), addr(6001), incarnation)
 }
 
-fn leave_refusals(c: &Cluster) -> Vec<String> {
-    c.events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            Event::LeaveRefused { reason, .. } => Some(reason.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn a_signed_leave_removes_the_peer_at_once_without_a_probe_and_seeds_log_left() {
     let mut c = cluster_with_a_hub();
@@ -1300,14 +1305,7 @@ fn a_signed_leave_removes_the_peer_at_once_without_a_probe_and_seeds_log_left() 
         assert!(logged, "seed {i} logs `left`");
     }
     // The former neighbours are told, with replacements, to repair.
-    for n in [6002, 6003, 6004] {
-        let told = c
-            .sent
-            .iter()
-            .filter(|(_, to, m)| *to == addr(n) && matches!(m, Message::DeadConfirmed { .. }))
-            .count();
-        assert_eq!(told, 3, "neighbour {n}");
-    }
+    assert_every_seed_told_the_hubs_neighbours(&c);
     // Its connections closing afterwards sets off no check.
     for core in &mut c.cores {
         core.handle_link_down(addr(6001), now());
@@ -1349,7 +1347,7 @@ fn a_forged_or_replayed_leave_removes_nothing() {
         .log
         .iter()
         .all(|cmd| !matches!(cmd, Command::Leave { .. })));
-    let refused = leave_refusals(&c);
+    let refused = refusals_of(&c, "leave_refused");
     assert_eq!(refused.len(), 12, "{refused:?}");
     assert!(refused[0].contains("does not verify"), "{refused:?}");
     assert!(
