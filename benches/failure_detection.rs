@@ -151,7 +151,7 @@ fn print(name: &str, values: &[f64]) {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     println!(
-        "{name:<44} n={:<3} p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
+        "{name:<50} n={:<3} p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
         sorted.len(),
         percentile(&sorted, 50.0),
         percentile(&sorted, 99.0),
