@@ -3,7 +3,9 @@
 //!
 //! - SIGKILL to the removal committed on every seed;
 //! - SIGKILL to the last former neighbour's `dead_confirmed`;
-//! - SIGSTOP to the removal committed on every seed.
+//! - SIGSTOP to the removal committed on every seed;
+//! - SIGTERM (a clean stop: the peer sends LEAVE) to the removal committed
+//!   on every seed, and to the last former neighbour's `left`.
 //!
 //! Each trial freezes or kills one peer picked at random, waits for the
 //! removal, then starts a fresh peer so that the network stays at 50.
@@ -11,7 +13,8 @@
 //! Prints p50, p99 and max per measure, and every removal of a peer that
 //! was not a victim (a false removal).
 //!
-//! Run: `cargo bench --bench failure_detection` (`-- 50` for 50 trials).
+//! Run: `cargo bench --bench failure_detection` (`-- 50` for 50 trials;
+//! `-- sigkill sigterm` for only those cases).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -78,7 +81,13 @@ fn run(
             .map(|s| time_of(s, "the removal", is_removal))
             .max()
             .unwrap();
-        let confirmed = |e: &Event| matches!(e, Event::DeadConfirmed { peer } if *peer == victim);
+        // A peer that leaves is dropped on its LEAVE, not confirmed dead.
+        let leaves = signal == signal::Signal::SIGTERM;
+        let confirmed = |e: &Event| match e {
+            Event::DeadConfirmed { peer } => !leaves && *peer == victim,
+            Event::Left { peer, .. } => leaves && *peer == victim,
+            _ => false,
+        };
         let last_confirmed = neighbours
             .iter()
             .map(|n| {
@@ -104,6 +113,19 @@ fn run(
     }
     // Every removal any seed committed, minus the victims'.
     let victims = samples.victims.clone();
+    if signal == signal::Signal::SIGTERM {
+        let suspicions: usize = net
+            .peers
+            .iter_mut()
+            .map(|p| {
+                p.poll();
+                p.count(
+                    |e| matches!(e, Event::SuspicionStarted { peer, .. } if victims.contains(peer)),
+                )
+            })
+            .sum();
+        println!("suspicions of a peer that left: {suspicions}");
+    }
     let false_removals = net
         .seeds
         .iter_mut()
@@ -129,7 +151,7 @@ fn print(name: &str, values: &[f64]) {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     println!(
-        "{name:<44} n={:<3} p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
+        "{name:<50} n={:<3} p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
         sorted.len(),
         percentile(&sorted, 50.0),
         percentile(&sorted, 99.0),
@@ -138,31 +160,54 @@ fn print(name: &str, values: &[f64]) {
 }
 
 fn main() {
-    let trials: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(30);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let trials: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(30);
+    // `sigkill`, `sigstop`, `sigterm` pick cases; none picks all three.
+    let cases = ["sigkill", "sigstop", "sigterm"];
+    let picked: Vec<&str> = cases
+        .into_iter()
+        .filter(|c| args.iter().any(|a| a == c))
+        .collect();
+    let runs = |case: &str| picked.is_empty() || picked.contains(&case);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     println!("failure detection: 3 seeds, {PEERS} peers, --ping-interval 1s, {trials} trials each");
-    let (killed, false_kill) = run(signal::Signal::SIGKILL, trials, &mut rng);
-    let (stopped, false_stop) = run(signal::Signal::SIGSTOP, trials, &mut rng);
-    print(
-        "SIGKILL -> remove_committed on all seeds",
-        &killed.removed_ms,
-    );
-    print(
-        "SIGKILL -> last neighbour's dead_confirmed",
-        &killed.last_confirmed_ms,
-    );
-    print(
-        "SIGSTOP -> remove_committed on all seeds",
-        &stopped.removed_ms,
-    );
-    print(
-        "SIGSTOP -> last neighbour's dead_confirmed",
-        &stopped.last_confirmed_ms,
-    );
-    let false_removals: Vec<SocketAddr> = false_kill.into_iter().chain(false_stop).collect();
+    let mut false_removals: Vec<SocketAddr> = Vec::new();
+    // Each case: its signal, and what its measures are named.
+    let table = [
+        (
+            "sigkill",
+            signal::Signal::SIGKILL,
+            "SIGKILL",
+            "dead_confirmed",
+        ),
+        (
+            "sigstop",
+            signal::Signal::SIGSTOP,
+            "SIGSTOP",
+            "dead_confirmed",
+        ),
+        (
+            "sigterm",
+            signal::Signal::SIGTERM,
+            "SIGTERM (LEAVE)",
+            "left",
+        ),
+    ];
+    for (case, sig, name, told) in table {
+        if !runs(case) {
+            continue;
+        }
+        let (samples, wrong) = run(sig, trials, &mut rng);
+        print(
+            &format!("{name} -> remove_committed on all seeds"),
+            &samples.removed_ms,
+        );
+        print(
+            &format!("{name} -> last neighbour's {told}"),
+            &samples.last_confirmed_ms,
+        );
+        false_removals.extend(wrong);
+    }
     println!(
         "false removals: {} {:?}",
         false_removals.len(),

@@ -407,6 +407,11 @@ exit
     assert!(seen.parse::<u32>().unwrap() >= 1, "{stdout}");
     assert_eq!(status_of(3, "peer-2"), "killed", "{stdout}");
     assert_eq!(status_of(3, "peer-3"), "stopped", "{stdout}");
+    // `stop` is SIGTERM: the peer leaves, and says so.
+    assert!(
+        stdout.contains(": it left, LEAVE sent to 2 seed(s) and"),
+        "{stdout}"
+    );
     assert_eq!(status_of(3, "peer-1"), "running", "{stdout}");
     // Mistakes get one line each, and the script goes on.
     assert!(

@@ -299,3 +299,33 @@ fn the_gossip_example_in_protocol_md_verifies() {
     };
     key.verify_gossip(origin, &msg, &signature).unwrap();
 }
+
+#[test]
+fn the_leave_example_in_protocol_md_verifies() {
+    let doc = read("docs/PROTOCOL.md");
+    // The example's peer key is made from 32 bytes of 0x22, as GOSSIP's.
+    let identity = gossipnet::proto::evidence::Identity::from_secret([0x22; 32]);
+    let peer = "127.0.0.1:6001".parse().unwrap();
+    let expected = Message::leave_signed_by(&identity, peer, 1795276980417349);
+    let example = json_lines_with(&doc, "\"type\":\"LEAVE\"")
+        .into_iter()
+        .find_map(|line| Message::from_json(line.as_bytes()).ok());
+    assert_eq!(
+        example.as_ref(),
+        Some(&expected),
+        "the LEAVE example would be {}",
+        String::from_utf8(expected.to_json()).unwrap()
+    );
+    let Some(Message::Leave {
+        peer,
+        incarnation,
+        signature,
+    }) = example
+    else {
+        unreachable!("compared above")
+    };
+    identity
+        .public_key()
+        .verify_leave(peer, incarnation, &signature)
+        .unwrap();
+}

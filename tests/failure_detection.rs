@@ -235,6 +235,21 @@ fn connected(adjacency: &Adjacency, live: &[SocketAddr]) -> bool {
     live.iter().all(|p| reached.contains(p))
 }
 
+/// Waits until the committed topology, without `dead`, joins `live` in one
+/// piece.
+fn wait_live_overlay_connected(net: &Cluster, dead: &[SocketAddr], live: &[SocketAddr]) {
+    let seed = net.seeds[0].addr();
+    wait_for(
+        "the live overlay to be connected",
+        DEADLINE,
+        || {
+            let adjacency = committed_topology(seed, dead)?;
+            connected(&adjacency, live).then_some(())
+        },
+        || format!("{:?}", committed_topology(seed, dead)),
+    );
+}
+
 #[test]
 fn killing_a_quarter_of_the_peers_leaves_the_overlay_connected_and_gossip_reaches_everyone() {
     let mut net = network();
@@ -261,15 +276,7 @@ fn killing_a_quarter_of_the_peers_leaves_the_overlay_connected_and_gossip_reache
     // `gossipnet status` shows one connected overlay once the replacement
     // links are reported.
     let seed = net.seeds[0].addr();
-    wait_for(
-        "the live overlay to be connected",
-        DEADLINE,
-        || {
-            let adjacency = committed_topology(net.seeds[0].addr(), &dead)?;
-            connected(&adjacency, &live).then_some(())
-        },
-        || format!("{:?}", committed_topology(net.seeds[0].addr(), &dead)),
-    );
+    wait_live_overlay_connected(&net, &dead, &live);
     assert_eq!(committed_peers(seed).unwrap().len(), live.len());
 
     let author = index_of(&net, live[0]);
@@ -281,4 +288,170 @@ fn killing_a_quarter_of_the_peers_leaves_the_overlay_connected_and_gossip_reache
             matches!(e, Event::GossipReceived { msg, .. } if msg.ends_with(":after the losses"))
         });
     }
+}
+
+/// Everything the network logged about `victim` that belongs to failure
+/// detection: suspicions and reports by peers, reports and probes' verdicts
+/// at seeds.
+fn failure_handling_of(net: &mut Cluster, victim: SocketAddr) -> Vec<String> {
+    net.poll_all();
+    net.seeds
+        .iter()
+        .chain(&net.peers)
+        .flat_map(|p| p.events().map(move |e| (p.addr(), e)))
+        .filter(|(_, e)| match e {
+            Event::SuspicionStarted { peer, .. }
+            | Event::DeadReportSent { peer, .. }
+            | Event::DeadReportReceived { peer, .. }
+            | Event::DeadConfirmed { peer } => *peer == victim,
+            _ => false,
+        })
+        .map(|(at, e)| format!("{at}: {e:?}"))
+        .collect()
+}
+
+/// R27: a clean stop (LEAVE) removes a peer at once. On 80bac68 this
+/// failed: SIGTERM sent nothing, so the peer's neighbours suspected it when
+/// its connections closed, and its removal went through their reports and
+/// the seeds' probes.
+#[test]
+fn a_peer_stopped_with_sigterm_leaves_removed_by_every_seed_without_suspicion_and_its_neighbours_repair(
+) {
+    let mut net = network();
+    let adjacency = topology(&net);
+    let victim = hub(&adjacency, &[]);
+    let neighbours = adjacency[&victim].clone();
+    let v = index_of(&net, victim);
+    let status = net.peers[v].stop_with(signal::Signal::SIGTERM);
+    assert!(status.success(), "{status:?}");
+
+    wait_removed_everywhere(&mut net, victim);
+    let handled = failure_handling_of(&mut net, victim);
+    assert!(
+        handled.is_empty(),
+        "a peer that left was handled as failed: {handled:?}"
+    );
+    // The event stream tells the leave from a failure: `left` on every
+    // seed and on every neighbour, `leaving` on the peer itself.
+    for seed in &mut net.seeds {
+        seed.wait_event(
+            "`left` for the removal",
+            DEADLINE,
+            |e| matches!(e, Event::Left { peer, .. } if *peer == victim),
+        );
+    }
+    for n in &neighbours {
+        let i = index_of(&net, *n);
+        net.peers[i].wait_event(
+            "`left` for the neighbour",
+            DEADLINE,
+            |e| matches!(e, Event::Left { peer, .. } if *peer == victim),
+        );
+    }
+    net.peers[v].poll();
+    let leaving: Vec<&Event> = net.peers[v]
+        .events()
+        .filter(|e| matches!(e, Event::Leaving { .. }))
+        .collect();
+    let [Event::Leaving { seeds, neighbors }] = leaving[..] else {
+        panic!("the peer logs `leaving` once: {leaving:?}");
+    };
+    assert!(seeds.len() >= 2, "a majority of the 3 seeds: {seeds:?}");
+    assert_eq!(
+        neighbors.iter().copied().collect::<BTreeSet<_>>(),
+        neighbours
+    );
+    assert_no_false_removals(&mut net, &[victim]);
+
+    // The neighbours repair: the live overlay is one piece again.
+    let dead = [victim];
+    let live: Vec<SocketAddr> = net
+        .peers
+        .iter()
+        .map(|p| p.addr())
+        .filter(|p| *p != victim)
+        .collect();
+    wait_live_overlay_connected(&net, &dead, &live);
+    let handled = failure_handling_of(&mut net, victim);
+    assert!(handled.is_empty(), "{handled:?}");
+}
+
+/// docs/SECURITY.md, forged or replayed LEAVE: a LEAVE signed with another
+/// key, or with the peer's own key for another life, removes nothing. The
+/// seeds check it and say why they refuse it.
+#[test]
+fn a_forged_or_replayed_leave_removes_nothing() {
+    use gossipnet::proto::{
+        evidence::Identity,
+        message::{Message, Role},
+    };
+    let mut net = Cluster::with_seeds(3, &["--gossip-count", "0"]);
+    let v = net.add_peer();
+    let victim = net.peers[v].addr();
+    let seeds: Vec<SocketAddr> = net.seeds.iter().map(|s| s.addr()).collect();
+    let incarnation = wait_for(
+        "the victim's committed incarnation",
+        DEADLINE,
+        || {
+            let status = common::status(seeds[0])?;
+            status["peers"]
+                .as_array()?
+                .iter()
+                .find(|p| p["addr"] == victim.to_string())?["incarnation"]
+                .as_u64()
+        },
+        || format!("{:?}", common::status(seeds[0])),
+    );
+    // The forger: a node of its own, with its own key.
+    let forger = common::FakeNode::new(Role::Peer);
+    // The victim's real key, as a thief of an old LEAVE would have its
+    // signature: only for another life.
+    let secret = std::fs::read_to_string(
+        net.dir
+            .path()
+            .join("gossipnet-data")
+            .join(format!("peer-{}", victim.port()))
+            .join("identity.key"),
+    )
+    .unwrap();
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(secret.trim(), &mut bytes).unwrap();
+    let real = Identity::from_secret(bytes);
+    let forged = [
+        Message::leave_signed_by(&forger.identity, victim, incarnation),
+        Message::leave_signed_by(&real, victim, incarnation - 1),
+        Message::leave_signed_by(&real, victim, incarnation + 1),
+    ];
+    let mut clients: Vec<_> = seeds
+        .iter()
+        .map(|s| forger.greet_taken(*s, Role::Seed))
+        .collect();
+    for client in &mut clients {
+        for leave in &forged {
+            client.send(leave);
+        }
+    }
+    for seed in &mut net.seeds {
+        seed.wait_events(
+            "the three LEAVEs refused",
+            DEADLINE,
+            3,
+            |e| matches!(e, Event::LeaveRefused { peer, .. } if *peer == victim),
+        );
+        let reasons: Vec<String> = seed
+            .events()
+            .filter_map(|e| match e {
+                Event::LeaveRefused { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(reasons[0].contains("does not verify"), "{reasons:?}");
+        assert!(reasons[1].contains("not registered at"), "{reasons:?}");
+        assert_eq!(seed.count(|e| matches!(e, Event::RemoveProposed { .. })), 0);
+    }
+    for seed in &seeds {
+        let committed = committed_peers(*seed).unwrap();
+        assert!(committed.contains(&victim.to_string()), "{committed:?}");
+    }
+    assert!(net.peers[v].is_running());
 }

@@ -150,6 +150,13 @@ fn message() -> impl Strategy<Value = Message> {
                 replacement
             }
         ),
+        (socket_addr(), any::<u64>(), signature()).prop_map(|(peer, incarnation, signature)| {
+            Message::Leave {
+                peer,
+                incarnation,
+                signature,
+            }
+        }),
         (
             any::<u32>(),
             socket_addr(),
@@ -269,9 +276,10 @@ fn variant(m: &Message) -> usize {
         Message::RekeyRequest { .. } => 20,
         Message::RekeyReply { .. } => 21,
         Message::DialFailed { .. } => 22,
+        Message::Leave { .. } => 23,
     }
 }
-const VARIANTS: usize = 23;
+const VARIANTS: usize = 24;
 
 /// Decodes every frame in `stream`, handing it to the codec in reads of the
 /// given sizes (cycled; 0 = decode again with nothing new), and fails on

@@ -597,8 +597,8 @@ fn with_a_fifth_of_the_packets_lost_gossip_reaches_every_peer_and_no_live_peer_i
         std::thread::sleep(Duration::from_millis(250));
     }
     net.lan.heal();
-    // The figures cover the loss only: stopping the peers below is seen,
-    // rightly, as deaths.
+    // The figures cover the loss only: the peers stopped below leave (each
+    // sends LEAVE), and that is no part of them.
     let loss_end = common::unix_us();
 
     net.step("stop the peers cleanly, for their traffic counts");

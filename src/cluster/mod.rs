@@ -777,8 +777,23 @@ impl Manager {
             let _ = node.child.kill().await;
             "killed after the stop deadline:"
         };
+        // Its last events are written: a peer's `leaving` says whom its
+        // LEAVE went to, so that the seeds remove it at once.
+        let left = self
+            .read_events(index)
+            .into_iter()
+            .find_map(|r| match r.event {
+                Event::Leaving { seeds, neighbors } => Some((seeds.len(), neighbors.len())),
+                _ => None,
+            });
         self.mark(index, Status::Stopped);
-        Ok(format!("{how} {}", self.nodes[index].label()))
+        let label = self.nodes[index].label();
+        Ok(match left {
+            Some((seeds, neighbors)) => format!(
+                "{how} {label}: it left, LEAVE sent to {seeds} seed(s) and {neighbors} neighbour(s)"
+            ),
+            None => format!("{how} {label}"),
+        })
     }
 
     /// SIGSTOP (`pause`) or SIGCONT.

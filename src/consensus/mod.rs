@@ -388,7 +388,9 @@ async fn serve(
                 Ok(RaftRpc::Vote(r)) => to_json(raft.vote(r).await),
                 Ok(RaftRpc::InstallSnapshot(r)) => to_json(raft.install_snapshot(r).await),
                 Ok(RaftRpc::Propose(
-                    Command::Vote { seed, .. } | Command::Rekey { voter: seed, .. },
+                    Command::Vote { seed, .. }
+                    | Command::Rekey { voter: seed, .. }
+                    | Command::Leave { seed, .. },
                 )) if seed != rpc.from => {
                     to_json(Err::<(), _>("a seed may forward only its own votes"))
                 }

@@ -423,7 +423,14 @@ pub async fn run<C: Core>(
             .next()
             .map(|(at, _)| driver.clock.instant_at(*at));
         tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown => {
+                // A peer's LEAVE goes out on the connections it has; the
+                // shutdown below flushes them before it closes.
+                let now = driver.clock.now();
+                driver.core.handle_shutdown(now);
+                driver.drain_outputs();
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, socket_addr)) => driver.accept(stream, socket_addr),
                 // Out of descriptors and the like: back off instead of spinning.

@@ -95,7 +95,8 @@ impl FrameLimits {
             Message::RegisterRequest { .. }
             | Message::PeerListRequest {}
             | Message::DeadReport { .. }
-            | Message::DialFailed { .. } => (&mut self.reports, false),
+            | Message::DialFailed { .. }
+            | Message::Leave { .. } => (&mut self.reports, false),
             _ => return Admit::Deliver,
         };
         match (bucket.take(now), hold) {

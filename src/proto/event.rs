@@ -134,6 +134,19 @@ pub enum Event {
     DeadConfirmed {
         peer: SocketAddr,
     },
+    /// Stopping cleanly, this peer sent its signed LEAVE to `seeds` and
+    /// `neighbors`, the ones it had a connection to.
+    Leaving {
+        seeds: Vec<SocketAddr>,
+        neighbors: Vec<SocketAddr>,
+    },
+    /// `peer` left: on a peer, a neighbour sent its LEAVE, and this peer
+    /// dropped the link without suspecting it; on a seed, the removal of
+    /// `peer` just committed was its own LEAVE, not a failure.
+    Left {
+        peer: SocketAddr,
+        incarnation: u64,
+    },
     /// A suspected neighbour answered; the suspicion is dropped.
     SuspicionCleared {
         peer: SocketAddr,
@@ -218,6 +231,19 @@ pub enum Event {
     },
     /// The report did not stand up to this seed's checks; no vote.
     DeadReportRefused {
+        peer: SocketAddr,
+        from: SocketAddr,
+        reason: String,
+    },
+    /// A LEAVE of `peer` came from `from` (the peer itself, or a
+    /// neighbour relaying it).
+    LeaveReceived {
+        peer: SocketAddr,
+        from: SocketAddr,
+    },
+    /// The LEAVE did not stand up to this seed's checks: not of the
+    /// registered life, or not signed with its key. No vote.
+    LeaveRefused {
         peer: SocketAddr,
         from: SocketAddr,
         reason: String,
@@ -455,6 +481,19 @@ impl fmt::Display for Event {
             Event::NeighborUp { peer } => write!(f, "NEIGHBOUR UP {peer}"),
             Event::NeighborDown { peer } => write!(f, "NEIGHBOUR DOWN {peer}"),
             Event::SuspicionStarted { peer, reason } => write!(f, "SUSPECT {peer}: {reason}"),
+            Event::Leaving { seeds, neighbors } => write!(
+                f,
+                "LEAVING: LEAVE sent to seeds {} and neighbours {}",
+                addrs(seeds),
+                addrs(neighbors)
+            ),
+            Event::Left { peer, incarnation } => {
+                write!(f, "LEFT {peer} (incarnation {incarnation}): it stopped cleanly")
+            }
+            Event::LeaveReceived { peer, from } => write!(f, "LEAVE of {peer} from {from}"),
+            Event::LeaveRefused { peer, from, reason } => {
+                write!(f, "LEAVE of {peer} from {from} refused: {reason}")
+            }
             Event::SuspicionCleared { peer } => {
                 write!(f, "SUSPICION of {peer} cleared: it answered")
             }

@@ -49,6 +49,8 @@ const GOSSIP_TAG: &str = "gossipnet gossip v1";
 const ACCEPT_TAG: &str = "gossipnet hello accept v1";
 /// Domain tag of an operator's order to replace a seed's pinned key.
 const REKEY_TAG: &str = "gossipnet rekey v1";
+/// Domain tag of a LEAVE: a peer's word that its life ends.
+const LEAVE_TAG: &str = "gossipnet leave v1";
 
 /// An ed25519 public key: 32 bytes, as 64 lowercase hex digits on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -168,6 +170,12 @@ impl Identity {
         new: PublicKey,
     ) -> Signature {
         self.sign(&rekey_bytes(voter, seed, old, new))
+    }
+
+    /// This peer's LEAVE, as `me`: its signed word that its life
+    /// `incarnation` ends, so that the seeds remove it at once.
+    pub fn sign_leave(&self, me: SocketAddr, incarnation: u64) -> Signature {
+        self.sign(&leave_bytes(me, incarnation))
     }
 }
 
@@ -289,6 +297,17 @@ impl PublicKey {
         self.verify(&rekey_bytes(voter, seed, old, new), signature)
     }
 
+    /// Checks a LEAVE: this key signed the end of `peer`'s life
+    /// `incarnation`.
+    pub fn verify_leave(
+        &self,
+        peer: SocketAddr,
+        incarnation: u64,
+        signature: &Signature,
+    ) -> Result<(), EvidenceError> {
+        self.verify(&leave_bytes(peer, incarnation), signature)
+    }
+
     /// Checks that `statement` is this key's word that `suspect` at
     /// `incarnation` was unresponsive.
     pub fn verify_statement(
@@ -388,6 +407,17 @@ pub fn rekey_bytes(voter: SocketAddr, seed: SocketAddr, old: PublicKey, new: Pub
     c.addr(voter).addr(seed);
     c.0.extend_from_slice(&old.0);
     c.0.extend_from_slice(&new.0);
+    c.0
+}
+
+/// What a leaving peer signs: tag `gossipnet leave v1`, its listen
+/// address and its incarnation. A life ends once, so the incarnation is
+/// all the freshness a LEAVE needs: replayed, it can only end the life
+/// that signed it, which has ended; a later life at the address has a
+/// higher incarnation, which the signature does not cover.
+pub fn leave_bytes(peer: SocketAddr, incarnation: u64) -> Vec<u8> {
+    let mut c = Canonical::new(LEAVE_TAG);
+    c.addr(peer).number(incarnation);
     c.0
 }
 
@@ -594,6 +624,22 @@ mod tests {
         for c in changed {
             assert!(key.verify(&report_bytes(&c), &sig).is_err(), "{c:?}");
         }
+    }
+
+    #[test]
+    fn a_leave_verifies_only_for_its_peer_life_and_key() {
+        let id = Identity::from_secret([7; 32]);
+        let sig = id.sign_leave(a(6001), 9);
+        let key = id.public_key();
+        assert_eq!(key.verify_leave(a(6001), 9, &sig), Ok(()));
+        let bad = Err(EvidenceError::BadSignature);
+        assert_eq!(key.verify_leave(a(6002), 9, &sig), bad, "other peer");
+        assert_eq!(key.verify_leave(a(6001), 10, &sig), bad, "other life");
+        let other = Identity::from_secret([8; 32]).public_key();
+        assert_eq!(other.verify_leave(a(6001), 9, &sig), bad, "other key");
+        // Not a gossip signature over the same fields, nor the reverse.
+        let gossip = id.sign_gossip(a(6001), "9");
+        assert_eq!(key.verify_leave(a(6001), 9, &gossip), bad, "other tag");
     }
 
     #[test]

@@ -28,8 +28,10 @@ pub use super::evidence::{PublicKey, Signature, Statement};
 /// and a sequence number, so that the seeds apply a peer's reports in the
 /// order it sent them), proved identity both ways (the dialler's HELLO
 /// carries a challenge too, which the acceptor signs in a HELLO_PROOF of
-/// its own once the dialler is proved) and seed keys pinned in the seeds'
-/// log (REKEY_REQUEST, REKEY_REPLY).
+/// its own once the dialler is proved), seed keys pinned in the seeds'
+/// log (REKEY_REQUEST, REKEY_REPLY), failed dials told to the seeds
+/// (DIAL_FAILED) and graceful leave (LEAVE, a peer's signed word that it
+/// stops, so that the seeds remove it without failure detection).
 pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest frame body a node accepts or sends, in bytes. A bigger length
@@ -181,6 +183,17 @@ pub enum Message {
         incarnation: u64,
         replacement: Option<SocketAddr>,
     },
+    /// Peer to seed and to neighbour, on a clean stop: `peer`'s life
+    /// `incarnation` ends. `signature` is the peer's, over both
+    /// ([`super::evidence::leave_bytes`]), so that anyone can pass a LEAVE
+    /// on: a neighbour relays the ones it gets to its own seeds, and a
+    /// seed checks the signature against the key committed for that life,
+    /// whoever brought it.
+    Leave {
+        peer: SocketAddr,
+        incarnation: u64,
+        signature: Signature,
+    },
     /// Peer to peer, instead of HELLO, on a fresh connection: you are a
     /// neighbour of `peer` (at `incarnation`, if the asker knows it); check
     /// it yourself and answer with SUSPECT_RESPONSE. `from` is the asker.
@@ -277,6 +290,7 @@ impl Message {
             Message::DeadReport { .. } => "DEAD_REPORT",
             Message::DialFailed { .. } => "DIAL_FAILED",
             Message::DeadConfirmed { .. } => "DEAD_CONFIRMED",
+            Message::Leave { .. } => "LEAVE",
             Message::SuspectRequest { .. } => "SUSPECT_REQUEST",
             Message::SuspectResponse { .. } => "SUSPECT_RESPONSE",
             Message::Probe { .. } => "PROBE",
@@ -312,6 +326,21 @@ impl Message {
             signature: identity.sign_gossip(origin, &msg),
             msg,
             hops,
+        }
+    }
+
+    /// The LEAVE of `identity`'s peer at `peer`, life `incarnation`: what
+    /// a stopping peer sends, or (with another identity) what a forger
+    /// does.
+    pub fn leave_signed_by(
+        identity: &super::evidence::Identity,
+        peer: SocketAddr,
+        incarnation: u64,
+    ) -> Message {
+        Message::Leave {
+            peer,
+            incarnation,
+            signature: identity.sign_leave(peer, incarnation),
         }
     }
 
@@ -413,6 +442,11 @@ mod tests {
                 peer: a,
                 incarnation: 7,
                 replacement: Some(a),
+            },
+            Message::Leave {
+                peer: a,
+                incarnation: 7,
+                signature: Signature::from_bytes([7; 64]),
             },
             Message::SuspectRequest {
                 version: PROTOCOL_VERSION,

@@ -141,6 +141,10 @@ pub trait Core {
     /// The connection to `remote` is gone, or could not be opened.
     fn handle_link_down(&mut self, remote: SocketAddr, now: Timestamp);
     fn handle_timer(&mut self, timer: Self::Timer, now: Timestamp);
+    /// The node is stopping cleanly (SIGINT, SIGTERM). A peer sends its
+    /// LEAVE on the connections it has; the driver flushes them before it
+    /// closes. Nothing is handled after this.
+    fn handle_shutdown(&mut self, _now: Timestamp) {}
     /// A line the user typed. Only peers gossip it; seeds ignore it.
     fn handle_user_line(&mut self, _line: &str, _now: Timestamp) {}
     /// The incarnation this node states when a seed probes it.

@@ -348,6 +348,12 @@ enum Action {
         host: IpAddr,
         result: Result<(), String>,
     },
+    /// `from` stopped cleanly: its link with `to` closes at `to`'s end,
+    /// after the frames it sent last.
+    Hangup {
+        from: SocketAddr,
+        to: SocketAddr,
+    },
     /// A link across the partition has had frames unwritten for the write
     /// timeout: both ends drop it, if the cut still holds.
     CutTimeout {
@@ -365,6 +371,7 @@ impl Action {
                 [Some(*to), Some(*from)]
             }
             Action::DialTimeout { from, to } => [Some(*from), Some(*to)],
+            Action::Hangup { from, to } => [Some(*to), Some(*from)],
             Action::LinkUp { at, remote } | Action::LinkDown { at, remote } => {
                 [Some(*at), Some(*remote)]
             }
@@ -984,14 +991,7 @@ impl Sim {
 
     /// SIGKILL: the node stops, and its links go down at the other ends.
     pub fn crash(&mut self, node: SocketAddr) {
-        let Some(n) = self.nodes.get_mut(&node) else {
-            return;
-        };
-        n.health = Health::Crashed;
-        n.held.clear();
-        n.held_outputs.clear();
-        let lost: Vec<SocketAddr> = n.linked().collect();
-        for other in lost {
+        for other in self.stop(node) {
             self.unlink(node, other);
             let at = self.arrival(node, other);
             self.schedule(
@@ -1002,7 +1002,43 @@ impl Sim {
                 },
             );
         }
+    }
+
+    /// Stops `node` for good, dropping what it held and its dials; returns
+    /// the nodes it is still linked to.
+    fn stop(&mut self, node: SocketAddr) -> Vec<SocketAddr> {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return Vec::new();
+        };
+        n.health = Health::Crashed;
+        n.held.clear();
+        n.held_outputs.clear();
+        let linked = n.linked().collect();
         self.dialing.retain(|(from, _), _| *from != node);
+        linked
+    }
+
+    /// SIGTERM: the peer sends its LEAVE on the links it has, then stops;
+    /// each link closes at the other end once the frames sent on it have
+    /// arrived, as a socket that a process closes cleanly does.
+    pub fn leave(&mut self, node: SocketAddr) {
+        if self.health(node) != Some(Health::Up) {
+            return;
+        }
+        self.call(
+            node,
+            |core, now| each_core!(core, c => c.handle_shutdown(now)),
+        );
+        for other in self.stop(node) {
+            let at = self.arrival(node, other);
+            self.schedule(
+                at,
+                Action::Hangup {
+                    from: node,
+                    to: other,
+                },
+            );
+        }
     }
 
     /// Starts a crashed node again at its address: a seed with the log
@@ -1342,6 +1378,14 @@ impl Sim {
                 }
             }
             Action::DialArrive { from, to } => self.dial_arrives(from, to),
+            Action::Hangup { from, to } => {
+                if self.unlink(from, to) {
+                    self.call(
+                        to,
+                        |core, now| each_core!(core, c => c.handle_link_down(from, now)),
+                    );
+                }
+            }
             Action::DialTimeout { from, to } => {
                 if self.dialing.remove(&(from, to)).is_some() {
                     self.call(

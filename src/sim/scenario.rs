@@ -21,7 +21,7 @@ use std::{
 use rand::seq::IteratorRandom;
 
 use super::{metrics, Health, NetworkModel, Sim};
-use crate::proto::{peer::PeerSettings, seed::directory::ChangeKind, Event};
+use crate::proto::{peer::PeerSettings, seed::directory::ChangeKind, Event, Timestamp};
 
 /// One step of a scenario.
 #[derive(Debug, Clone)]
@@ -37,6 +37,9 @@ pub enum Step {
     Crash(usize),
     /// SIGSTOP this many live peers, picked at random.
     Freeze(usize),
+    /// SIGTERM this many live peers, picked at random: each sends its
+    /// LEAVE and stops.
+    Leave(usize),
     /// SIGKILL up to this many neighbours of the live peer with the most,
     /// at once: a burst of link changes and repairs at that peer.
     CrashNeighbours(usize),
@@ -110,6 +113,10 @@ pub enum Check {
     /// The committed directory records, for every live peer, the link set
     /// the peer itself holds.
     RecordedLinksAsPeersHoldThem,
+    /// Every peer that left is out of the committed Peer List, every seed
+    /// logged its removal as `left`, and since it left no peer suspected
+    /// it or reported it dead.
+    LeftRemovedWithoutSuspicion,
 }
 
 /// Why a scenario failed, with everything needed to replay it.
@@ -147,6 +154,8 @@ pub struct Run {
     /// Lives that ended in a restart, by address and incarnation: they may
     /// be removed, though a new life runs at the address.
     pub ended_lives: BTreeSet<(SocketAddr, u64)>,
+    /// Peers that left (SIGTERM), and when: they may be removed too.
+    pub left: BTreeMap<SocketAddr, Timestamp>,
     lines: Vec<String>,
     trace: Vec<String>,
 }
@@ -163,6 +172,7 @@ pub fn run(
         faulty: BTreeSet::new(),
         slow: BTreeSet::new(),
         ended_lives: BTreeSet::new(),
+        left: BTreeMap::new(),
         lines: Vec::new(),
         trace: Vec::new(),
     };
@@ -239,6 +249,13 @@ impl Run {
                 for peer in self.pick_live(*n) {
                     self.faulty.insert(peer);
                     self.sim.freeze(peer);
+                }
+            }
+            Step::Leave(n) => {
+                for peer in self.pick_live(*n) {
+                    self.faulty.insert(peer);
+                    self.left.insert(peer, self.sim.now());
+                    self.sim.leave(peer);
                 }
             }
             Step::CrashNeighbours(n) => {
@@ -340,6 +357,7 @@ impl Run {
                     lines: self.lines.clone(),
                     faulty: self.faulty.clone(),
                     slow: self.slow.clone(),
+                    left: self.left.clone(),
                 };
                 let held = self
                     .sim
@@ -429,6 +447,7 @@ struct Seen {
     lines: Vec<String>,
     faulty: BTreeSet<SocketAddr>,
     slow: BTreeSet<SocketAddr>,
+    left: BTreeMap<SocketAddr, Timestamp>,
 }
 
 /// Whether `check` holds; if not, what was seen instead.
@@ -484,6 +503,53 @@ fn holds(sim: &Sim, check: Check, seen: &Seen) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!("still registered: {still:?}"))
+            }
+        }
+        Check::LeftRemovedWithoutSuspicion => {
+            let mut wrong = Vec::new();
+            let mut left_on = BTreeMap::<SocketAddr, BTreeSet<SocketAddr>>::new();
+            for e in sim.events() {
+                let (about, accused) = match &e.event {
+                    Event::SuspicionStarted { peer, .. } | Event::DeadReportSent { peer, .. } => {
+                        (*peer, true)
+                    }
+                    Event::Left { peer, .. } => (*peer, false),
+                    _ => continue,
+                };
+                match seen.left.get(&about) {
+                    Some(since) if e.at >= *since => {}
+                    _ => continue,
+                }
+                if accused {
+                    wrong.push(format!("{} logged {:?}", e.node, e.event));
+                } else {
+                    left_on.entry(about).or_default().insert(e.node);
+                }
+            }
+            if !wrong.is_empty() {
+                return Err(format!("a peer that left was suspected: {wrong:?}"));
+            }
+            let still: Vec<SocketAddr> = seen
+                .left
+                .keys()
+                .copied()
+                .filter(|p| sim.directory().contains(p))
+                .collect();
+            if !still.is_empty() {
+                return Err(format!("still registered: {still:?}"));
+            }
+            let unlogged: Vec<(SocketAddr, SocketAddr)> = seen
+                .left
+                .keys()
+                .flat_map(|p| sim.seeds().iter().map(move |s| (*p, *s)))
+                .filter(|(p, s)| !left_on.get(p).is_some_and(|on| on.contains(s)))
+                .collect();
+            if unlogged.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "seeds that did not log `left` (peer, seed): {unlogged:?}"
+                ))
             }
         }
         Check::AllRegistered => {

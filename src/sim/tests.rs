@@ -525,6 +525,26 @@ fn restart_seeds_then_peers_steps(seeds_first: bool) -> Vec<Step> {
     ]
 }
 
+/// The longest a peer that left may stay registered: its LEAVE's trip to
+/// the seeds, one retransmission of a lost frame, and the log's commit, with
+/// room to spare. Nothing in it waits for a ping or a probe.
+const LEAVE_BOUND: Duration = Duration::from_secs(1);
+
+fn leave_steps() -> Vec<Step> {
+    vec![
+        Step::Join(20),
+        Step::Wait(Duration::from_secs(3)),
+        Step::Leave(5),
+        Step::Expect(Check::LeftRemovedWithoutSuspicion, LEAVE_BOUND),
+        Step::Expect(Check::LiveOverlayConnected, Duration::from_secs(10)),
+        // Nothing about them comes later either.
+        Step::Wait(detection_bound(&settings())),
+        Step::Expect(Check::LeftRemovedWithoutSuspicion, Duration::ZERO),
+        Step::Gossip,
+        Step::Expect(Check::GossipEverywhere, Duration::from_secs(5)),
+    ]
+}
+
 /// The whole network stops, in either order; half the peers start again
 /// before the seeds, as new lives, and wait for them. Once the seeds run,
 /// the new lives replace the old ones and the peers that stayed dead go,
@@ -569,11 +589,32 @@ fn a_restart_of_every_node_leaves_no_ghost() {
 }
 
 #[test]
+fn leaves_commit_without_suspicion() {
+    check_property(
+        "leaves_commit_without_suspicion",
+        CI_SEEDS,
+        wan(),
+        &leave_steps(),
+    );
+}
+
+#[test]
 #[ignore = "200 seeds; run with --ignored"]
 fn a_restart_of_every_node_leaves_no_ghost_over_200_seeds() {
     check_restarts(
         "a_restart_of_every_node_leaves_no_ghost_over_200_seeds",
         ALL_SEEDS,
+    );
+}
+
+#[test]
+#[ignore = "200 seeds; run with --ignored"]
+fn leaves_commit_without_suspicion_over_200_seeds() {
+    check_property(
+        "leaves_commit_without_suspicion_over_200_seeds",
+        ALL_SEEDS,
+        wan(),
+        &leave_steps(),
     );
 }
 

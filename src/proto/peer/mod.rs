@@ -246,6 +246,10 @@ pub struct PeerCore<R> {
     /// Removals the seeds confirmed, so each is logged once although every
     /// seed sends it.
     confirmed_dead: BTreeSet<(SocketAddr, u64)>,
+    /// Neighbours' lives that ended by their own LEAVE: logged as `left`,
+    /// so the seeds' confirmation of their removal is not logged again as
+    /// a death.
+    departed: BTreeSet<(SocketAddr, u64)>,
     suspects: BTreeMap<SocketAddr, Suspect>,
     /// Checks this peer makes for others' SUSPECT_REQUESTs.
     checks: Vec<PendingCheck>,
@@ -374,6 +378,7 @@ impl<R: Rng> PeerCore<R> {
             liveness: LivenessTable::default(),
             ping_armed: false,
             confirmed_dead: BTreeSet::new(),
+            departed: BTreeSet::new(),
             suspects: BTreeMap::new(),
             checks: Vec::new(),
             replacing: BTreeMap::new(),
@@ -1290,7 +1295,9 @@ impl<R: Rng> PeerCore<R> {
         if !self.confirmed_dead.insert((peer, incarnation)) {
             return;
         }
-        self.emit(Event::DeadConfirmed { peer });
+        if !self.departed.contains(&(peer, incarnation)) {
+            self.emit(Event::DeadConfirmed { peer });
+        }
         self.suspects.remove(&peer);
         self.answer_checks(Verdict::Unresponsive, now, |c| c.suspect == peer);
         // A newer life at that address is not the one removed.
@@ -1307,6 +1314,35 @@ impl<R: Rng> PeerCore<R> {
                 self.replacing.insert(new, peer);
                 self.outputs.push_back(Output::Connect(new));
             }
+        }
+        self.after_neighbors_changed(now);
+    }
+
+    /// Neighbour `peer` says, on its own link, that its life
+    /// `incarnation` ends: drop the link without suspecting it, and pass
+    /// the LEAVE on to this peer's seeds, so that the seeds it did not
+    /// reach hear it too (it is signed, and they check it). The seeds'
+    /// confirmation brings the replacement link.
+    fn on_neighbor_left(
+        &mut self,
+        peer: SocketAddr,
+        incarnation: u64,
+        leave: Message,
+        now: Timestamp,
+    ) {
+        if !self.departed.insert((peer, incarnation)) {
+            return;
+        }
+        self.emit(Event::Left { peer, incarnation });
+        self.suspects.remove(&peer);
+        // Not its neighbour any more: no word on it either way.
+        self.answer_checks(Verdict::NotNeighbor, now, |c| c.suspect == peer);
+        if self.drop_neighbor(peer) {
+            self.outputs.push_back(Output::Close(peer));
+        }
+        let seeds: Vec<SocketAddr> = self.reachable_seeds.iter().copied().collect();
+        for seed in seeds {
+            self.send(seed, leave.clone());
         }
         self.after_neighbors_changed(now);
     }
@@ -1410,6 +1446,18 @@ impl<R: Rng> Core for PeerCore<R> {
             } if self.seeds.contains(&from) => {
                 self.on_dead_confirmed(peer, incarnation, replacement, now)
             }
+            leave @ Message::Leave { .. } => {
+                // Only on the leaver's own link, whose identity HELLO
+                // proved; the seeds check its signature themselves.
+                if let Message::Leave {
+                    peer, incarnation, ..
+                } = leave
+                {
+                    if peer == from && self.neighbors.contains(&from) {
+                        self.on_neighbor_left(peer, incarnation, leave, now);
+                    }
+                }
+            }
             Message::Ping { nonce } if self.neighbors.contains(&from) => {
                 let neighbors = self.neighbors.iter().copied().collect();
                 self.send(
@@ -1442,6 +1490,24 @@ impl<R: Rng> Core for PeerCore<R> {
             }
             other => self.reject(from, format!("unexpected {} for a peer", other.kind())),
         }
+    }
+
+    /// A clean stop: the signed LEAVE of this life goes to every seed and
+    /// every neighbour this peer has a connection to. Nothing is dialled:
+    /// the node is closing, and a new connection could not prove its
+    /// identity once it stops accepting. Neighbours relay it to their own
+    /// seeds, so seeds this peer could not reach hear it too.
+    fn handle_shutdown(&mut self, _now: Timestamp) {
+        if self.acked.is_empty() && !self.joined {
+            return; // never registered: nothing to remove.
+        }
+        let leave = Message::leave_signed_by(&self.identity, self.addr, self.incarnation);
+        let seeds: Vec<SocketAddr> = self.reachable_seeds.iter().copied().collect();
+        let neighbors: Vec<SocketAddr> = self.neighbors.iter().copied().collect();
+        for to in seeds.iter().chain(&neighbors) {
+            self.send(*to, leave.clone());
+        }
+        self.emit(Event::Leaving { seeds, neighbors });
     }
 
     fn handle_link_up(&mut self, remote: SocketAddr, role: Role, now: Timestamp) {

@@ -2245,3 +2245,101 @@ fn a_failed_dial_is_replaced_by_a_spare_at_once_and_told_to_every_seed() {
     core.handle_link_down(addr(6001), now());
     assert!(sends_of(&drain(&mut core), "DIAL_FAILED").is_empty());
 }
+
+#[test]
+fn a_peer_stopping_cleanly_sends_its_signed_leave_to_its_seeds_and_neighbours() {
+    let mut core = linked_peer(&[6001, 6002]);
+    core.handle_shutdown(now());
+    let out = drain(&mut core);
+    let mut to = sends_of(&out, "LEAVE");
+    to.sort();
+    let seeds: Vec<SocketAddr> = core.registered_seeds().collect();
+    assert_eq!(to, [seeds.clone(), vec![addr(6001), addr(6002)]].concat());
+    let leave = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { msg, .. } if msg.kind() == "LEAVE" => Some(msg.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let Message::Leave {
+        peer,
+        incarnation,
+        signature,
+    } = leave
+    else {
+        unreachable!()
+    };
+    assert_eq!((peer, incarnation), (addr(6000), 42));
+    assert_eq!(
+        identity(6000)
+            .public_key()
+            .verify_leave(peer, incarnation, &signature),
+        Ok(())
+    );
+    assert_eq!(
+        events(&out),
+        [Event::Leaving {
+            seeds,
+            neighbors: vec![addr(6001), addr(6002)]
+        }]
+    );
+}
+
+#[test]
+fn a_neighbour_that_leaves_is_dropped_without_suspicion_and_its_leave_relayed() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let leave = Message::leave_signed_by(&identity(6001), addr(6001), 7);
+    core.handle_message(addr(6001), leave.clone(), now());
+    let out = drain(&mut core);
+    let evs = events(&out);
+    assert_eq!(
+        evs[0],
+        Event::Left {
+            peer: addr(6001),
+            incarnation: 7
+        }
+    );
+    assert!(evs.contains(&Event::NeighborDown { peer: addr(6001) }));
+    assert!(out.contains(&Output::Close(addr(6001))));
+    let seeds: Vec<SocketAddr> = core.registered_seeds().collect();
+    let mut relayed = sends_of(&out, "LEAVE");
+    relayed.sort();
+    assert_eq!(relayed, seeds, "relayed to the seeds it has connections to");
+    // The link going down after it is no suspicion, and no round.
+    core.handle_link_down(addr(6001), now());
+    let out = drain(&mut core);
+    assert!(
+        !events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::SuspicionStarted { .. })),
+        "{out:?}"
+    );
+    assert!(sends_of(&out, "SUSPECT_REQUEST").is_empty());
+    // The seeds' confirmation brings the replacement, not a `dead_confirmed`.
+    let seed = seeds[0];
+    core.handle_message(
+        seed,
+        Message::DeadConfirmed {
+            peer: addr(6001),
+            incarnation: 7,
+            replacement: Some(addr(6003)),
+        },
+        now(),
+    );
+    let out = drain(&mut core);
+    assert!(!events(&out)
+        .iter()
+        .any(|e| matches!(e, Event::DeadConfirmed { .. })));
+    assert!(out.contains(&Output::Connect(addr(6003))));
+}
+
+#[test]
+fn a_leave_naming_another_peer_is_not_taken_from_a_neighbour() {
+    let mut core = linked_peer(&[6001, 6002]);
+    let forged = Message::leave_signed_by(&identity(6001), addr(6002), 7);
+    core.handle_message(addr(6001), forged, now());
+    let out = drain(&mut core);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(core.neighbors().any(|n| n == addr(6002)));
+}

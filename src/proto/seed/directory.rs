@@ -119,6 +119,16 @@ pub enum Command {
     },
     /// `seed` votes for `change`, having checked it.
     Vote { change: Change, seed: SocketAddr },
+    /// `seed` votes to remove `peer` at `incarnation`, having checked the
+    /// peer's own signed LEAVE: a vote for [`Change::remove`] like any
+    /// other, counted with the others for that change, which also marks
+    /// the removal, once committed, as the peer's leave rather than a
+    /// failure ([`Directory::left_at`]).
+    Leave {
+        peer: SocketAddr,
+        incarnation: Incarnation,
+        seed: SocketAddr,
+    },
     /// A registered peer's complete neighbour set, as it reported it: the
     /// `seq`th report of its life `incarnation`. Applied only if it is
     /// newer than the report recorded for that life, since proposals
@@ -147,6 +157,24 @@ pub enum Command {
         new: PublicKey,
         voter: SocketAddr,
     },
+}
+
+impl Command {
+    /// The change a Vote or Leave entry votes for, and the seed voting.
+    pub fn vote(&self) -> Option<(Change, SocketAddr)> {
+        match self {
+            Command::Vote { change, seed } => Some((*change, *seed)),
+            Command::Leave {
+                peer,
+                incarnation,
+                seed,
+            } => Some((Change::remove(*peer, *incarnation), *seed)),
+            Command::Init { .. }
+            | Command::Links { .. }
+            | Command::SeedKey { .. }
+            | Command::Rekey { .. } => None,
+        }
+    }
 }
 
 /// Why a command changed nothing.
@@ -295,6 +323,14 @@ struct Stored {
     /// Votes for replacing a seed's pinned key, not yet at a majority.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "pairs")]
     rekey_votes: BTreeMap<Rekey, BTreeSet<SocketAddr>>,
+    /// Removals still short of their majority that some seed voted for on
+    /// the peer's LEAVE.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    leaving: BTreeSet<Change>,
+    /// The life that ended by a LEAVE at each address, until the address
+    /// registers again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    left: BTreeMap<SocketAddr, Incarnation>,
 }
 
 impl From<Stored> for Directory {
@@ -578,6 +614,12 @@ impl Directory {
             .is_some_and(|r| *r >= incarnation)
     }
 
+    /// The life of `peer` whose removal was its own LEAVE, if its last
+    /// removal was one and it has not registered again since.
+    pub fn left_at(&self, peer: &SocketAddr) -> Option<Incarnation> {
+        self.state.left.get(peer).copied()
+    }
+
     /// Whether `peer` is registered; asks the hashed index, which holds
     /// exactly the registered peers, rather than searching the tree.
     pub fn contains(&self, peer: &SocketAddr) -> bool {
@@ -623,7 +665,12 @@ impl Directory {
                 self.state.max_peers_per_ip = *max_peers_per_ip;
                 Outcome::Initialised
             }
-            Command::Vote { change, seed } => self.vote(*change, *seed),
+            Command::Vote { change, seed } => self.vote(*change, *seed, false),
+            Command::Leave {
+                peer,
+                incarnation,
+                seed,
+            } => self.vote(Change::remove(*peer, *incarnation), *seed, true),
             Command::Links {
                 peer,
                 neighbors,
@@ -781,13 +828,19 @@ impl Directory {
         }
     }
 
-    fn vote(&mut self, change: Change, seed: SocketAddr) -> Outcome {
+    /// Counts `seed`'s vote for `change`; `leave`: a vote on the peer's
+    /// own LEAVE, which marks the removal as a leave even if this seed's
+    /// vote was in already.
+    fn vote(&mut self, change: Change, seed: SocketAddr, leave: bool) -> Outcome {
         let ignored = |reason| Outcome::Ignored { reason };
         if !self.state.seeds.contains(&seed) {
             return ignored(Ignored::NotASeed);
         }
         if !self.applies(&change) {
             return ignored(Ignored::Stale);
+        }
+        if leave {
+            self.state.leaving.insert(change);
         }
         let seeds = self.state.seeds.len();
         let voters = match count_vote(&mut self.state.votes, change, seed, seeds) {
@@ -812,6 +865,7 @@ impl Directory {
         match change.kind {
             ChangeKind::Add => {
                 self.state.peers.insert(peer, change.incarnation);
+                self.state.left.remove(&peer);
                 match change.key {
                     Some(key) => self.state.keys.insert(peer, key),
                     None => self.state.keys.remove(&peer),
@@ -823,6 +877,11 @@ impl Directory {
                 self.state.keys.remove(&peer);
                 self.state.removed.insert(peer, change.incarnation);
                 self.index.unregister(peer);
+                if self.state.leaving.remove(&change) {
+                    self.state.left.insert(peer, change.incarnation);
+                } else {
+                    self.state.left.remove(&peer);
+                }
             }
         }
         // Votes about this peer that the change made moot go too, so that
@@ -844,6 +903,16 @@ impl Directory {
             .collect();
         for c in stale {
             self.state.votes.remove(&c);
+        }
+        let moot: Vec<Change> = self
+            .state
+            .leaving
+            .iter()
+            .filter(|c| c.peer == peer && !self.applies(c))
+            .copied()
+            .collect();
+        for c in moot {
+            self.state.leaving.remove(&c);
         }
         Outcome::Committed {
             voters: voters.into_iter().collect(),

@@ -190,6 +190,10 @@ pub struct SeedCore {
     /// in time, is proposed again when a leader is known (see
     /// `repropose_lost_votes`).
     voted_remove: BTreeMap<SocketAddr, Incarnation>,
+    /// Peers whose LEAVE this seed checked, at that life, until the
+    /// removal commits: their vote is a leave vote when proposed again,
+    /// and their dropped connection needs no probe.
+    leaves: BTreeMap<SocketAddr, Incarnation>,
     /// Draws the Peer List samples of a large network.
     rng: ChaCha8Rng,
     /// Nodes with an open connection to this seed, so that a removed peer
@@ -243,6 +247,7 @@ impl SeedCore {
             reporters: BTreeMap::new(),
             failed_probes: BTreeMap::new(),
             voted_remove: BTreeMap::new(),
+            leaves: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(address_seed(addr)),
             connected: BTreeSet::new(),
             init_retry_armed: false,
@@ -410,8 +415,8 @@ impl SeedCore {
     /// Whom to tell if `command` removes a peer: its neighbours as they
     /// were, since the removal also drops its links.
     fn neighbors_before(&self, command: &Command) -> BTreeSet<SocketAddr> {
-        match command {
-            Command::Vote { change, .. } if change.kind == ChangeKind::Remove => {
+        match command.vote() {
+            Some((change, _)) if change.kind == ChangeKind::Remove => {
                 self.directory.neighbors_of(&change.peer)
             }
             _ => BTreeSet::new(),
@@ -432,9 +437,13 @@ impl SeedCore {
                 self.compare_cap();
             }
             (
-                Command::Vote { change, seed },
+                Command::Vote { .. } | Command::Leave { .. },
                 Outcome::VoteCounted { .. } | Outcome::Committed { .. } | Outcome::Refused { .. },
             ) => {
+                let Some((change, seed)) = command.vote() else {
+                    return;
+                };
+                let (change, seed) = (&change, &seed);
                 self.emit(Event::Vote {
                     change: change.kind,
                     peer: change.peer,
@@ -462,6 +471,13 @@ impl SeedCore {
                         },
                     });
                     if change.kind == ChangeKind::Remove {
+                        self.leaves.remove(&peer);
+                        if self.directory.left_at(&peer) == Some(change.incarnation) {
+                            self.emit(Event::Left {
+                                peer,
+                                incarnation: change.incarnation,
+                            });
+                        }
                         self.announce_removal(peer, change.incarnation, neighbors_before);
                     }
                     self.ack_if_committed(peer);
@@ -714,6 +730,62 @@ impl SeedCore {
             change,
             seed: self.addr,
         }));
+    }
+
+    /// Proposes this seed's vote to remove `peer` on its own LEAVE.
+    fn propose_leave(&mut self, peer: SocketAddr, incarnation: Incarnation) {
+        self.voted_remove.insert(peer, incarnation);
+        self.emit(Event::RemoveProposed {
+            peer,
+            seed: self.addr,
+        });
+        self.outputs.push_back(Output::Propose(Command::Leave {
+            peer,
+            incarnation,
+            seed: self.addr,
+        }));
+    }
+
+    /// A LEAVE, from the peer itself or relayed by anyone: the peer's
+    /// signed word that its life `incarnation` ends. If that life is
+    /// registered and the signature verifies against the key committed
+    /// for it, this seed votes to remove it at once: no probe, since the
+    /// peer itself says it is gone, and no wait for its neighbours. A
+    /// removal still needs a majority of seeds' votes. A LEAVE of
+    /// another life (an older one, replayed) or under another key removes
+    /// nothing.
+    fn on_leave(
+        &mut self,
+        from: SocketAddr,
+        peer: SocketAddr,
+        incarnation: Incarnation,
+        signature: &Signature,
+    ) {
+        if self.directory.was_removed(&peer, incarnation)
+            || self.leaves.get(&peer) == Some(&incarnation)
+        {
+            return; // already removed, or already voted: a relayed copy.
+        }
+        self.emit(Event::LeaveReceived { peer, from });
+        let checked = match (
+            self.directory.incarnation_of(&peer),
+            self.directory.key_of(&peer),
+        ) {
+            (Some(current), Some(key)) if current == incarnation => key
+                .verify_leave(peer, incarnation, signature)
+                .map_err(|e| e.to_string()),
+            (Some(_), None) => Err("it has no registered key".to_string()),
+            _ => Err(format!(
+                "{peer} is not registered at incarnation {incarnation}"
+            )),
+        };
+        if let Err(reason) = checked {
+            return self.emit(Event::LeaveRefused { peer, from, reason });
+        }
+        self.leaves.insert(peer, incarnation);
+        // Its word settles any check of it under way.
+        self.dead_checks.remove(&peer);
+        self.propose_leave(peer, incarnation);
     }
 
     /// Checks a dead report's evidence (R15): the reporter is among the
@@ -1283,14 +1355,11 @@ impl SeedCore {
             if self.directory.incarnation_of(&peer) != Some(incarnation) {
                 continue; // removed meanwhile, or a new life: forgotten.
             }
-            let change = Change {
-                kind: ChangeKind::Remove,
-                peer,
-                incarnation,
-                key: None,
-            };
+            let change = Change::remove(peer, incarnation);
             if self.directory.has_pending_vote(&change, &self.addr) {
                 self.voted_remove.insert(peer, incarnation);
+            } else if self.leaves.get(&peer) == Some(&incarnation) {
+                self.propose_leave(peer, incarnation);
             } else {
                 self.propose_vote(change);
             }
@@ -1339,6 +1408,11 @@ impl Core for SeedCore {
             }
             report @ Message::DeadReport { .. } => self.on_dead_report(from, &report, now),
             Message::DialFailed { peer } => self.on_dial_failed(from, peer, now),
+            Message::Leave {
+                peer,
+                incarnation,
+                signature,
+            } => self.on_leave(from, peer, incarnation, &signature),
             Message::PeerListRequest {} => {
                 let peers = self
                     .directory
@@ -1382,7 +1456,10 @@ impl Core for SeedCore {
 
     fn handle_link_down(&mut self, remote: SocketAddr, _now: Timestamp) {
         self.connected.remove(&remote);
-        self.watch(remote, false);
+        // A peer that left closes its connections as it goes.
+        if !self.leaves.contains_key(&remote) {
+            self.watch(remote, false);
+        }
     }
 
     fn handle_timer(&mut self, timer: SeedTimer, now: Timestamp) {

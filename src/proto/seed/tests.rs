@@ -585,14 +585,36 @@ fn deliver_at(c: &mut Cluster, seed: usize, from: u16, report: Message, at: Time
     c.settle();
 }
 
+/// The reasons of the cluster's `dead_report_refused` events.
 fn refusals(c: &Cluster) -> Vec<String> {
+    refusals_of(c, "dead_report_refused")
+}
+
+/// The reasons of the cluster's refusals logged as `kind`.
+fn refusals_of(c: &Cluster, kind: &str) -> Vec<String> {
     c.events
         .iter()
         .filter_map(|(_, e)| match e {
-            Event::DeadReportRefused { reason, .. } => Some(reason.clone()),
+            Event::DeadReportRefused { reason, .. } if kind == "dead_report_refused" => {
+                Some(reason.clone())
+            }
+            Event::LeaveRefused { reason, .. } if kind == "leave_refused" => Some(reason.clone()),
             _ => None,
         })
         .collect()
+}
+
+/// Every seed sent DEAD_CONFIRMED to each of the hub 6001's former
+/// neighbours.
+fn assert_every_seed_told_the_hubs_neighbours(c: &Cluster) {
+    for n in [6002, 6003, 6004] {
+        let told = c
+            .sent
+            .iter()
+            .filter(|(_, to, m)| *to == addr(n) && matches!(m, Message::DeadConfirmed { .. }))
+            .count();
+        assert_eq!(told, 3, "neighbour {n}");
+    }
 }
 
 #[test]
@@ -605,14 +627,7 @@ fn a_report_confirmed_by_a_majority_of_neighbours_and_a_failed_probe_removes_the
     c.answer_probes(Err("connection refused".into()));
     assert!(c.cores.iter().all(|s| !s.directory().contains(&addr(6001))));
     // Every seed tells each of the dead peer's former neighbours.
-    for n in [6002, 6003, 6004] {
-        let told = c
-            .sent
-            .iter()
-            .filter(|(_, to, m)| *to == addr(n) && matches!(m, Message::DeadConfirmed { .. }))
-            .count();
-        assert_eq!(told, 3, "neighbour {n}");
-    }
+    assert_every_seed_told_the_hubs_neighbours(&c);
 }
 
 #[test]
@@ -1510,4 +1525,122 @@ fn seeds_that_start_again_check_every_registered_peer_and_remove_the_dead_ones()
     }
     c.settle();
     assert_eq!(c.probes.len(), before);
+}
+
+/// Peer 6001's LEAVE of life `incarnation`, signed by `by`'s key.
+fn leave_of_6001(incarnation: u64, by: u16) -> Message {
+    Message::leave_signed_by(&identity(by), addr(6001), incarnation)
+}
+
+#[test]
+fn a_signed_leave_removes_the_peer_at_once_without_a_probe_and_seeds_log_left() {
+    let mut c = cluster_with_a_hub();
+    // The peer tells two seeds, as it is registered with a majority.
+    for seed in [0, 1] {
+        deliver(&mut c, seed, 6001, leave_of_6001(1, 6001));
+    }
+    let probed_6001 = |c: &Cluster| c.probes.iter().any(|(_, to, _)| *to == addr(6001));
+    assert!(!probed_6001(&c), "no probe: the peer said it goes");
+    assert!(
+        c.log.iter().any(
+            |cmd| matches!(cmd, Command::Leave { peer, incarnation: 1, .. } if *peer == addr(6001))
+        ),
+        "{:?}",
+        c.log
+    );
+    assert!(c.cores.iter().all(|s| !s.directory().contains(&addr(6001))));
+    for (i, core) in c.cores.iter().enumerate() {
+        assert_eq!(core.directory().left_at(&addr(6001)), Some(1));
+        let logged = c.events.iter().any(|(at, e)| {
+            *at == i
+                && *e
+                    == Event::Left {
+                        peer: addr(6001),
+                        incarnation: 1,
+                    }
+        });
+        assert!(logged, "seed {i} logs `left`");
+    }
+    // The former neighbours are told, with replacements, to repair.
+    assert_every_seed_told_the_hubs_neighbours(&c);
+    // Its connections closing afterwards sets off no check.
+    for core in &mut c.cores {
+        core.handle_link_down(addr(6001), now());
+    }
+    c.settle();
+    assert!(!probed_6001(&c));
+}
+
+#[test]
+fn a_leave_relayed_by_a_neighbour_counts_as_the_peers_own() {
+    let mut c = cluster_with_a_hub();
+    deliver(&mut c, 0, 6001, leave_of_6001(1, 6001));
+    deliver(&mut c, 2, 6002, leave_of_6001(1, 6001));
+    assert!(c.cores.iter().all(|s| !s.directory().contains(&addr(6001))));
+}
+
+#[test]
+fn one_seed_alone_cannot_remove_a_peer_on_its_leave() {
+    let mut c = cluster_with_a_hub();
+    deliver(&mut c, 0, 6001, leave_of_6001(1, 6001));
+    assert!(c.cores.iter().all(|s| s.directory().contains(&addr(6001))));
+}
+
+#[test]
+fn a_forged_or_replayed_leave_removes_nothing() {
+    let mut c = cluster_with_a_hub();
+    // Signed by another key, brought by the forger or by the peer's address.
+    for seed in 0..3 {
+        deliver(&mut c, seed, 6002, leave_of_6001(1, 6002));
+        deliver(&mut c, seed, 6001, leave_of_6001(1, 9999));
+    }
+    // Signed by the peer, but for another life: an older one replayed.
+    for seed in 0..3 {
+        deliver(&mut c, seed, 6002, leave_of_6001(0, 6001));
+        deliver(&mut c, seed, 6002, leave_of_6001(2, 6001));
+    }
+    assert!(c.cores.iter().all(|s| s.directory().contains(&addr(6001))));
+    assert!(c
+        .log
+        .iter()
+        .all(|cmd| !matches!(cmd, Command::Leave { .. })));
+    let refused = refusals_of(&c, "leave_refused");
+    assert_eq!(refused.len(), 12, "{refused:?}");
+    assert!(refused[0].contains("does not verify"), "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("not registered at incarnation 0")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_leave_vote_and_a_failure_vote_for_one_life_make_one_majority() {
+    let mut c = cluster_with_a_hub();
+    let mut d = c.cores[0].directory().clone();
+    let change = Change::remove(addr(6001), 1);
+    assert!(matches!(
+        d.apply(&Command::Vote {
+            change,
+            seed: addr(5010)
+        }),
+        Outcome::VoteCounted { .. }
+    ));
+    let leave = Command::Leave {
+        peer: addr(6001),
+        incarnation: 1,
+        seed: addr(5011),
+    };
+    assert!(matches!(d.apply(&leave), Outcome::Committed { .. }));
+    assert_eq!(d.left_at(&addr(6001)), Some(1));
+    // A new life at the address is not one that left.
+    let add = |seed| Command::Vote {
+        change: Change::add(addr(6001), 2, key(6001)),
+        seed,
+    };
+    d.apply(&add(addr(5010)));
+    d.apply(&add(addr(5011)));
+    assert_eq!(d.left_at(&addr(6001)), None);
+    c.settle();
 }
