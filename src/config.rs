@@ -1546,7 +1546,10 @@ mod tests {
             ),
             ("127.0.0.1:70000", "port 70000 is out of range"),
             ("127.0.0.1:x", "\"x\" is not a port number"),
-            ("fe80::1:x", "needs brackets before a port; write [fe80::1]:x"),
+            (
+                "fe80::1:x",
+                "needs brackets before a port; write [fe80::1]:x",
+            ),
             ("host.lan:5010", "\"host.lan\" is a host name"),
             ("1.2.3.4,5", "is not an address"),
         ] {

@@ -437,6 +437,103 @@ fn seeds_and_peers_given_only_a_port_take_the_ip_of_the_config_or_127_0_0_1() {
     );
 }
 
+/// `cargo run --release -- up` builds only `gossipnet`; `up` then builds
+/// `gossipnet-peer` with the cargo that started it (here a stand-in that
+/// records its arguments and puts the real one in place) and runs its
+/// peers with it, as the README's sample output shows.
+#[cfg(unix)]
+#[test]
+fn up_under_cargo_run_builds_the_lean_peer_and_runs_its_peers_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    // Beside the real target directory, so that a hard link can stand
+    // for the binary `cargo run` built.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let target = dir.path().join("target");
+    let release = target.join("release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(
+        target.join("CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    let exe = release.join("gossipnet");
+    std::fs::hard_link(BIN, &exe).unwrap();
+    let lean = release.join("gossipnet-peer");
+    let log = dir.path().join("cargo-args.txt");
+    let cargo = dir.path().join("cargo");
+    std::fs::write(
+        &cargo,
+        format!(
+            "#!/bin/sh\necho \"$@\" > '{}'\nln '{}' '{}'\n",
+            log.display(),
+            common::PEER_BIN,
+            lean.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = Command::new(&exe)
+        .current_dir(dir.path())
+        .args([
+            "up",
+            "--seeds",
+            "2",
+            "--peers",
+            "2",
+            "--duration",
+            "2s",
+            "--run-dir",
+            "run",
+        ])
+        .env("CARGO", &cargo)
+        .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_PKG_NAME", "gossipnet")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("peers run: {}\n", lean.display())),
+        "{stdout}\n{stderr}"
+    );
+    let args = std::fs::read_to_string(&log).expect("up ran cargo");
+    assert!(
+        args.starts_with("build --bin gossipnet-peer --profile release")
+            && args.contains(&format!("--target-dir {}", target.display())),
+        "{args}"
+    );
+    // Once built and fresh, it is not built again.
+    std::fs::remove_file(&log).unwrap();
+    let out = Command::new(&exe)
+        .current_dir(dir.path())
+        .args([
+            "up",
+            "--seeds",
+            "2",
+            "--peers",
+            "1",
+            "--duration",
+            "1s",
+            "--run-dir",
+            "run2",
+        ])
+        .env("CARGO", &cargo)
+        .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_PKG_NAME", "gossipnet")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("peers run: {}\n", lean.display())),
+        "{stdout}"
+    );
+    assert!(!log.exists(), "cargo ran again");
+}
+
 #[test]
 fn up_with_a_duration_runs_a_network_and_stops_it_cleanly() {
     let dir = tempfile::tempdir().unwrap();
