@@ -473,32 +473,27 @@ fn up_under_cargo_run_builds_the_lean_peer_and_runs_its_peers_with_it() {
     .unwrap();
     std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let out = Command::new(&exe)
-        .current_dir(dir.path())
-        .args([
-            "up",
-            "--seeds",
-            "2",
-            "--peers",
-            "2",
-            "--duration",
-            "2s",
-            "--run-dir",
-            "run",
-        ])
-        .env("CARGO", &cargo)
-        .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_PKG_NAME", "gossipnet")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains(&format!("peers run: {}\n", lean.display())),
-        "{stdout}\n{stderr}"
-    );
+    // `up` for `duration`, as `cargo run` starts it; its standard output.
+    let up_under_cargo = |duration: &str, run_dir: &str| {
+        let out = Command::new(&exe)
+            .current_dir(dir.path())
+            .args(["up", "--seeds", "2", "--peers", "2", "--duration", duration])
+            .args(["--run-dir", run_dir])
+            .env("CARGO", &cargo)
+            .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_PKG_NAME", "gossipnet")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!("peers run: {}\n", lean.display())),
+            "{stdout}\n{stderr}"
+        );
+    };
+    up_under_cargo("2s", "run");
     let args = std::fs::read_to_string(&log).expect("up ran cargo");
     assert!(
         args.starts_with("build --bin gossipnet-peer --profile release")
@@ -507,30 +502,7 @@ fn up_under_cargo_run_builds_the_lean_peer_and_runs_its_peers_with_it() {
     );
     // Once built and fresh, it is not built again.
     std::fs::remove_file(&log).unwrap();
-    let out = Command::new(&exe)
-        .current_dir(dir.path())
-        .args([
-            "up",
-            "--seeds",
-            "2",
-            "--peers",
-            "1",
-            "--duration",
-            "1s",
-            "--run-dir",
-            "run2",
-        ])
-        .env("CARGO", &cargo)
-        .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_PKG_NAME", "gossipnet")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("peers run: {}\n", lean.display())),
-        "{stdout}"
-    );
+    up_under_cargo("1s", "run2");
     assert!(!log.exists(), "cargo ran again");
 }
 
