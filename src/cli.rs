@@ -12,7 +12,7 @@ use std::{
 use clap::Args;
 
 use crate::{
-    config::{self, parse_duration, PeerOverrides},
+    config::{self, parse_duration, AddressWord, PeerOverrides},
     node::{self, NodeOptions},
     proto::{peer::PeerSettings, Role},
 };
@@ -26,10 +26,17 @@ fn parse_positive(text: &str) -> Result<usize, String> {
 
 #[derive(Args)]
 pub struct NodeArgs {
-    /// Address to listen on, as IP:PORT, or the IP alone with PORT after it.
+    /// Address to listen on: IP:PORT, or the IP alone with PORT after it,
+    /// or a port alone (a seed takes its IP from the config's entry with
+    /// that port; a peer takes 127.0.0.1 when the seeds are on it too).
+    /// `localhost` is 127.0.0.1.
     pub address: String,
     /// The port, when ADDRESS is an IP alone (`gossipnet peer 127.0.0.1 6001`).
-    pub port: Option<u16>,
+    pub port: Option<String>,
+    /// The config file, as a last word instead of --config
+    /// (`gossipnet peer 127.0.0.1 6001 config.txt`).
+    #[arg(value_name = "CONFIG", conflicts_with = "config")]
+    pub config_file: Option<PathBuf>,
     /// Config file listing the seeds. Default: the first of config.csv,
     /// config.txt, config.toml, config.yml in the working directory.
     #[arg(long, value_name = "FILE")]
@@ -123,17 +130,126 @@ impl PeerSettingArgs {
 /// Exit status for a bad config or bad arguments, as clap uses for usage errors.
 pub const EXIT_USAGE: u8 = 2;
 
-fn listen_address(args: &NodeArgs) -> Result<SocketAddr, String> {
-    let text = args.address.trim();
-    match args.port {
-        Some(port) => text
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<IpAddr>()
-            .map(|ip| SocketAddr::new(ip, port))
-            .map_err(|_| format!("`{text}` is not an IP address; write e.g. `127.0.0.1 {port}`")),
-        None => text.parse::<SocketAddr>().map_err(|_| {
-            format!("`{text}` is not an address; write IP:PORT (e.g. 127.0.0.1:6001) or IP PORT")
-        }),
+/// Where a node listens, as its command line says.
+enum Listen {
+    Addr(SocketAddr),
+    /// A port alone: the IP comes from the config ([`address_for_port`]).
+    Port(u16),
+}
+
+/// What the address words of the command line say: where to listen, and
+/// the config file when it is given as the last word (S3's
+/// `peer.py <ip> <port> <config_file>`).
+fn address_words(args: &NodeArgs) -> Result<(Listen, Option<PathBuf>), String> {
+    let first = args.address.trim();
+    let second = args.port.as_deref().map(str::trim);
+    let second_word = second.map(config::parse_address_word);
+    let is_number = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+    let (listen, rest) = match (config::parse_address_word(first)?, second) {
+        (AddressWord::Ip(ip), Some(port)) if is_number(port) => {
+            let port = config::parse_port_word(&format!("{first} {port}"), port)?;
+            (Listen::Addr(SocketAddr::new(ip, port)), None)
+        }
+        (AddressWord::Ip(_), Some(port)) => {
+            return Err(format!(
+                "\"{first} {port}\": \"{port}\" is not a port number; write IP PORT (e.g. {first} 6001) or IP:PORT"
+            ))
+        }
+        (AddressWord::Ip(ip), None) => {
+            let host = match ip {
+                IpAddr::V6(_) if !first.starts_with('[') => format!("[{first}]"),
+                _ => first.to_owned(),
+            };
+            return Err(format!(
+                "\"{first}\" has no port; write e.g. {host}:6001 or {first} 6001"
+            ));
+        }
+        (first_word, Some(second)) if second_word.as_ref().is_some_and(Result::is_ok) => {
+            return Err(match (first_word, second_word) {
+                (AddressWord::Port(_), Some(Ok(AddressWord::Ip(_)))) => format!(
+                    "\"{first} {second}\": the IP comes first; write {second} {first}"
+                ),
+                _ => format!(
+                    "\"{first} {second}\": give one address, as IP:PORT, IP PORT or a port alone"
+                ),
+            })
+        }
+        // A second word that is no address is the config file.
+        (AddressWord::Full(addr), rest) => (Listen::Addr(addr), rest),
+        (AddressWord::Port(port), rest) => (Listen::Port(port), rest),
+    };
+    let config_word = match (rest, &args.config_file) {
+        (Some(_), Some(extra)) => {
+            return Err(format!(
+                "\"{}\": one word too many; write ADDRESS [PORT] [CONFIG]",
+                extra.display()
+            ))
+        }
+        (Some(file), None) => Some(PathBuf::from(file)),
+        (None, file) => file.clone(),
+    };
+    if config_word.is_some() && args.config.is_some() {
+        return Err(
+            "the config file is given twice, as a word and with --config; give it once".into(),
+        );
+    }
+    Ok((listen, config_word))
+}
+
+/// The address a node given only a port listens on. A seed's is the
+/// config's entry with that port (of several, the one whose IP is this
+/// machine's); a peer's is 127.0.0.1, when the seeds are on this machine's
+/// loopback too, for a peer on 127.0.0.1 cannot be reached from elsewhere.
+fn address_for_port(role: Role, port: u16, config: &config::Config) -> Result<SocketAddr, String> {
+    let loopback = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+    let listed = |seeds: &[&SocketAddr]| {
+        seeds
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match role {
+        Role::Seed => {
+            let same_port: Vec<&SocketAddr> =
+                config.seeds.iter().filter(|s| s.port() == port).collect();
+            let candidates: Vec<&SocketAddr> = if same_port.len() > 1 {
+                same_port
+                    .iter()
+                    .copied()
+                    .filter(|s| std::net::TcpListener::bind((s.ip(), 0)).is_ok())
+                    .collect()
+            } else {
+                same_port.clone()
+            };
+            match candidates[..] {
+                [addr] => Ok(*addr),
+                // Not listed: the node's own check says so, naming the seeds.
+                [] if same_port.is_empty() => Ok(loopback),
+                _ => Err(format!(
+                    "{}: seeds {} all have port {port}; give the IP too, e.g. gossipnet seed {}",
+                    config.path.display(),
+                    listed(&same_port),
+                    same_port[0]
+                )),
+            }
+        }
+        Role::Peer => {
+            let away: Vec<&SocketAddr> = config
+                .seeds
+                .iter()
+                .filter(|s| !s.ip().is_loopback())
+                .collect();
+            if away.is_empty() {
+                Ok(loopback)
+            } else {
+                Err(format!(
+                    "{}: seeds {} are not on 127.0.0.1, and a peer there could not be reached from them; give the IP other machines reach this one at, e.g. gossipnet peer 10.0.0.7 {port}",
+                    config.path.display(),
+                    listed(&away)
+                ))
+            }
+        }
     }
 }
 
@@ -144,8 +260,8 @@ pub fn node_options(
     read_stdin: Option<bool>,
     data_dir: Option<PathBuf>,
 ) -> Result<NodeOptions, String> {
-    let listen = listen_address(args)?;
-    let path = match &args.config {
+    let (address, config_word) = address_words(args)?;
+    let path = match config_word.as_ref().or(args.config.as_ref()) {
         Some(path) => path.clone(),
         None => {
             let cwd = std::env::current_dir()
@@ -154,6 +270,10 @@ pub fn node_options(
         }
     };
     let config = config::load(&path).map_err(|e| e.to_string())?;
+    let listen = match address {
+        Listen::Addr(addr) => addr,
+        Listen::Port(port) => address_for_port(role, port, &config)?,
+    };
     let peer = overrides
         .or(config.peer.clone())
         .apply_to(PeerSettings::default());

@@ -16,8 +16,15 @@
 //!   has no room for settings.
 //!
 //! Every format allows blank lines and `#` comments. Addresses must be IP
-//! literals: seeds are dialled before anything else runs, and a name lookup
-//! that silently resolves differently on each machine would split the network.
+//! literals, or `localhost`, which is read as 127.0.0.1 without a lookup:
+//! seeds are dialled before anything else runs, and a name lookup that
+//! silently resolves differently on each machine would split the network.
+//! An unspecified address (`0.0.0.0`, `::`) is refused: a node's address
+//! is its identity, and nobody can dial "every interface".
+//!
+//! The command line's addresses (`gossipnet seed 127.0.0.1:5010`) are read
+//! by [`parse_node_address`] and its siblings here, so that a mistake gets
+//! the same words in a file as on the command line.
 //!
 //! Errors always name the file and, where one line is at fault, that line, and
 //! say how to fix it: one config file is shared by every seed and peer, so a
@@ -592,7 +599,7 @@ fn parse_seed(entry: &str, format: Format) -> Result<SocketAddr, String> {
             }
             None => return Err(not_a_seed()),
         }
-    } else if entry.parse::<IpAddr>().is_ok() {
+    } else if entry.parse::<IpAddr>().is_ok() || is_localhost(entry) {
         let example = match entry.parse::<IpAddr>() {
             Ok(IpAddr::V6(_)) => format!("[{entry}]:5010"),
             _ => format!("{entry}:5010"),
@@ -612,8 +619,19 @@ fn parse_seed(entry: &str, format: Format) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// `localhost`, read as this IP: the one name that means the same on every
+/// machine, so it needs no lookup.
+const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+fn is_localhost(text: &str) -> bool {
+    text.eq_ignore_ascii_case("localhost")
+}
+
 fn check_ip(entry: &str, ip: &str) -> Result<IpAddr, String> {
-    ip.parse().map_err(|_| {
+    if is_localhost(ip) {
+        return Ok(LOCALHOST);
+    }
+    let parsed: IpAddr = ip.parse().map_err(|_| {
         let looks_like_name = !ip.is_empty()
             && ip.chars().any(|c| c.is_ascii_alphabetic())
             && ip
@@ -621,12 +639,18 @@ fn check_ip(entry: &str, ip: &str) -> Result<IpAddr, String> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
         if looks_like_name {
             format!(
-                "\"{entry}\": \"{ip}\" is a host name; use an IP address such as 127.0.0.1 (names are not looked up)"
+                "\"{entry}\": \"{ip}\" is a host name; use an IP address such as 127.0.0.1 (names other than localhost are not looked up)"
             )
         } else {
             format!("\"{entry}\": \"{ip}\" is not an IP address; use an IP address such as 127.0.0.1 or ::1")
         }
-    })
+    })?;
+    if parsed.is_unspecified() {
+        return Err(format!(
+            "\"{entry}\": {parsed} means every interface, and nobody can dial it; a node's address is its identity, so use the IP other machines reach it at (on one machine, 127.0.0.1)"
+        ));
+    }
+    Ok(parsed)
 }
 
 fn check_port(entry: &str, port: &str) -> Result<u16, String> {
@@ -646,6 +670,75 @@ fn port_in_range(entry: &str, port: i128) -> Result<u16, String> {
             "\"{entry}\": port {port} is out of range; use a port from 1 to 65535"
         )),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Addresses on the command line
+
+/// One word of a node's address on the command line, read with the same
+/// rules and words as a seed in a config file, except that port 0 is
+/// allowed (a peer on port 0 takes any free port; a seed refuses it later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressWord {
+    /// `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`.
+    Full(SocketAddr),
+    /// An IP alone (or `localhost`): the port is the next word.
+    Ip(IpAddr),
+    /// A port alone (`gossipnet seed 1500`): the IP comes from the config.
+    Port(u16),
+}
+
+/// Reads one address word of the command line; the error quotes it and
+/// says how to write it.
+pub fn parse_address_word(word: &str) -> Result<AddressWord, String> {
+    let word = word.trim();
+    let not_an_address = || {
+        format!("\"{word}\" is not an address; write IP:PORT (e.g. 127.0.0.1:6001), IP PORT, or a port alone")
+    };
+    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_port_word(word, word).map(AddressWord::Port);
+    }
+    if let Some(rest) = word.strip_prefix('[') {
+        if let Some(ip) = rest.strip_suffix(']') {
+            return check_ip(word, ip).map(AddressWord::Ip);
+        }
+        let (ip, port) = rest.split_once("]:").ok_or_else(not_an_address)?;
+        let ip = check_ip(word, ip)?;
+        return Ok(AddressWord::Full(SocketAddr::new(
+            ip,
+            parse_port_word(word, port)?,
+        )));
+    }
+    if word.parse::<IpAddr>().is_ok() || is_localhost(word) {
+        return check_ip(word, word).map(AddressWord::Ip);
+    }
+    match word.rsplit_once(':') {
+        Some((ip, port)) => {
+            if ip.parse::<std::net::Ipv6Addr>().is_ok() {
+                return Err(format!(
+                    "\"{word}\": an IPv6 address needs brackets before a port; write [{ip}]:{port}"
+                ));
+            }
+            let ip = check_ip(word, ip)?;
+            Ok(AddressWord::Full(SocketAddr::new(
+                ip,
+                parse_port_word(word, port)?,
+            )))
+        }
+        None if word.contains(',') => Err(not_an_address()),
+        None => check_ip(word, word).map(AddressWord::Ip),
+    }
+}
+
+/// Reads a port of the command line, from 0 to 65535; `entry` is the text
+/// quoted in the error.
+pub fn parse_port_word(entry: &str, port: &str) -> Result<u16, String> {
+    let number: i128 = port.trim().parse().map_err(|_| {
+        format!("\"{entry}\": \"{port}\" is not a port number; use a port from 1 to 65535")
+    })?;
+    u16::try_from(number).map_err(|_| {
+        format!("\"{entry}\": port {number} is out of range; use a port from 1 to 65535")
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1371,10 +1464,10 @@ mod tests {
 
     #[test]
     fn hostname_is_rejected_with_a_hint_to_use_an_ip_address() {
-        let (line, message) = fail("config.txt", "127.0.0.1:5010\nlocalhost:5011\n");
+        let (line, message) = fail("config.txt", "127.0.0.1:5010\nseed-2.lan:5011\n");
         assert_eq!(line, Some(2));
         assert!(
-            message.contains("\"localhost\" is a host name"),
+            message.contains("\"seed-2.lan\" is a host name"),
             "{message}"
         );
         assert!(message.contains("use an IP address"), "{message}");
@@ -1382,6 +1475,89 @@ mod tests {
         let (line, message) = fail("config.yml", text);
         assert_eq!(line, Some(3));
         assert!(message.contains("use an IP address"), "{message}");
+    }
+
+    #[test]
+    fn localhost_is_read_as_127_0_0_1_in_every_format() {
+        let want = vec![addr("127.0.0.1:5010"), addr("127.0.0.1:5011")];
+        assert_eq!(
+            ok("config.txt", "localhost:5010 LocalHost:5011\n").seeds,
+            want
+        );
+        assert_eq!(
+            ok("config.csv", "localhost,5010\n127.0.0.1,5011\n").seeds,
+            want
+        );
+        let text = "seeds = [{ ip = \"localhost\", port = 5010 }, \"127.0.0.1:5011\"]\n";
+        assert_eq!(ok("config.toml", text).seeds, want);
+        let (line, message) = fail("config.txt", "127.0.0.1:5010 localhost:5010\n");
+        assert_eq!(line, Some(1));
+        assert!(message.contains("repeats seed 127.0.0.1:5010"), "{message}");
+    }
+
+    #[test]
+    fn an_unspecified_address_is_refused_like_on_the_command_line() {
+        for (name, text, line) in [
+            ("config.txt", "127.0.0.1:5010\n0.0.0.0:5011\n", 2),
+            ("config.csv", "::,5010\n127.0.0.1,5011\n", 1),
+            ("config.txt", "[::]:5010 127.0.0.1:5011\n", 1),
+            (
+                "config.yml",
+                "seeds:\n  - 127.0.0.1:5010\n  - ip: 0.0.0.0\n    port: 5011\n",
+                3,
+            ),
+        ] {
+            let (got, message) = fail(name, text);
+            assert_eq!(got, Some(line), "{name}: {message}");
+            assert!(message.contains("every interface"), "{name}: {message}");
+        }
+        assert!(matches!(
+            parse_address_word("0.0.0.0:6001"),
+            Err(message) if message.contains("every interface")
+        ));
+    }
+
+    #[test]
+    fn command_line_address_words_are_read_like_config_entries() {
+        use AddressWord::*;
+        assert_eq!(
+            parse_address_word("127.0.0.1:6001"),
+            Ok(Full(addr("127.0.0.1:6001")))
+        );
+        assert_eq!(
+            parse_address_word("localhost:0"),
+            Ok(Full(addr("127.0.0.1:0")))
+        );
+        assert_eq!(
+            parse_address_word("[::1]:6001"),
+            Ok(Full(addr("[::1]:6001")))
+        );
+        assert_eq!(parse_address_word("::1"), Ok(Ip("::1".parse().unwrap())));
+        assert_eq!(parse_address_word("[::1]"), Ok(Ip("::1".parse().unwrap())));
+        assert_eq!(
+            parse_address_word("localhost"),
+            Ok(Ip("127.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(parse_address_word("1500"), Ok(Port(1500)));
+        for (word, says) in [
+            (
+                "70000",
+                "port 70000 is out of range; use a port from 1 to 65535",
+            ),
+            ("127.0.0.1:70000", "port 70000 is out of range"),
+            ("127.0.0.1:x", "\"x\" is not a port number"),
+            (
+                "fe80::1:x",
+                "needs brackets before a port; write [fe80::1]:x",
+            ),
+            ("host.lan:5010", "\"host.lan\" is a host name"),
+            ("1.2.3.4,5", "is not an address"),
+        ] {
+            match parse_address_word(word) {
+                Err(message) => assert!(message.contains(says), "{word}: {message}"),
+                Ok(got) => panic!("{word} read as {got:?}"),
+            }
+        }
     }
 
     #[test]

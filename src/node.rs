@@ -92,12 +92,18 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// The process's exit status for this error: 2 when the seed's own
-    /// files contradict each other (its log pins another key than its
-    /// identity.key holds), like a bad config; 1 otherwise.
+    /// The process's exit status for this error: 2, as for a bad config
+    /// file, when the address and the config disagree (a seed not listed,
+    /// a peer on a seed's address, an unspecified IP, a seed on port 0) or
+    /// when the seed's own files contradict each other (its log pins
+    /// another key than its identity.key holds); 1 otherwise.
     pub fn exit_status(&self) -> u8 {
         match self {
-            NodeError::Consensus(crate::consensus::ConsensusError::KeyMismatch { .. }) => 2,
+            NodeError::Unspecified { .. }
+            | NodeError::SeedNotInConfig { .. }
+            | NodeError::PeerIsSeed { .. }
+            | NodeError::SeedPortZero
+            | NodeError::Consensus(crate::consensus::ConsensusError::KeyMismatch { .. }) => 2,
             _ => 1,
         }
     }

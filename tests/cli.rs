@@ -196,12 +196,314 @@ fn a_seed_must_be_listed_in_the_config() {
         .collect();
     std::fs::write(dir.path().join("config.txt"), config).unwrap();
     let (code, err) = run_in(dir.path(), &["seed", "127.0.0.1", &ports[2].to_string()]);
-    assert_eq!(code, 1, "{err}");
+    // A config error, like a bad line in the file (README, "Config formats").
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("is not listed in") && err.contains("config.txt"),
         "{err}"
     );
     assert!(err.contains(&format!("127.0.0.1:{}", ports[0])), "{err}");
+}
+
+/// Runs `gossipnet ARGS` in `dir` like [`run_in`], but kills it after
+/// `limit` (a node that should have refused to start may run instead).
+fn run_in_for(dir: &std::path::Path, args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (code, err)
+}
+
+#[test]
+fn every_disagreement_between_the_address_and_the_config_exits_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let config: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(dir.path().join("config.txt"), config).unwrap();
+    let seed_addr = format!("127.0.0.1:{}", ports[0]);
+    let cases: [(&[&str], &str); 3] = [
+        (&["peer", &seed_addr, "--no-stdin"], "listed as a seed"),
+        (&["seed", "127.0.0.1:0"], "port 0"),
+        (&["peer", "0.0.0.0:6001", "--no-stdin"], "0.0.0.0"),
+    ];
+    for (args, says) in cases {
+        let (code, err) = run_in_for(dir.path(), args, Duration::from_secs(10));
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn command_line_addresses_are_read_with_the_config_files_rules_and_words() {
+    let dir = tempfile::tempdir().unwrap();
+    // Line 2 is bad: a node that got past its address stops there, naming it.
+    std::fs::write(
+        dir.path().join("config.txt"),
+        "127.0.0.1:5010\nnot-a-seed\n",
+    )
+    .unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["seed", "5060", "127.0.0.1"],
+            "\"5060 127.0.0.1\": the IP comes first; write 127.0.0.1 5060",
+        ),
+        (
+            &["peer", "127.0.0.1:70000"],
+            "\"127.0.0.1:70000\": port 70000 is out of range; use a port from 1 to 65535",
+        ),
+        (
+            &["peer", "127.0.0.1", "70000"],
+            "port 70000 is out of range; use a port from 1 to 65535",
+        ),
+        (
+            &["peer", "127.0.0.1", "abc"],
+            "\"abc\" is not a port number",
+        ),
+        (
+            &["peer", "seed.example.org:6001"],
+            "\"seed.example.org\" is a host name; use an IP address such as 127.0.0.1",
+        ),
+        (
+            &["peer", "localhost"],
+            "\"localhost\" has no port; write e.g. localhost:6001",
+        ),
+    ];
+    for (args, says) in cases {
+        let (code, err) = run_in(dir.path(), args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // localhost is 127.0.0.1: accepted, so the config is read next.
+    for address in [&["localhost:0"][..], &["localhost", "0"]] {
+        let args: Vec<&str> = ["peer"].iter().chain(address).copied().collect();
+        let (code, err) = run_in(dir.path(), &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("config.txt:2:"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn an_unspecified_address_in_a_config_is_refused_as_on_the_command_line() {
+    for (name, text, line) in [
+        ("config.txt", "127.0.0.1:5010\n0.0.0.0:5011\n", 2),
+        ("config.csv", "::,5010\n127.0.0.1,5011\n", 1),
+        (
+            "config.toml",
+            "seeds = [\"127.0.0.1:5010\", { ip = \"0.0.0.0\", port = 5011 }]\n",
+            1,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(name), text).unwrap();
+        let (code, err) = run_in_for(
+            dir.path(),
+            &["peer", "127.0.0.1:0", "--no-stdin"],
+            Duration::from_secs(10),
+        );
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(err.contains(&format!("{name}:{line}:")), "{name}: {err}");
+        assert!(err.contains("every interface"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn the_config_file_may_be_the_last_word_after_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    // No default config here: only the word can name it.
+    std::fs::write(dir.path().join("seeds.txt"), "127.0.0.1:5010\nnot-a-seed\n").unwrap();
+    for args in [
+        &["peer", "127.0.0.1", "6000", "seeds.txt", "--no-stdin"][..],
+        &["peer", "127.0.0.1:6000", "seeds.txt", "--no-stdin"],
+        &["seed", "5010", "seeds.txt"],
+    ] {
+        let (code, err) = run_in(dir.path(), args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("seeds.txt:2:"), "{args:?}: {err}");
+    }
+    let out = Command::new(common::PEER_BIN)
+        .current_dir(dir.path())
+        .args(["127.0.0.1", "6000", "seeds.txt", "--no-stdin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("seeds.txt:2:"), "{err}");
+    // Given twice is a mistake, not a choice.
+    let (code, err) = run_in(
+        dir.path(),
+        &[
+            "peer",
+            "127.0.0.1",
+            "6000",
+            "seeds.txt",
+            "--config",
+            "seeds.txt",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn seeds_and_peers_given_only_a_port_take_the_ip_of_the_config_or_127_0_0_1() {
+    use gossipnet::proto::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(4);
+    // On Linux all of 127/8 is this machine: a seed on 127.0.0.2 shows
+    // that its IP came from the config and not from a default.
+    let first_ip = if cfg!(target_os = "linux") {
+        "127.0.0.2"
+    } else {
+        "127.0.0.1"
+    };
+    std::fs::write(
+        dir.path().join("seeds.txt"),
+        format!("{first_ip}:{} 127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    let word = |i: usize| ports[i].to_string();
+    let mut seeds: Vec<common::Proc> = (0..2)
+        .map(|i| {
+            let args = ["seed".into(), word(i), "seeds.txt".into()];
+            common::Proc::spawn(dir.path(), &format!("seed-{i}"), &args, false)
+        })
+        .collect();
+    for seed in &mut seeds {
+        seed.wait_event("the seed cluster to form", common::START, |e| {
+            matches!(e, Event::ClusterFormed { .. })
+        });
+    }
+    assert_eq!(
+        seeds[0].addr().to_string(),
+        format!("{first_ip}:{}", ports[0])
+    );
+    assert_eq!(
+        seeds[1].addr().to_string(),
+        format!("127.0.0.1:{}", ports[1])
+    );
+    let mut peers: Vec<common::Proc> = (2..4)
+        .map(|i| {
+            let args = [
+                "peer".into(),
+                word(i),
+                "seeds.txt".into(),
+                "--no-stdin".into(),
+            ];
+            common::Proc::spawn(dir.path(), &format!("peer-{i}"), &args, false)
+        })
+        .collect();
+    for (peer, i) in peers.iter_mut().zip(2..) {
+        peer.wait_event("registered", common::START, |e| {
+            matches!(e, Event::Registered { .. })
+        });
+        assert_eq!(peer.addr().to_string(), format!("127.0.0.1:{}", ports[i]));
+    }
+
+    // Seeds on other machines: a peer on 127.0.0.1 could not be reached.
+    let away = tempfile::tempdir().unwrap();
+    std::fs::write(
+        away.path().join("config.txt"),
+        "10.0.0.1:5010\n10.0.0.2:5010\n",
+    )
+    .unwrap();
+    let (code, err) = run_in(away.path(), &["peer", "6001", "--no-stdin"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("give the IP"), "{err}");
+    // Several seeds with that port, none of them here: which one is meant?
+    let (code, err) = run_in(away.path(), &["seed", "5010"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("10.0.0.1:5010, 10.0.0.2:5010") && err.contains("give the IP"),
+        "{err}"
+    );
+}
+
+/// `cargo run --release -- up` builds only `gossipnet`; `up` then builds
+/// `gossipnet-peer` with the cargo that started it (here a stand-in that
+/// records its arguments and puts the real one in place) and runs its
+/// peers with it, as the README's sample output shows.
+#[cfg(unix)]
+#[test]
+fn up_under_cargo_run_builds_the_lean_peer_and_runs_its_peers_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    // Beside the real target directory, so that a hard link can stand
+    // for the binary `cargo run` built.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let target = dir.path().join("target");
+    let release = target.join("release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(
+        target.join("CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    let exe = release.join("gossipnet");
+    std::fs::hard_link(BIN, &exe).unwrap();
+    let lean = release.join("gossipnet-peer");
+    let log = dir.path().join("cargo-args.txt");
+    let cargo = dir.path().join("cargo");
+    std::fs::write(
+        &cargo,
+        format!(
+            "#!/bin/sh\necho \"$@\" > '{}'\nln '{}' '{}'\n",
+            log.display(),
+            common::PEER_BIN,
+            lean.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // `up` for `duration`, as `cargo run` starts it; its standard output.
+    let up_under_cargo = |duration: &str, run_dir: &str| {
+        let out = Command::new(&exe)
+            .current_dir(dir.path())
+            .args(["up", "--seeds", "2", "--peers", "2", "--duration", duration])
+            .args(["--run-dir", run_dir])
+            .env("CARGO", &cargo)
+            .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_PKG_NAME", "gossipnet")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!("peers run: {}\n", lean.display())),
+            "{stdout}\n{stderr}"
+        );
+    };
+    up_under_cargo("2s", "run");
+    let args = std::fs::read_to_string(&log).expect("up ran cargo");
+    assert!(
+        args.starts_with("build --bin gossipnet-peer --profile release")
+            && args.contains(&format!("--target-dir {}", target.display())),
+        "{args}"
+    );
+    // Once built and fresh, it is not built again.
+    std::fs::remove_file(&log).unwrap();
+    up_under_cargo("1s", "run2");
+    assert!(!log.exists(), "cargo ran again");
 }
 
 #[test]

@@ -225,6 +225,142 @@ impl PeerExecutable {
     }
 }
 
+impl PeerExecutable {
+    /// [`PeerExecutable::beside`], but when the lean peer is missing or
+    /// stale and `up` runs under `cargo run` of this package, builds it
+    /// first with the same cargo, profile, target and features: `cargo run`
+    /// builds only the binary it runs, and the README's first command is
+    /// `cargo run --release -- up`. Cargo has released its build lock by
+    /// the time it starts the program, so the nested build can run.
+    fn find_or_build(exe: &Path) -> PeerExecutable {
+        let found = PeerExecutable::beside(exe);
+        let PeerExecutable::Full(_, why) = &found else {
+            return found;
+        };
+        let Some(build) = CargoBuild::under_cargo_run(exe) else {
+            return found;
+        };
+        println!("building gossipnet-peer, the lighter peer ({why}): {build}");
+        match build.command().status() {
+            // Cargo decides what is up to date; a file it left alone counts.
+            Ok(status) if status.success() && build.built.is_file() => {
+                PeerExecutable::Lean(build.built)
+            }
+            Ok(status) if status.success() => PeerExecutable::Full(
+                exe.to_path_buf(),
+                "cargo built gossipnet-peer in another directory",
+            ),
+            Ok(_) | Err(_) => {
+                PeerExecutable::Full(exe.to_path_buf(), "building gossipnet-peer failed")
+            }
+        }
+    }
+}
+
+/// `cargo build --bin gossipnet-peer` for the build `exe` came from.
+#[derive(Debug, PartialEq)]
+struct CargoBuild {
+    cargo: PathBuf,
+    manifest: PathBuf,
+    /// `dev` for target/debug, else the directory's name.
+    profile: String,
+    /// Where cargo put `exe`, with the target triple of
+    /// target/<triple>/<profile>; None when the directory bears no mark of
+    /// cargo's, and the nested cargo finds it as the first one did (same
+    /// working directory, environment and config files).
+    target_dir: Option<(PathBuf, Option<String>)>,
+    /// Where the lean peer lands: beside `exe`.
+    built: PathBuf,
+}
+
+impl CargoBuild {
+    /// The build, when this process was started by `cargo run` of this
+    /// package (cargo sets CARGO and the package's variables for the
+    /// program it runs).
+    fn under_cargo_run(exe: &Path) -> Option<CargoBuild> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if var("CARGO_PKG_NAME")? != env!("CARGO_PKG_NAME") {
+            return None;
+        }
+        let manifest = PathBuf::from(var("CARGO_MANIFEST_DIR")?).join("Cargo.toml");
+        CargoBuild::of(PathBuf::from(var("CARGO")?), manifest, exe)
+    }
+
+    fn of(cargo: PathBuf, manifest: PathBuf, exe: &Path) -> Option<CargoBuild> {
+        if !manifest.is_file() {
+            return None;
+        }
+        let profile_dir = exe.parent()?;
+        let profile = match profile_dir.file_name()?.to_str()? {
+            "debug" => "dev".to_owned(),
+            name => name.to_owned(),
+        };
+        // Cargo writes these at the root of a target directory (the first
+        // only when it creates the directory).
+        let is_target_dir = |dir: &Path| {
+            ["CACHEDIR.TAG", ".rustc_info.json"]
+                .iter()
+                .any(|mark| dir.join(mark).is_file())
+        };
+        let above = profile_dir.parent()?;
+        let target_dir = if is_target_dir(above) {
+            Some((above.to_path_buf(), None))
+        } else {
+            above
+                .parent()
+                .filter(|root| is_target_dir(root))
+                .zip(above.file_name().and_then(|n| n.to_str()))
+                .map(|(root, triple)| (root.to_path_buf(), Some(triple.to_owned())))
+        };
+        Some(CargoBuild {
+            cargo,
+            manifest,
+            profile,
+            target_dir,
+            built: exe.with_file_name(format!("gossipnet-peer{}", std::env::consts::EXE_SUFFIX)),
+        })
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["build", "--bin", "gossipnet-peer", "--profile"]
+            .map(String::from)
+            .into();
+        args.push(self.profile.clone());
+        if cfg!(feature = "gossipsub") {
+            args.extend(["--features".into(), "gossipsub".into()]);
+        }
+        if let Some((_, Some(triple))) = &self.target_dir {
+            args.extend(["--target".into(), triple.clone()]);
+        }
+        args.extend([
+            "--manifest-path".into(),
+            self.manifest.display().to_string(),
+        ]);
+        if let Some((dir, _)) = &self.target_dir {
+            args.extend(["--target-dir".into(), dir.display().to_string()]);
+        }
+        args
+    }
+
+    fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.cargo);
+        command.args(self.args()).stdin(Stdio::null());
+        command
+    }
+}
+
+impl fmt::Display for CargoBuild {
+    /// The command, less the paths that only repeat where `exe` is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let args = self.args();
+        let shown = args
+            .iter()
+            .position(|a| a == "--manifest-path")
+            .unwrap_or(args.len());
+        write!(f, "cargo {}", args[..shown].join(" "))
+    }
+}
+
 impl fmt::Display for PeerExecutable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -273,6 +409,54 @@ mod peer_executable_tests {
         assert!(
             stale.to_string().contains("cargo build --release"),
             "{stale}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod cargo_build_tests {
+    use super::*;
+
+    #[test]
+    fn the_lean_peer_is_built_where_cargo_put_the_binary_that_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("Cargo.toml");
+        std::fs::write(&manifest, "").unwrap();
+        let target = dir.path().join("target");
+        std::fs::create_dir_all(target.join("release")).unwrap();
+        std::fs::create_dir_all(target.join("x86_64-unknown-linux-musl/debug")).unwrap();
+        let cargo = PathBuf::from("cargo");
+        let of = |exe: PathBuf| CargoBuild::of(cargo.clone(), manifest.clone(), &exe);
+
+        // No mark of cargo's: the nested cargo finds the directory itself.
+        let unmarked = of(target.join("release/gossipnet")).unwrap();
+        assert_eq!(unmarked.target_dir, None);
+        assert!(!unmarked.args().contains(&"--target-dir".to_owned()));
+        std::fs::write(target.join("CACHEDIR.TAG"), "").unwrap();
+
+        let release = of(target.join("release/gossipnet")).unwrap();
+        assert_eq!(release.profile, "release");
+        assert_eq!(release.target_dir, Some((target.clone(), None)));
+        let lean = format!("release/gossipnet-peer{}", std::env::consts::EXE_SUFFIX);
+        assert_eq!(release.built, target.join(lean));
+        assert_eq!(
+            release.to_string(),
+            "cargo build --bin gossipnet-peer --profile release"
+        );
+
+        let cross = of(target.join("x86_64-unknown-linux-musl/debug/gossipnet")).unwrap();
+        assert_eq!(cross.profile, "dev");
+        let triple = "x86_64-unknown-linux-musl".to_owned();
+        assert_eq!(cross.target_dir, Some((target.clone(), Some(triple))));
+        assert!(cross
+            .to_string()
+            .ends_with("--profile dev --target x86_64-unknown-linux-musl"));
+
+        // Another package's checkout: no build.
+        let none = dir.path().join("none/Cargo.toml");
+        assert_eq!(
+            CargoBuild::of(cargo.clone(), none, &target.join("release/gossipnet")),
+            None
         );
     }
 }
@@ -383,7 +567,7 @@ impl Manager {
         )
         .map_err(dir_error)?;
         println!("run directory: {}", run_dir.display());
-        let peer_exe = PeerExecutable::beside(&options.exe);
+        let peer_exe = PeerExecutable::find_or_build(&options.exe);
         println!("peers run: {peer_exe}");
         let mut manager = Manager {
             peer_exe,

@@ -3,7 +3,7 @@
 //! Every process is killed when its handle drops, so a failing test leaves
 //! nothing behind. Ports are never fixed: seeds get ports the OS just handed
 //! out, peers listen on port 0 and report theirs in their first event. (The
-//! namespace tests are the exception: see `netns` and tests/netns.rs.)
+//! namespace tests are the exception: see `netns` and tests/netns/.)
 
 #![allow(dead_code)]
 
@@ -23,6 +23,7 @@ use gossipnet::{
     proto::{message::Message, Event},
 };
 
+pub mod harness;
 #[cfg(target_os = "linux")]
 pub mod netns;
 

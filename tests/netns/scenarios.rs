@@ -13,26 +13,28 @@
 //! - 20% of the packets lost at random: gossip still reaches every peer and
 //!   no live peer is removed (R9, R15). This test prints its figures.
 //!
-//! They need root, iproute2 and nftables. Where these are missing each test
-//! prints `skipped: <reason>` and passes, unless `GOSSIPNET_REQUIRE_NETNS=1`
-//! (which `.ci/run` sets), when a skip is a failure.
+//! They need root, iproute2 and nftables. Where these are missing, the
+//! harness (main.rs) reports each as ignored, with the reason, unless
+//! `GOSSIPNET_REQUIRE_NETNS=1` (which `.ci/run` sets), when a skip is a
+//! failure.
 //!
-//! Each test prints its steps as it runs them (shown when it fails, or with
-//! `--nocapture`), and waits on events with deadlines, never on sleeps.
+//! Each test notes its steps as it runs them (printed when it fails, or as
+//! they happen with `--nocapture`), and waits on events with deadlines,
+//! never on sleeps.
 
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, BTreeSet},
     io::Write,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use common::{netns::Lan, peer_list, status_via, wait_for_every, Proc};
+use crate::common::{self, netns::Lan, peer_list, status_via, wait_for_every, Proc};
 use gossipnet::proto::Event;
 use serde_json::Value;
 
@@ -69,14 +71,20 @@ struct Net {
     config: PathBuf,
     peer_args: Vec<String>,
     started: Instant,
+    /// The steps so far, printed if the test fails.
+    steps: RefCell<Vec<String>>,
 }
+
+/// Set by `--nocapture`: steps are printed as they happen.
+pub static STEPS_LIVE: AtomicBool = AtomicBool::new(false);
 
 impl Net {
     /// A switch and room for `peers` peers; three seeds started, their
-    /// cluster formed. None if the test is skipped. `tag` and `subnet`
-    /// tell the tests' networks apart (see [`Lan::new`]).
-    fn start(tag: char, subnet: u8, peers: usize, peer_args: &[&str]) -> Option<Net> {
-        let lan = common::netns::lan_or_skip(tag, subnet, SEEDS + peers)?;
+    /// cluster formed. `tag` and `subnet` tell the tests' networks apart
+    /// (see [`Lan::new`]). The harness has checked that namespaces work.
+    fn start(tag: char, subnet: u8, peers: usize, peer_args: &[&str]) -> Net {
+        let lan = Lan::new(tag, subnet, SEEDS + peers)
+            .unwrap_or_else(|e| panic!("cannot build the test network: {e}"));
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.csv");
         let lines: String = (0..SEEDS)
@@ -91,6 +99,7 @@ impl Net {
             config,
             peer_args: peer_args.iter().map(|s| s.to_string()).collect(),
             started: Instant::now(),
+            steps: RefCell::default(),
         };
         net.step("start 3 seeds, each in its own namespace");
         for i in 0..SEEDS {
@@ -108,7 +117,7 @@ impl Net {
                 matches!(e, Event::ClusterFormed { .. })
             });
         }
-        Some(net)
+        net
     }
 
     fn addr(&self, host: usize) -> SocketAddr {
@@ -146,9 +155,13 @@ impl Net {
         Proc::spawn_via(&self.lan.on_host(host), self.dir.path(), name, &args, stdin)
     }
 
-    /// Prints a step of the scenario with the time since the start.
+    /// Notes a step of the scenario with the time since the start.
     fn step(&self, what: &str) {
-        println!("[{:6.1}s] {what}", self.started.elapsed().as_secs_f64());
+        let line = format!("[{:6.1}s] {what}", self.started.elapsed().as_secs_f64());
+        if STEPS_LIVE.load(Ordering::Relaxed) {
+            println!("{line}");
+        }
+        self.steps.borrow_mut().push(line);
     }
 
     /// Starts the next peer, with stdin piped if `stdin`; does not wait.
@@ -267,6 +280,9 @@ impl Drop for Net {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.dir.disable_cleanup(true);
+            if !STEPS_LIVE.load(Ordering::Relaxed) {
+                let _ = writeln!(std::io::stderr(), "{}", self.steps.borrow().join("\n"));
+            }
             let _ = writeln!(
                 std::io::stderr(),
                 "the failed test's files are kept in {}",
@@ -276,8 +292,7 @@ impl Drop for Net {
     }
 }
 
-#[test]
-fn only_namespaces_named_by_these_tests_are_swept_as_stale() {
+pub fn only_namespaces_named_by_these_tests_are_swept_as_stale() {
     use common::netns::owner;
     assert_eq!(owner("gn1234a-sw"), Some("1234"));
     assert_eq!(owner("gn1234d-h11"), Some("1234"));
@@ -316,11 +331,9 @@ fn two_linked_peers(net: &mut Net) -> (Vec<SocketAddr>, usize, Vec<usize>) {
     (peers, net.leader(), seeds_of_1)
 }
 
-#[test]
-fn a_seed_cut_off_from_everyone_falls_behind_while_the_others_commit_and_catches_up_when_healed() {
-    let Some(mut net) = Net::start('a', 1, 3, &FAST_DETECTION) else {
-        return;
-    };
+pub fn a_seed_cut_off_from_everyone_falls_behind_while_the_others_commit_and_catches_up_when_healed(
+) {
+    let mut net = Net::start('a', 1, 3, &FAST_DETECTION);
     let (first, leader, of_peer_1) = two_linked_peers(&mut net);
     // Cut a seed that peer 1 registered with, so that its first report
     // about peer 0 reaches only one of the seeds left: the leader if it is
@@ -358,12 +371,9 @@ fn a_seed_cut_off_from_everyone_falls_behind_while_the_others_commit_and_catches
     net.step("done");
 }
 
-#[test]
-fn with_a_majority_of_seeds_cut_off_nothing_commits_nothing_is_lost_and_the_changes_commit_when_healed(
+pub fn with_a_majority_of_seeds_cut_off_nothing_commits_nothing_is_lost_and_the_changes_commit_when_healed(
 ) {
-    let Some(mut net) = Net::start('b', 2, 3, &FAST_DETECTION) else {
-        return;
-    };
+    let mut net = Net::start('b', 2, 3, &FAST_DETECTION);
     let (first, leader, of_peer_1) = two_linked_peers(&mut net);
     // The seed left with the peers is one that peer 1 registered with, and
     // not the leader: its votes, dropped for want of a leader, are the
@@ -449,11 +459,8 @@ fn committed_neighbours(net: &Net, k: usize) -> BTreeSet<SocketAddr> {
     )
 }
 
-#[test]
-fn an_isolated_peer_is_removed_and_rejoins_when_healed() {
-    let Some(mut net) = Net::start('c', 3, 5, &FAST_DETECTION) else {
-        return;
-    };
+pub fn an_isolated_peer_is_removed_and_rejoins_when_healed() {
+    let mut net = Net::start('c', 3, 5, &FAST_DETECTION);
     net.step("5 peers join");
     for _ in 0..5 {
         net.add_peer(false);
@@ -531,9 +538,8 @@ const LOSS_PING_INTERVAL: &str = "2s";
 const LOSS_MESSAGES: usize = 5;
 const LOSS_WATCH: Duration = Duration::from_secs(20);
 
-#[test]
-fn with_a_fifth_of_the_packets_lost_gossip_reaches_every_peer_and_no_live_peer_is_removed() {
-    let Some(mut net) = Net::start(
+pub fn with_a_fifth_of_the_packets_lost_gossip_reaches_every_peer_and_no_live_peer_is_removed() {
+    let mut net = Net::start(
         'd',
         4,
         LOSS_PEERS,
@@ -544,9 +550,7 @@ fn with_a_fifth_of_the_packets_lost_gossip_reaches_every_peer_and_no_live_peer_i
             LOSS_PING_INTERVAL,
             "--stdin",
         ],
-    ) else {
-        return;
-    };
+    );
     net.step(&format!("{LOSS_PEERS} peers join"));
     for _ in 0..LOSS_PEERS {
         net.add_peer(true);
