@@ -1349,7 +1349,9 @@ impl<C: Core> Driver<C> {
                 let now = self.clock.now();
                 self.core.handle_query(id.0, msg, now);
             }
-            Message::RekeyRequest { .. } if self.core.role() == Role::Seed => {
+            Message::RekeyRequest { .. } | Message::SeedsRequest { .. }
+                if self.core.role() == Role::Seed =>
+            {
                 let now = self.clock.now();
                 self.core.handle_query(id.0, msg, now);
             }
@@ -1419,6 +1421,7 @@ impl<C: Core> Driver<C> {
                     response,
                     crate::proto::Outcome::SeedKeyPinned
                         | crate::proto::Outcome::SeedRekeyed { .. }
+                        | crate::proto::Outcome::SeedsChanged
                 ) {
                     self.recheck_keys();
                 }
