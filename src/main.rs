@@ -39,7 +39,7 @@ enum Command {
     Up(UpArgs),
     /// Show a seed cluster's committed Peer List, topology and leader.
     Status(StatusArgs),
-    /// Manage the seeds' pinned identity keys.
+    /// Manage the seeds: change them on a running cluster, or pin a seed's new identity key
     #[command(subcommand)]
     Seeds(SeedsCommand),
     /// Write a new network key: give it to every node with --network-key
