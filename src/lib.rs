@@ -15,5 +15,6 @@ pub mod output;
 pub mod proto;
 pub mod rekey;
 pub mod secret_file;
+pub mod seed_change;
 pub mod sim;
 pub mod status;

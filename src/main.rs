@@ -14,7 +14,7 @@ use gossipnet::{
     config::{self, parse_duration, PeerOverrides},
     net::secure::NetworkKey,
     node::{self, NodeOptions},
-    proto::Role,
+    proto::{seed::directory::SeedChange, Role},
     status,
 };
 
@@ -39,7 +39,7 @@ enum Command {
     Up(UpArgs),
     /// Show a seed cluster's committed Peer List, topology and leader.
     Status(StatusArgs),
-    /// Manage the seeds' pinned identity keys.
+    /// Manage the seeds: change them on a running cluster, or pin a seed's new identity key
     #[command(subcommand)]
     Seeds(SeedsCommand),
     /// Write a new network key: give it to every node with --network-key
@@ -145,6 +145,108 @@ enum SeedsCommand {
     /// signed with its identity.key. The key is replaced once a majority
     /// of the seeds have voted.
     Rekey(RekeyArgs),
+    /// Add seed ADDR to the running cluster. Start it first, on its
+    /// address, with an empty data directory and the new seed list in its
+    /// config: it joins as a learner, catches up, then votes. Each
+    /// --data-dir is a running seed's own, which votes; the change is made
+    /// once a majority has voted (README, "Changing the seeds").
+    Add(SeedChangeArgs),
+    /// Remove seed ADDR from the running cluster (it may be down). Stop it
+    /// once this reports the change made.
+    Remove(SeedChangeArgs),
+    /// Replace seed OLD with NEW in one membership change: NEW catches up
+    /// as a learner first, then one joint-consensus change swaps them.
+    Replace(ReplaceArgs),
+}
+
+#[derive(Args)]
+struct SeedChangeArgs {
+    /// The seed to add or remove, as IP:PORT.
+    seed: SocketAddr,
+    #[command(flatten)]
+    order: OrderArgs,
+}
+
+#[derive(Args)]
+struct ReplaceArgs {
+    /// The seed that leaves, as IP:PORT.
+    old: SocketAddr,
+    /// The seed that takes its place, as IP:PORT.
+    new: SocketAddr,
+    #[command(flatten)]
+    order: OrderArgs,
+}
+
+#[derive(Args)]
+struct OrderArgs {
+    /// The data directory of a running seed that is to vote; repeat it for
+    /// each seed whose directory is on this host. A majority must vote.
+    #[arg(long = "data-dir", value_name = "DIR", required = true)]
+    data_dirs: Vec<PathBuf>,
+    /// Config file listing the seeds. Default: the first of config.csv,
+    /// config.txt, config.toml, config.yml in the working directory.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The network's key file, when its nodes run with one. Default: the
+    /// config's network_key, if any.
+    #[arg(long, value_name = "FILE")]
+    network_key: Option<PathBuf>,
+}
+
+fn run_seed_change(change: SeedChange, order: OrderArgs) -> ExitCode {
+    let (config, network_key) = match load_order_config(order.config, order.network_key) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let result = gossipnet::seed_change::change_seeds(
+        change,
+        &order.data_dirs,
+        &config.seeds,
+        network_key.as_ref(),
+        |line| println!("{line}"),
+    );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config and network key an operator's order to the seeds uses.
+fn load_order_config(
+    config: Option<PathBuf>,
+    network_key: Option<PathBuf>,
+) -> Result<(config::Config, Option<NetworkKey>), ExitCode> {
+    let config = match config.map_or_else(
+        || {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot read the working directory: {e}"))
+                .and_then(|cwd| config::find_default(&cwd).map_err(|e| e.to_string()))
+        },
+        Ok,
+    ) {
+        Ok(path) => match config::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let key_file = network_key.or(config.network_key.clone());
+    match key_file.as_deref().map(NetworkKey::load).transpose() {
+        Ok(key) => Ok((config, key)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 #[derive(Args)]
@@ -170,33 +272,9 @@ struct RekeyArgs {
 }
 
 fn run_rekey(args: RekeyArgs) -> ExitCode {
-    let config = match args.config.clone().map_or_else(
-        || {
-            std::env::current_dir()
-                .map_err(|e| format!("cannot read the working directory: {e}"))
-                .and_then(|cwd| config::find_default(&cwd).map_err(|e| e.to_string()))
-        },
-        Ok,
-    ) {
-        Ok(path) => match config::load(&path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        },
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let key_file = args.network_key.or(config.network_key.clone());
-    let network_key = match key_file.as_deref().map(NetworkKey::load).transpose() {
-        Ok(key) => key,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (config, network_key) = match load_order_config(args.config, args.network_key) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let result = gossipnet::rekey::rekey(
         args.seed,
@@ -334,6 +412,27 @@ fn main() -> ExitCode {
         },
         Command::Peer(args) => args.run(),
         Command::Seeds(SeedsCommand::Rekey(args)) => run_rekey(args),
+        Command::Seeds(SeedsCommand::Add(args)) => run_seed_change(
+            SeedChange {
+                add: Some(args.seed),
+                remove: None,
+            },
+            args.order,
+        ),
+        Command::Seeds(SeedsCommand::Remove(args)) => run_seed_change(
+            SeedChange {
+                add: None,
+                remove: Some(args.seed),
+            },
+            args.order,
+        ),
+        Command::Seeds(SeedsCommand::Replace(args)) => run_seed_change(
+            SeedChange {
+                add: Some(args.new),
+                remove: Some(args.old),
+            },
+            args.order,
+        ),
         Command::Sim(args) => run_sim(args),
         Command::Up(args) => {
             let exe = match std::env::current_exe() {

@@ -13,6 +13,7 @@ use tokio::{
 
 use crate::{
     config::Config,
+    consensus::Standing,
     net::{
         self,
         secure::{KeyError, NetworkKey},
@@ -21,7 +22,7 @@ use crate::{
     proto::{
         peer::{PeerCore, PeerSettings},
         seed::SeedCore,
-        Role,
+        Event, Role,
     },
 };
 
@@ -103,7 +104,10 @@ impl NodeError {
             | NodeError::SeedNotInConfig { .. }
             | NodeError::PeerIsSeed { .. }
             | NodeError::SeedPortZero
-            | NodeError::Consensus(crate::consensus::ConsensusError::KeyMismatch { .. }) => 2,
+            | NodeError::Consensus(
+                crate::consensus::ConsensusError::KeyMismatch { .. }
+                | crate::consensus::ConsensusError::SeedListMismatch(_),
+            ) => 2,
             _ => 1,
         }
     }
@@ -204,19 +208,33 @@ pub fn run_seed(options: NodeOptions) -> Result<(), NodeError> {
         // other process can speak in its name.
         let identity = crate::identity::load_or_create(&node.data_dir)?.0;
         let key = identity.public_key();
+        let network_key = node.admission.network_key.clone();
         let admission = net::driver::Admission {
             identity: Some(identity),
             ..node.admission
         };
+        let seeds = node.options.config.seeds.clone();
+        // Before the output files are opened: a seed whose config and log
+        // disagree stops with nothing else changed.
+        let (link, raft) =
+            crate::consensus::start(node.addr, &seeds, &node.data_dir, key, network_key).await?;
         let sink = open_sink(&node.options, node.addr)?;
         let shutdown = shutdown_signal();
-        let seeds = node.options.config.seeds.clone();
-        let (link, raft) = crate::consensus::start(node.addr, &seeds, &node.data_dir, key).await?;
+        let standing = match &raft.standing {
+            Standing::Member => None,
+            Standing::WaitingToJoin { cluster } => Some(Event::SeedWaitingToJoin {
+                cluster: cluster.clone(),
+            }),
+            Standing::Rejoining { cluster } => Some(Event::SeedRejoining {
+                cluster: cluster.clone(),
+            }),
+        };
         let options = &node.options;
         let cap = options.max_peers_per_ip.or(options.config.max_peers_per_ip);
         let core = SeedCore::new(node.addr, seeds)
             .with_max_peers_per_ip(cap)
-            .with_key(key);
+            .with_key(key)
+            .with_standing(standing);
         net::run(
             core,
             node.listener,

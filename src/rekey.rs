@@ -130,7 +130,7 @@ pub fn rekey(
 }
 
 /// The seed of `seeds` whose PROBE_REPLY states `key`.
-async fn seed_holding(
+pub(crate) async fn seed_holding(
     key: PublicKey,
     seeds: &[SocketAddr],
     network_key: Option<&NetworkKey>,

@@ -222,6 +222,20 @@ fn message() -> impl Strategy<Value = Message> {
             ),
         (any::<bool>(), any::<String>())
             .prop_map(|(accepted, detail)| Message::RekeyReply { accepted, detail }),
+        (
+            any::<u32>(),
+            proptest::option::of(socket_addr()),
+            proptest::option::of(socket_addr()),
+            signature()
+        )
+            .prop_map(|(version, add, remove, signature)| Message::SeedsRequest {
+                version,
+                add,
+                remove,
+                signature
+            }),
+        (any::<bool>(), any::<String>())
+            .prop_map(|(accepted, detail)| Message::SeedsReply { accepted, detail }),
         (any::<u64>(), json_value()).prop_map(|(id, body)| Message::RaftRequest { id, body }),
         (any::<u64>(), json_value()).prop_map(|(id, body)| Message::RaftResponse { id, body }),
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
@@ -277,9 +291,11 @@ fn variant(m: &Message) -> usize {
         Message::RekeyReply { .. } => 21,
         Message::DialFailed { .. } => 22,
         Message::Leave { .. } => 23,
+        Message::SeedsRequest { .. } => 24,
+        Message::SeedsReply { .. } => 25,
     }
 }
-const VARIANTS: usize = 24;
+const VARIANTS: usize = 26;
 
 /// Decodes every frame in `stream`, handing it to the codec in reads of the
 /// given sizes (cycled; 0 = decode again with nothing new), and fails on

@@ -19,11 +19,14 @@
 pub mod store;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::Cursor,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -34,14 +37,17 @@ use openraft::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
         InstallSnapshotResponse, VoteRequest, VoteResponse,
     },
-    BasicNode, Config, Raft,
+    BasicNode, Config, Membership, Raft, RaftMetrics,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::proto::{message::PublicKey, Command, Directory, Outcome};
+use crate::{
+    net::secure::NetworkKey,
+    proto::{message::PublicKey, seed::directory::SeedChange, Command, Directory, Outcome},
+};
 pub use store::Applied;
 
 openraft::declare_raft_types!(
@@ -61,6 +67,68 @@ impl store::Replicated for Directory {
     fn apply(&mut self, command: &Command) -> Outcome {
         Directory::apply(self, command)
     }
+
+    /// Every membership entry becomes a `Seeds` command, so that the
+    /// directory's seed set follows Raft's at the same place in the log.
+    fn membership_command(membership: Value) -> Option<Command> {
+        let membership: Membership<u64, BasicNode> = serde_json::from_value(membership).ok()?;
+        let addr = |id: &u64| membership.get_node(id)?.addr.parse::<SocketAddr>().ok();
+        let voters = membership
+            .get_joint_config()
+            .iter()
+            .map(|set| set.iter().filter_map(addr).collect())
+            .collect();
+        let learners = membership
+            .learner_ids()
+            .filter_map(|id| addr(&id))
+            .collect();
+        Some(Command::Seeds { voters, learners })
+    }
+}
+
+/// The voting seeds of a membership, by address: one set, or two during
+/// a joint change.
+fn voter_sets(membership: &Membership<u64, BasicNode>) -> Vec<BTreeSet<SocketAddr>> {
+    membership
+        .get_joint_config()
+        .iter()
+        .map(|set| {
+            set.iter()
+                .filter_map(|id| membership.get_node(id)?.addr.parse().ok())
+                .collect()
+        })
+        .collect()
+}
+
+/// The seeds that receive the log without voting.
+fn learners(membership: &Membership<u64, BasicNode>) -> BTreeSet<SocketAddr> {
+    membership
+        .learner_ids()
+        .filter_map(|id| membership.get_node(&id)?.addr.parse().ok())
+        .collect()
+}
+
+/// The address of seed `id` in the membership this seed knows, else in
+/// its config.
+fn addr_of(
+    metrics: &RaftMetrics<u64, BasicNode>,
+    config: &BTreeMap<u64, SocketAddr>,
+    id: u64,
+) -> Option<SocketAddr> {
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .and_then(|n| n.addr.parse().ok())
+        .or_else(|| config.get(&id).copied())
+}
+
+fn list(seeds: &BTreeSet<SocketAddr>) -> String {
+    seeds
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A seed's Raft id, derived from its address so that it is the same on
@@ -105,6 +173,8 @@ pub struct ConsensusLink {
 /// Handle kept by the node to stop Raft cleanly.
 pub struct ConsensusHandle {
     raft: Raft<TypeConfig>,
+    /// Where this seed stood in the cluster when it started.
+    pub standing: Standing,
 }
 
 impl ConsensusHandle {
@@ -137,7 +207,45 @@ pub enum ConsensusError {
         pinned: PublicKey,
         key: PublicKey,
     },
+    /// The config lists other seeds than the log in the data directory
+    /// commits. Nothing was started: running on would split the cluster
+    /// silently.
+    #[error(transparent)]
+    SeedListMismatch(Box<SeedListMismatch>),
 }
+
+/// A seed's config and its log name different seeds.
+#[derive(Debug, thiserror::Error)]
+#[error("seed {seed}: the config lists the seeds {configured}, but the seeds' log in {dir} commits the seeds {committed}. A seed never runs with a seed list that its log contradicts. Either restore the config to {committed} and start the seeds again, then change the seeds of the running cluster with `gossipnet seeds add ADDR`, `gossipnet seeds remove ADDR` or `gossipnet seeds replace OLD NEW`{suggestion}; or, to throw this seed's log away, move {dir}/raft.redb away and start it again (README, \"Changing the seeds\")")]
+pub struct SeedListMismatch {
+    pub seed: SocketAddr,
+    pub dir: PathBuf,
+    pub committed: String,
+    pub configured: String,
+    /// The command that makes the config's list, when one does.
+    pub suggestion: String,
+}
+
+/// Where this seed stands in the cluster when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Its log names it a seed, or no running seed knows a cluster and
+    /// it forms one with the seeds of its config.
+    Member,
+    /// Its log is empty, and a running seed reports a cluster that does
+    /// not count it as a voter: it waits, forming nothing, until the
+    /// cluster adds it (`gossipnet seeds add`).
+    WaitingToJoin { cluster: Vec<SocketAddr> },
+    /// Its log is empty, but the running cluster counts it as a voter: it
+    /// lost its data. It catches up, and casts no vote until it holds
+    /// everything the leader has committed.
+    Rejoining { cluster: Vec<SocketAddr> },
+}
+
+/// What a seed that lost its log answers a leader of a term it cannot
+/// yet trust.
+const STALE_TERM: &str =
+    "this seed lost its log and takes entries only from a leader of the latest term the other seeds report";
 
 /// RPCs from other seeds answered at once; more are refused as busy, so a
 /// stalled log cannot pile up tasks.
@@ -178,6 +286,7 @@ pub async fn start(
     seeds: &[SocketAddr],
     data_dir: &Path,
     key: PublicKey,
+    network_key: Option<NetworkKey>,
 ) -> Result<(ConsensusLink, ConsensusHandle), ConsensusError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ConsensusError::DataDir {
         path: data_dir.to_path_buf(),
@@ -218,22 +327,104 @@ pub async fn start(
     let raft = Raft::new(node_id(me), config, network, log, sm.clone())
         .await
         .map_err(|e| ConsensusError::Raft(e.to_string()))?;
-    let members: BTreeMap<u64, BasicNode> = seeds
-        .iter()
-        .map(|s| (node_id(*s), BasicNode::new(s.to_string())))
+    let configured: BTreeSet<SocketAddr> = seeds.iter().copied().collect();
+    // The committed seed sets, as the log in the data dir applied them.
+    let applied = sm.state();
+    let committed: Vec<BTreeSet<SocketAddr>> = applied
+        .voter_sets()
+        .into_iter()
+        .filter(|set| !set.is_empty())
+        .cloned()
         .collect();
-    // Every seed tries; on a seed whose log already exists this is refused,
-    // which is what we want.
-    let _ = raft.initialize(members).await;
+    let catching_up = Arc::new(AtomicBool::new(false));
+    // Until the other seeds have said which term they are in, a seed that
+    // lost its log takes entries from nobody.
+    let min_term = Arc::new(AtomicU64::new(u64::MAX));
+    let standing = if committed.is_empty() {
+        // An empty log: a new cluster, a seed being added, or a seed
+        // that lost its data. Only the running seeds can tell.
+        match running_cluster(me, seeds, network_key.as_ref()).await {
+            None => {
+                let members: BTreeMap<u64, BasicNode> = seeds
+                    .iter()
+                    .map(|s| (node_id(*s), BasicNode::new(s.to_string())))
+                    .collect();
+                let _ = raft.initialize(members).await;
+                Standing::Member
+            }
+            Some((cluster, true)) => {
+                catching_up.store(true, Ordering::SeqCst);
+                Standing::Rejoining { cluster }
+            }
+            Some((cluster, false)) => Standing::WaitingToJoin { cluster },
+        }
+    } else {
+        let with_learners = |set: &BTreeSet<SocketAddr>| {
+            let mut all = set.clone();
+            all.extend(applied.learners());
+            all
+        };
+        // During a change (two sets) either side's list is right.
+        let agrees = committed
+            .iter()
+            .any(|set| *set == configured || with_learners(set) == configured);
+        if !agrees {
+            let _ = raft.shutdown().await;
+            let now = committed.last().cloned().unwrap_or_default();
+            let added: Vec<_> = configured.difference(&now).collect();
+            let removed: Vec<_> = now.difference(&configured).collect();
+            let suggestion = match (added.as_slice(), removed.as_slice()) {
+                ([add], [remove]) => format!(" (here: `gossipnet seeds replace {remove} {add}`)"),
+                ([add], []) => format!(" (here: `gossipnet seeds add {add}`)"),
+                ([], [remove]) => format!(" (here: `gossipnet seeds remove {remove}`)"),
+                _ => " one seed at a time".to_string(),
+            };
+            return Err(ConsensusError::SeedListMismatch(Box::new(
+                SeedListMismatch {
+                    seed: me,
+                    dir: data_dir.to_path_buf(),
+                    committed: list(&now),
+                    configured: list(&configured),
+                    suggestion,
+                },
+            )));
+        }
+        Standing::Member
+    };
 
     let (proposals_tx, proposals_rx) = mpsc::unbounded_channel();
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
     let (status_tx, status_rx) = mpsc::channel(16);
     let (leader_tx, leader_rx) = watch::channel(None);
-    tokio::spawn(propose(raft.clone(), proposals_rx, outgoing_tx));
-    tokio::spawn(serve(raft.clone(), incoming_rx, addrs.clone()));
+    tokio::spawn(propose(raft.clone(), proposals_rx, outgoing_tx.clone()));
+    tokio::spawn(serve(
+        raft.clone(),
+        incoming_rx,
+        addrs.clone(),
+        catching_up.clone(),
+        min_term.clone(),
+    ));
     tokio::spawn(watch_leader(raft.clone(), leader_tx, addrs.clone()));
-    tokio::spawn(answer_status(raft.clone(), sm, status_rx, addrs, me));
+    tokio::spawn(change_seeds(raft.clone(), sm.clone(), me));
+    if let Standing::Rejoining { cluster } = &standing {
+        tokio::spawn(catch_up(
+            raft.clone(),
+            sm.clone(),
+            addrs.clone(),
+            (me, cluster.clone(), outgoing_tx.clone()),
+            network_key,
+            catching_up.clone(),
+            min_term,
+        ));
+    }
+    tokio::spawn(answer_status(
+        raft.clone(),
+        sm,
+        status_rx,
+        addrs,
+        me,
+        catching_up,
+    ));
     Ok((
         ConsensusLink {
             proposals: proposals_tx,
@@ -243,8 +434,295 @@ pub async fn start(
             incoming: incoming_tx,
             status: status_tx,
         },
-        ConsensusHandle { raft },
+        ConsensusHandle { raft, standing },
     ))
+}
+
+/// How long a starting seed with an empty log waits for each other seed
+/// to say whether a cluster runs.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the other seeds of the config whether a cluster runs: the first
+/// that reports committed entries names its voting seeds, and whether
+/// `me` is one of them. `None`: no seed reports a cluster (they are new
+/// too, or not running).
+async fn running_cluster(
+    me: SocketAddr,
+    seeds: &[SocketAddr],
+    network_key: Option<&NetworkKey>,
+) -> Option<(Vec<SocketAddr>, bool)> {
+    let asks = seeds.iter().filter(|s| **s != me).map(|seed| {
+        let (seed, network_key) = (*seed, network_key.cloned());
+        async move {
+            let answer = tokio::time::timeout(
+                PROBE_TIMEOUT,
+                crate::status::ask(seed, network_key.as_ref()),
+            );
+            match answer.await {
+                Ok(Ok(status)) if status["commit_index"].as_u64().unwrap_or(0) > 0 => Some(status),
+                _ => None,
+            }
+        }
+    });
+    let status = futures_first(asks).await?;
+    let parse = |v: &Value| -> Vec<SocketAddr> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str()?.parse().ok())
+            .collect()
+    };
+    let cluster = parse(&status["seeds"]);
+    let voter = cluster.contains(&me);
+    Some((cluster, voter))
+}
+
+/// The first `Some` of `futures`, all run at once.
+async fn futures_first<F, T>(futures: impl Iterator<Item = F>) -> Option<T>
+where
+    F: std::future::Future<Output = Option<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for f in futures {
+        set.spawn(f);
+    }
+    while let Some(done) = set.join_next().await {
+        if let Ok(Some(value)) = done {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// How often the leader looks for approved seed changes, and a rejoining
+/// seed for the leader's commit index.
+const SEED_CHANGE_POLL: Duration = Duration::from_millis(200);
+/// Rounds of [`SEED_CHANGE_POLL`] between a catching-up seed's dials to
+/// the others: 2 s.
+const ANNOUNCE_EVERY: u64 = 10;
+/// How long a new seed may take to catch up as a learner before the
+/// leader gives up this round (and tries again).
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(60);
+
+/// On the leader: carries out each seed change a majority approved. A new
+/// seed first joins as a learner and catches up (openraft `add_learner`,
+/// blocking); then one `change_membership` makes the new set, through
+/// joint consensus (old and new set must both agree on every entry in
+/// between), so there are never two majorities. The membership entries,
+/// applied as `Seeds` commands, mark the change done in the directory. A
+/// new leader takes up whatever is still approved.
+async fn change_seeds(
+    raft: Raft<TypeConfig>,
+    sm: store::StateMachineStore<TypeConfig, Directory>,
+    me: SocketAddr,
+) {
+    let my_id = node_id(me);
+    loop {
+        tokio::time::sleep(SEED_CHANGE_POLL).await;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.running_state.is_err() {
+            return;
+        }
+        if metrics.current_leader != Some(my_id) {
+            continue;
+        }
+        let membership = metrics.membership_config.membership().clone();
+        let sets = voter_sets(&membership);
+        let [voters] = sets.as_slice() else {
+            continue; // a change is under way
+        };
+        let directory = sm.state();
+        // A voting seed that lost its log: the leader's record of what it
+        // holds is wrong (openraft never lowers it), so it is removed,
+        // which drops that record; the directory then approves adding it
+        // back, as a learner first.
+        if let Some(lost) = directory.rejoining_seeds().find(|s| voters.contains(s)) {
+            let target: BTreeSet<u64> = voters
+                .iter()
+                .filter(|s| **s != lost)
+                .map(|s| node_id(*s))
+                .collect();
+            let removal = raft.change_membership(target, false);
+            match tokio::time::timeout(LEARNER_CATCH_UP, removal).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing_line(&format!("{me}: {lost} not taken out yet: {e}")),
+                Err(_) => tracing_line(&format!("{me}: {lost} not taken out in time")),
+            }
+            continue;
+        }
+        let Some(change) = directory.approved_seed_changes().next() else {
+            continue;
+        };
+        if let Err(e) = make_seed_change(&raft, &membership, voters, change).await {
+            // The change stays approved; the next round tries again.
+            tracing_line(&format!("{me}: seed change \"{change}\" not made yet: {e}"));
+        }
+    }
+}
+
+async fn make_seed_change(
+    raft: &Raft<TypeConfig>,
+    membership: &Membership<u64, BasicNode>,
+    voters: &BTreeSet<SocketAddr>,
+    change: SeedChange,
+) -> Result<(), String> {
+    if let Some(add) = change.add {
+        let id = node_id(add);
+        let known = membership.get_node(&id).is_some();
+        if !known || !voters.contains(&add) {
+            let added = raft.add_learner(id, BasicNode::new(add.to_string()), true);
+            tokio::time::timeout(LEARNER_CATCH_UP, added)
+                .await
+                .map_err(|_| {
+                    format!("{add} did not catch up within {LEARNER_CATCH_UP:?}; is it running?")
+                })?
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let target: BTreeSet<u64> = change.target(voters).iter().map(|s| node_id(*s)).collect();
+    tokio::time::timeout(LEARNER_CATCH_UP, raft.change_membership(target, false))
+        .await
+        .map_err(|_| "the new seed set did not commit in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// One line on standard error, for the operator.
+fn tracing_line(line: &str) {
+    eprintln!("gossipnet {line}");
+}
+
+/// On a seed that lost its log. It forgot which terms it promised and
+/// which entries it acknowledged, so first it asks the other seeds their
+/// terms, until enough have answered that any majority it was part of
+/// has a member among them (n - majority + 1 of the others); from then on
+/// it takes entries only from a leader of at least the latest of those
+/// terms, which a stale leader is not. Then it waits until it holds every
+/// entry such a leader has committed, and votes again. Meanwhile it casts
+/// no vote: a leader found meanwhile was elected without it, by seeds
+/// that kept their logs, so its commit index covers every committed
+/// entry.
+async fn catch_up(
+    raft: Raft<TypeConfig>,
+    sm: store::StateMachineStore<TypeConfig, Directory>,
+    addrs: Arc<BTreeMap<u64, SocketAddr>>,
+    (me, cluster, outgoing): (SocketAddr, Vec<SocketAddr>, mpsc::Sender<OutgoingRpc>),
+    network_key: Option<NetworkKey>,
+    catching_up: Arc<AtomicBool>,
+    min_term: Arc<AtomicU64>,
+) {
+    tracing_line(&format!(
+        "{me}: this seed's log is empty but the cluster counts it as a seed: it lost its data. It casts no vote, and takes entries only from a current leader, until it holds every committed entry"
+    ));
+    let others: Vec<SocketAddr> = cluster.iter().copied().filter(|s| *s != me).collect();
+    let needed = cluster.len() - crate::proto::majority(cluster.len()) + 1;
+    let ask = |seed: SocketAddr| {
+        let key = network_key.clone();
+        async move {
+            let asked = tokio::time::timeout(PROBE_TIMEOUT, crate::status::ask(seed, key.as_ref()));
+            asked.await.ok().and_then(Result::ok)
+        }
+    };
+    // Asks the leader, through each seed, to take this seed out of the
+    // voters and add it back as a learner. This dials every seed, so that
+    // one that pins another key for this seed refuses it, and says so
+    // with the rekey command (`seed_key_refused`).
+    // Only while it holds nothing: once entries come, the leader's record
+    // of it is right again, and asking once more would only take it out
+    // anew.
+    let announce = || {
+        if sm.last_applied_index().unwrap_or(0) > 0 {
+            return;
+        }
+        for seed in &others {
+            let rpc = RaftRpc::Propose(Command::SeedRejoin { seed: me });
+            let (outgoing, seed) = (outgoing.clone(), *seed);
+            tokio::spawn(async move { call(&outgoing, seed, &rpc, PROBE_TIMEOUT).await });
+        }
+    };
+    let term = loop {
+        announce();
+        let mut terms = Vec::new();
+        for seed in &others {
+            if let Some(status) = ask(*seed).await {
+                terms.extend(status["term"].as_u64());
+            }
+        }
+        if terms.len() >= needed {
+            break terms.into_iter().max().unwrap_or(0);
+        }
+        if raft.metrics().borrow().running_state.is_err() {
+            return;
+        }
+        tokio::time::sleep(SEED_CHANGE_POLL).await;
+    };
+    // The leader's record of what this seed holds is from before the
+    // loss, and openraft never lowers it: entries would never come, or
+    // the answer would trip the leader. So this seed takes none until the
+    // log has taken it out of the voters, which drops that record.
+    let me_text = me.to_string();
+    for round in 0u64.. {
+        if round % ANNOUNCE_EVERY == 0 {
+            announce();
+        }
+        let mut out = false;
+        for seed in &others {
+            if let Some(status) = ask(*seed).await {
+                let listed = |field: &str| {
+                    status[field]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|s| s.as_str() == Some(&me_text)))
+                };
+                let formed = status["commit_index"].as_u64().unwrap_or(0) > 0;
+                out |= formed && (!listed("seeds") || listed("learners"));
+            }
+        }
+        if out {
+            break;
+        }
+        if raft.metrics().borrow().running_state.is_err() {
+            return;
+        }
+        tokio::time::sleep(SEED_CHANGE_POLL).await;
+    }
+    min_term.store(term, Ordering::SeqCst);
+    tracing_line(&format!(
+        "{me}: taken out of the voters; the other seeds are at term {term}, and this seed takes entries from a leader of that term or later"
+    ));
+    let mut target = None;
+    loop {
+        tokio::time::sleep(SEED_CHANGE_POLL).await;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.running_state.is_err() {
+            return;
+        }
+        let Some(leader) = metrics
+            .current_leader
+            .filter(|l| *l != node_id(me))
+            .and_then(|id| addr_of(&metrics, &addrs, id))
+        else {
+            continue;
+        };
+        if target.is_none() {
+            if let Some(status) = ask(leader).await {
+                let leads = status["leader"].as_str() == Some(leader.to_string().as_str());
+                if leads && status["term"].as_u64() >= Some(term) {
+                    target = status["commit_index"].as_u64();
+                }
+            }
+        }
+        let Some(needed) = target else {
+            continue;
+        };
+        if sm.last_applied_index().unwrap_or(0) >= needed {
+            catching_up.store(false, Ordering::SeqCst);
+            tracing_line(&format!(
+                "{me}: caught up with leader {leader} (entry {needed}); this seed votes again"
+            ));
+            return;
+        }
+    }
 }
 
 /// The body of a RAFT_REQUEST.
@@ -371,26 +849,69 @@ async fn serve(
     raft: Raft<TypeConfig>,
     mut incoming: mpsc::Receiver<IncomingRpc>,
     addrs: Arc<BTreeMap<u64, SocketAddr>>,
+    catching_up: Arc<AtomicBool>,
+    min_term: Arc<AtomicU64>,
 ) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_RPCS_IN_FLIGHT));
     while let Some(rpc) = incoming.recv().await {
         let raft = raft.clone();
-        let is_seed = addrs.values().any(|a| *a == rpc.from);
+        let membership = raft.metrics().borrow().membership_config.clone();
+        let membership = membership.membership();
+        let from_id = node_id(rpc.from);
+        let is_seed =
+            addrs.values().any(|a| *a == rpc.from) || membership.get_node(&from_id).is_some();
+        // A seed removed from the voters, or never among them, cannot
+        // stand for election: it would only disturb the others.
+        let may_campaign = membership.voter_ids().next().is_none()
+            || membership.voter_ids().any(|id| id == from_id);
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             let _ = rpc.reply.send(to_json(Err::<(), _>("busy; retry later")));
             continue;
         };
+        let catching_up = catching_up.clone();
+        let min_term = min_term.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let reply = match serde_json::from_value::<RaftRpc>(rpc.body) {
                 _ if !is_seed => to_json(Err::<(), _>(format!("{} is not a seed", rpc.from))),
+                // A seed that lost its log also forgot the terms it
+                // promised: a stale leader (one restored from its own old
+                // vote) could count it towards a majority. It takes
+                // entries only from a leader of a term at least as late
+                // as the other seeds report.
+                Ok(RaftRpc::AppendEntries(r))
+                    if catching_up.load(Ordering::SeqCst)
+                        && r.vote.leader_id.get_term() < min_term.load(Ordering::SeqCst) =>
+                {
+                    to_json(Err::<(), _>(STALE_TERM))
+                }
+                Ok(RaftRpc::InstallSnapshot(r))
+                    if catching_up.load(Ordering::SeqCst)
+                        && r.vote.leader_id.get_term() < min_term.load(Ordering::SeqCst) =>
+                {
+                    to_json(Err::<(), _>(STALE_TERM))
+                }
                 Ok(RaftRpc::AppendEntries(r)) => to_json(raft.append_entries(r).await),
+                // A seed that lost its log has forgotten what it voted and
+                // holds none of the entries it acknowledged: its vote could
+                // elect a leader that lacks committed entries. It votes
+                // again once it has caught up.
+                Ok(RaftRpc::Vote(_)) if catching_up.load(Ordering::SeqCst) => {
+                    to_json(Err::<(), _>(
+                        "this seed lost its log and is catching up; it casts no vote until it has",
+                    ))
+                }
+                Ok(RaftRpc::Vote(_)) if !may_campaign => {
+                    to_json(Err::<(), _>(format!("{} is not a voting seed", rpc.from)))
+                }
                 Ok(RaftRpc::Vote(r)) => to_json(raft.vote(r).await),
                 Ok(RaftRpc::InstallSnapshot(r)) => to_json(raft.install_snapshot(r).await),
                 Ok(RaftRpc::Propose(
                     Command::Vote { seed, .. }
                     | Command::Rekey { voter: seed, .. }
-                    | Command::Leave { seed, .. },
+                    | Command::Leave { seed, .. }
+                    | Command::SeedChange { voter: seed, .. }
+                    | Command::SeedRejoin { seed },
                 )) if seed != rpc.from => {
                     to_json(Err::<(), _>("a seed may forward only its own votes"))
                 }
@@ -406,6 +927,10 @@ async fn serve(
                 // Only a leader names the seeds, from its own config.
                 Ok(RaftRpc::Propose(Command::Init { .. })) => {
                     to_json(Err::<(), _>("Init is never forwarded"))
+                }
+                // Only Raft's own membership entries make the seed set.
+                Ok(RaftRpc::Propose(Command::Seeds { .. })) => {
+                    to_json(Err::<(), _>("Seeds is never proposed"))
                 }
                 Ok(RaftRpc::Propose(command)) => {
                     let write = tokio::time::timeout(PROPOSE_TIMEOUT, raft.client_write(command));
@@ -444,7 +969,7 @@ async fn propose(
                 let Some(forward) = e.forward_to_leader() else {
                     return;
                 };
-                if matches!(command, Command::Init { .. }) {
+                if matches!(command, Command::Init { .. } | Command::Seeds { .. }) {
                     return;
                 }
                 let leader = forward
@@ -478,10 +1003,10 @@ async fn watch_leader(
 ) {
     let mut metrics = raft.metrics();
     loop {
-        let leader = metrics
-            .borrow()
-            .current_leader
-            .and_then(|id| addrs.get(&id).copied());
+        let leader = {
+            let m = metrics.borrow();
+            m.current_leader.and_then(|id| addr_of(&m, &addrs, id))
+        };
         leader_tx.send_if_modified(|current| {
             let changed = *current != leader;
             *current = leader;
@@ -500,19 +1025,39 @@ async fn answer_status(
     mut requests: mpsc::Receiver<oneshot::Sender<Value>>,
     addrs: Arc<BTreeMap<u64, SocketAddr>>,
     me: SocketAddr,
+    catching_up: Arc<AtomicBool>,
 ) {
     while let Some(reply) = requests.recv().await {
         let metrics = raft.metrics().borrow().clone();
         let directory = sm.state();
-        let mut seeds: Vec<SocketAddr> = addrs.values().copied().collect();
-        seeds.sort();
-        let seeds: Vec<String> = seeds.iter().map(|a| a.to_string()).collect();
+        let membership = metrics.membership_config.membership();
+        let sets = voter_sets(membership);
+        let strings = |set: &BTreeSet<SocketAddr>| -> Vec<String> {
+            set.iter().map(|a| a.to_string()).collect()
+        };
+        // The voting seeds of the log, both sets during a change; before
+        // this seed has any log, those of its config.
+        let seeds: BTreeSet<SocketAddr> = if sets.is_empty() {
+            addrs.values().copied().collect()
+        } else {
+            sets.iter().flatten().copied().collect()
+        };
         let status = serde_json::json!({
             "seed": me.to_string(),
-            "leader": metrics.current_leader.and_then(|id| addrs.get(&id)).map(|a| a.to_string()),
+            "leader": metrics.current_leader.and_then(|id| addr_of(&metrics, &addrs, id)).map(|a| a.to_string()),
+            "seeds": strings(&seeds),
+            "learners": strings(&learners(membership)),
+            "voter_sets": sets.iter().map(strings).collect::<Vec<_>>(),
+            "catching_up": catching_up.load(Ordering::SeqCst),
+            // On the leader: each seed's last entry known to match its own.
+            "replication": metrics.replication.as_ref().map(|r| r.iter()
+                .filter_map(|(id, matched)| Some((addr_of(&metrics, &addrs, *id)?.to_string(),
+                    serde_json::json!(matched.map(|m| m.index)))))
+                .collect::<serde_json::Map<_, _>>()),
+            "approved_seed_changes": directory.approved_seed_changes().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "rejoining": directory.rejoining_seeds().map(|s| s.to_string()).collect::<Vec<_>>(),
             "term": metrics.current_term,
             "commit_index": sm.last_applied_index().unwrap_or(0),
-            "seeds": seeds,
             "peers": directory.peers().map(|(addr, incarnation)| serde_json::json!({
                 "addr": addr.to_string(),
                 "incarnation": incarnation,

@@ -83,6 +83,14 @@ pub trait Replicated:
     type Response: Clone + Default + Send + Sync + 'static;
     /// Applies one committed command. Must be deterministic.
     fn apply(&mut self, command: &Self::Command) -> Self::Response;
+
+    /// The command, if any, that stands for a Raft membership entry (given
+    /// as openraft serializes its `Membership`): the store applies it at
+    /// the membership entry's place in the log, so that the state machine
+    /// can follow the membership deterministically. Default: none.
+    fn membership_command(_membership: serde_json::Value) -> Option<Self::Command> {
+        None
+    }
 }
 
 /// What the state machine store reports to the node after applying.
@@ -713,9 +721,24 @@ where
                     responses.push(response);
                 }
                 EntryPayload::Membership(membership) => {
+                    let command = serde_json::to_value(&membership)
+                        .ok()
+                        .and_then(S::membership_command);
                     work.last_membership =
                         StoredMembership::new(Some(entry.log_id.clone()), membership);
-                    responses.push(S::Response::default());
+                    let Some(command) = command else {
+                        responses.push(S::Response::default());
+                        continue;
+                    };
+                    let response = work.state.apply(&command);
+                    if self.observer.is_some() {
+                        events.push(Applied::Entry {
+                            index: entry.log_id.index,
+                            command,
+                            response: response.clone(),
+                        });
+                    }
+                    responses.push(response);
                 }
             }
         }

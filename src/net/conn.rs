@@ -637,7 +637,8 @@ async fn serve(
                         Ok(
                             msg @ (Message::Probe { version, .. }
                             | Message::SuspectRequest { version, .. }
-                            | Message::RekeyRequest { version, .. }),
+                            | Message::RekeyRequest { version, .. }
+                            | Message::SeedsRequest { version, .. }),
                         ),
                         false,
                     ) if version != PROTOCOL_VERSION => {
@@ -651,6 +652,7 @@ async fn serve(
                             msg @ (Message::Probe { .. }
                             | Message::SuspectRequest { .. }
                             | Message::RekeyRequest { .. }
+                            | Message::SeedsRequest { .. }
                             | Message::StatusRequest {}),
                         ),
                         false,

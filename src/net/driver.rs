@@ -1361,7 +1361,9 @@ impl<C: Core> Driver<C> {
                 let now = self.clock.now();
                 self.core.handle_query(id.0, msg, now);
             }
-            Message::RekeyRequest { .. } if self.core.role() == Role::Seed => {
+            Message::RekeyRequest { .. } | Message::SeedsRequest { .. }
+                if self.core.role() == Role::Seed =>
+            {
                 let now = self.clock.now();
                 self.core.handle_query(id.0, msg, now);
             }
@@ -1431,6 +1433,7 @@ impl<C: Core> Driver<C> {
                     response,
                     crate::proto::Outcome::SeedKeyPinned
                         | crate::proto::Outcome::SeedRekeyed { .. }
+                        | crate::proto::Outcome::SeedsChanged
                 ) {
                     self.recheck_keys();
                 }

@@ -299,6 +299,44 @@ pub enum Event {
         new: PublicKey,
         voters: Vec<SocketAddr>,
     },
+    /// `voter` voted, on its operator's order, for changing the seeds
+    /// (`change`: "add A", "remove B" or "replace B with A"); `votes` of
+    /// `needed` are in.
+    SeedChangeVote {
+        change: String,
+        voter: SocketAddr,
+        votes: usize,
+        needed: usize,
+    },
+    /// A majority of seeds approved the seed change: the leader now adds
+    /// the new seed as a learner, lets it catch up, and changes the
+    /// membership through joint consensus.
+    SeedChangeApproved {
+        change: String,
+        voters: Vec<SocketAddr>,
+    },
+    /// Raft's membership changed (a membership entry was applied): the
+    /// voting seeds (two sets while a change is in joint consensus) and
+    /// the learners, which receive the log but do not vote yet. Majorities
+    /// count in these sets from this entry on.
+    SeedsChanged {
+        voters: Vec<Vec<SocketAddr>>,
+        learners: Vec<SocketAddr>,
+    },
+    /// This seed started with an empty log, and a running seed reports a
+    /// cluster (`cluster`: its voting seeds) that does not count this one
+    /// as a voter. It forms no cluster of its own and waits to be added
+    /// (`gossipnet seeds add`).
+    SeedWaitingToJoin {
+        cluster: Vec<SocketAddr>,
+    },
+    /// This seed started with an empty log, but the running cluster
+    /// counts it as a voting seed: it lost its data. It catches up and
+    /// casts no vote until it holds every entry the leader has committed
+    /// (`gossipnet status` shows `catching_up`).
+    SeedRejoining {
+        cluster: Vec<SocketAddr>,
+    },
     /// A connection claiming seed `seed` proved `proved`, not the key
     /// pinned for it: refused, and nothing it sent was taken.
     SeedKeyRefused {
@@ -628,6 +666,38 @@ impl fmt::Display for Event {
                 f,
                 "SEED REKEY committed: {seed} now holds key {new} instead of {old} (voters {})",
                 ports(voters)
+            ),
+            Event::SeedChangeVote {
+                change,
+                voter,
+                votes,
+                needed,
+            } => write!(
+                f,
+                "SEEDS CHANGE vote by {voter}: {change} ({votes}/{needed} votes)"
+            ),
+            Event::SeedChangeApproved { change, voters } => write!(
+                f,
+                "SEEDS CHANGE approved: {change} (voters {}); the leader makes it",
+                ports(voters)
+            ),
+            Event::SeedsChanged { voters, learners } => {
+                let sets: Vec<String> = voters.iter().map(|s| ports(s)).collect();
+                write!(f, "SEEDS now: voters {}", sets.join(" and "))?;
+                if !learners.is_empty() {
+                    write!(f, ", learners {}", ports(learners))?;
+                }
+                Ok(())
+            }
+            Event::SeedWaitingToJoin { cluster } => write!(
+                f,
+                "SEED WAITING: this seed's log is empty and the running cluster (seeds {}) does not count it; it forms nothing and waits to be added: run `gossipnet seeds add <this seed> --data-dir <a seed's data dir>` against that cluster",
+                ports(cluster)
+            ),
+            Event::SeedRejoining { cluster } => write!(
+                f,
+                "SEED REJOINING: this seed lost its log; the cluster (seeds {}) counts it, so it catches up and casts no vote until it holds every committed entry",
+                ports(cluster)
             ),
             Event::SeedKeyRefused {
                 seed,

@@ -51,6 +51,8 @@ const ACCEPT_TAG: &str = "gossipnet hello accept v1";
 const REKEY_TAG: &str = "gossipnet rekey v1";
 /// Domain tag of a LEAVE: a peer's word that its life ends.
 const LEAVE_TAG: &str = "gossipnet leave v1";
+/// Domain tag of an operator's order to change the seeds.
+const SEEDS_TAG: &str = "gossipnet seeds v1";
 
 /// An ed25519 public key: 32 bytes, as 64 lowercase hex digits on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -176,6 +178,17 @@ impl Identity {
     /// `incarnation` ends, so that the seeds remove it at once.
     pub fn sign_leave(&self, me: SocketAddr, incarnation: u64) -> Signature {
         self.sign(&leave_bytes(me, incarnation))
+    }
+
+    /// Signs an operator's order to the seed at `voter`, whose key this
+    /// is, to vote for adding `add` and removing `remove` (SEEDS_REQUEST).
+    pub fn order_seed_change(
+        &self,
+        voter: SocketAddr,
+        add: Option<SocketAddr>,
+        remove: Option<SocketAddr>,
+    ) -> Signature {
+        self.sign(&seed_change_bytes(voter, add, remove))
     }
 }
 
@@ -308,6 +321,18 @@ impl PublicKey {
         self.verify(&leave_bytes(peer, incarnation), signature)
     }
 
+    /// Checks that `signature` is this key's order to the seed at `voter`
+    /// to vote for adding `add` and removing `remove`.
+    pub fn verify_seed_change(
+        &self,
+        voter: SocketAddr,
+        add: Option<SocketAddr>,
+        remove: Option<SocketAddr>,
+        signature: &Signature,
+    ) -> Result<(), EvidenceError> {
+        self.verify(&seed_change_bytes(voter, add, remove), signature)
+    }
+
     /// Checks that `statement` is this key's word that `suspect` at
     /// `incarnation` was unresponsive.
     pub fn verify_statement(
@@ -418,6 +443,22 @@ pub fn rekey_bytes(voter: SocketAddr, seed: SocketAddr, old: PublicKey, new: Pub
 pub fn leave_bytes(peer: SocketAddr, incarnation: u64) -> Vec<u8> {
     let mut c = Canonical::new(LEAVE_TAG);
     c.addr(peer).number(incarnation);
+    c.0
+}
+
+/// What an operator signs, with the key of the seed at `voter`, to have
+/// that seed vote for a seed change: tag `gossipnet seeds v1`, `voter`,
+/// then `add` and `remove`, each the empty string when absent.
+pub fn seed_change_bytes(
+    voter: SocketAddr,
+    add: Option<SocketAddr>,
+    remove: Option<SocketAddr>,
+) -> Vec<u8> {
+    let mut c = Canonical::new(SEEDS_TAG);
+    c.addr(voter);
+    for side in [add, remove] {
+        c.text(&side.map(|a| a.to_string()).unwrap_or_default());
+    }
     c.0
 }
 

@@ -243,6 +243,22 @@ pub enum Message {
     /// The answer to REKEY_REQUEST; the connection then closes. `accepted`:
     /// the seed proposed its vote. `detail` says what happened, or why not.
     RekeyReply { accepted: bool, detail: String },
+    /// Operator to seed, instead of HELLO (`gossipnet seeds add`,
+    /// `remove`, `replace`): vote for adding the seed `add`, removing the
+    /// seed `remove`, or both at once. `signature` is by the receiving
+    /// seed's own identity key, over [`super::evidence::seed_change_bytes`]
+    /// with the receiving seed as voter.
+    SeedsRequest {
+        version: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        add: Option<SocketAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remove: Option<SocketAddr>,
+        signature: Signature,
+    },
+    /// The answer to SEEDS_REQUEST; the connection then closes. `accepted`:
+    /// the seed proposed its vote. `detail` says what happened, or why not.
+    SeedsReply { accepted: bool, detail: String },
     /// The answer to STATUS_REQUEST: the seed's committed directory and its
     /// view of the cluster (see `gossipnet status`). The connection then closes.
     StatusReply { status: serde_json::Value },
@@ -299,6 +315,8 @@ impl Message {
             Message::StatusReply { .. } => "STATUS_REPLY",
             Message::RekeyRequest { .. } => "REKEY_REQUEST",
             Message::RekeyReply { .. } => "REKEY_REPLY",
+            Message::SeedsRequest { .. } => "SEEDS_REQUEST",
+            Message::SeedsReply { .. } => "SEEDS_REPLY",
             Message::RaftRequest { .. } => "RAFT_REQUEST",
             Message::RaftResponse { .. } => "RAFT_RESPONSE",
             Message::RegisterAck {} => "REGISTER_ACK",
@@ -489,6 +507,16 @@ mod tests {
                 signature: Signature::from_bytes([7; 64]),
             },
             Message::RekeyReply {
+                accepted: true,
+                detail: "vote proposed".into(),
+            },
+            Message::SeedsRequest {
+                version: PROTOCOL_VERSION,
+                add: Some(a),
+                remove: None,
+                signature: Signature::from_bytes([7; 64]),
+            },
+            Message::SeedsReply {
                 accepted: true,
                 detail: "vote proposed".into(),
             },

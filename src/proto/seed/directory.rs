@@ -157,6 +157,66 @@ pub enum Command {
         new: PublicKey,
         voter: SocketAddr,
     },
+    /// Raft's membership, as its own log entry brings it in: never
+    /// proposed, but made by the store from each membership entry when it
+    /// applies it, so that the directory's seed set follows openraft's in
+    /// log order. `voters` holds one set, or two while a change is in
+    /// joint consensus (old and new); `learners` receive the log without
+    /// voting. From then on a majority means a majority of every set.
+    Seeds {
+        voters: Vec<Vec<SocketAddr>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        learners: Vec<SocketAddr>,
+    },
+    /// `voter` votes for changing the seeds, on its operator's signed
+    /// order (`gossipnet seeds add|remove|replace`): adding `add`,
+    /// removing `remove`, or both at once (a replacement). Approved when a
+    /// majority of the seeds have voted for the same change; the leader
+    /// then carries it out through Raft's membership change.
+    SeedChange {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        add: Option<SocketAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remove: Option<SocketAddr>,
+        voter: SocketAddr,
+    },
+    /// `seed`, a voting seed, lost its log and asks to be taken out of the
+    /// voters and added back as a learner: the leader's record of what it
+    /// holds is wrong, and its vote would count without the entries it
+    /// lost. Proposed by that seed itself (it proves its pinned key).
+    SeedRejoin { seed: SocketAddr },
+}
+
+/// A change of the seed set that seeds vote on: `add`, `remove`, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SeedChange {
+    pub add: Option<SocketAddr>,
+    pub remove: Option<SocketAddr>,
+}
+
+impl SeedChange {
+    /// The voters once the change is made to `voters`.
+    pub fn target(&self, voters: &BTreeSet<SocketAddr>) -> BTreeSet<SocketAddr> {
+        let mut target = voters.clone();
+        if let Some(remove) = self.remove {
+            target.remove(&remove);
+        }
+        if let Some(add) = self.add {
+            target.insert(add);
+        }
+        target
+    }
+}
+
+impl fmt::Display for SeedChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.add, self.remove) {
+            (Some(add), Some(remove)) => write!(f, "replace {remove} with {add}"),
+            (Some(add), None) => write!(f, "add {add}"),
+            (None, Some(remove)) => write!(f, "remove {remove}"),
+            (None, None) => write!(f, "no change"),
+        }
+    }
 }
 
 impl Command {
@@ -172,7 +232,10 @@ impl Command {
             Command::Init { .. }
             | Command::Links { .. }
             | Command::SeedKey { .. }
-            | Command::Rekey { .. } => None,
+            | Command::Rekey { .. }
+            | Command::Seeds { .. }
+            | Command::SeedChange { .. }
+            | Command::SeedRejoin { .. } => None,
         }
     }
 }
@@ -204,6 +267,9 @@ pub enum Ignored {
     /// A `SeedKey` for a seed whose key is already pinned, with another
     /// key: only a majority's `Rekey` replaces a pinned key.
     KeyAlreadyPinned,
+    /// A seed change that is already made, adds a seed that is one, removes
+    /// one that is not, or would leave no seed.
+    SeedChangeMoot,
 }
 
 /// Why a change that reached its majority did not take effect.
@@ -265,6 +331,14 @@ pub enum Outcome {
     SeedRekeyed {
         voters: Vec<SocketAddr>,
     },
+    /// This vote completed a majority: the leader now makes the change.
+    SeedChangeApproved {
+        voters: Vec<SocketAddr>,
+    },
+    /// The seed that lost its log is to be removed and added back.
+    SeedRejoinRequested,
+    /// The seed set changed (a Raft membership entry was applied).
+    SeedsChanged,
     Ignored {
         reason: Ignored,
     },
@@ -331,6 +405,26 @@ struct Stored {
     /// registers again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     left: BTreeMap<SocketAddr, Incarnation>,
+    /// The voting seeds from Raft's latest membership entry: one set, or
+    /// two during a joint-consensus change. Empty until the first
+    /// `Seeds` is applied (and in snapshots written before seeds could
+    /// change): then the seeds are those of `Init`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    voters: Vec<BTreeSet<SocketAddr>>,
+    /// Seeds that receive the log but do not vote yet.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    learners: BTreeSet<SocketAddr>,
+    /// Votes for seed changes not yet at a majority.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "pairs")]
+    seed_change_votes: BTreeMap<SeedChange, BTreeSet<SocketAddr>>,
+    /// Seed changes a majority approved that the membership does not show
+    /// yet: the leader's work list.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    approved_seed_changes: BTreeSet<SeedChange>,
+    /// Voting seeds that lost their log, for the leader to remove; once
+    /// removed, each becomes an approved addition.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    rejoining: BTreeSet<SocketAddr>,
 }
 
 impl From<Stored> for Directory {
@@ -527,8 +621,60 @@ pub fn majority(n: usize) -> usize {
 }
 
 impl Directory {
+    /// The voting seeds: those of the latest membership entry (both sets
+    /// during a joint change), else those `Init` named.
     pub fn seeds(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.state.seeds.iter().copied()
+        let sets = self.voter_sets();
+        let all: BTreeSet<SocketAddr> = sets.iter().flat_map(|s| s.iter().copied()).collect();
+        all.into_iter()
+    }
+
+    /// The sets of voting seeds a majority is counted in: one, or two
+    /// while a change is in joint consensus.
+    pub fn voter_sets(&self) -> Vec<&BTreeSet<SocketAddr>> {
+        if self.state.voters.is_empty() {
+            vec![&self.state.seeds]
+        } else {
+            self.state.voters.iter().collect()
+        }
+    }
+
+    /// Whether `addr` is a voting seed.
+    pub fn is_voter(&self, addr: &SocketAddr) -> bool {
+        self.voter_sets().iter().any(|s| s.contains(addr))
+    }
+
+    /// Seeds that receive the log without voting yet.
+    pub fn learners(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.state.learners.iter().copied()
+    }
+
+    /// Whether `addr` is a seed of the cluster: a voter or a learner.
+    pub fn is_member(&self, addr: &SocketAddr) -> bool {
+        self.is_voter(addr) || self.state.learners.contains(addr)
+    }
+
+    /// Seed changes a majority approved that the membership does not
+    /// show yet.
+    pub fn approved_seed_changes(&self) -> impl Iterator<Item = SeedChange> + '_ {
+        self.state.approved_seed_changes.iter().copied()
+    }
+
+    /// Voting seeds that lost their log, still to be removed and added
+    /// back.
+    pub fn rejoining_seeds(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.state.rejoining.iter().copied()
+    }
+
+    /// Seeds whose votes for `change` are in the log, still waiting for
+    /// more.
+    pub fn seed_change_voters(&self, change: &SeedChange) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.state
+            .seed_change_votes
+            .get(change)
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     pub fn is_initialised(&self) -> bool {
@@ -566,8 +712,14 @@ impl Directory {
     }
 
     /// Votes a change needs: a majority of the seeds.
+    /// With two sets (a joint change), the larger of their majorities;
+    /// a change then needs a majority of each.
     pub fn quorum(&self) -> usize {
-        majority(self.state.seeds.len())
+        self.voter_sets()
+            .iter()
+            .map(|s| majority(s.len()))
+            .max()
+            .unwrap_or(1)
     }
 
     pub fn incarnation_of(&self, peer: &SocketAddr) -> Option<Incarnation> {
@@ -735,6 +887,113 @@ impl Directory {
                 },
                 *voter,
             ),
+            Command::Seeds { voters, learners } => self.apply_seeds(voters, learners),
+            Command::SeedRejoin { seed } => {
+                if !self.is_voter(seed) {
+                    return Outcome::Ignored {
+                        reason: Ignored::NotASeed,
+                    };
+                }
+                if !self.state.rejoining.insert(*seed) {
+                    return Outcome::Ignored {
+                        reason: Ignored::Unchanged,
+                    };
+                }
+                Outcome::SeedRejoinRequested
+            }
+            Command::SeedChange { add, remove, voter } => self.seed_change(
+                SeedChange {
+                    add: *add,
+                    remove: *remove,
+                },
+                *voter,
+            ),
+        }
+    }
+
+    /// Takes Raft's new membership as the seed set. Seeds no longer in
+    /// it lose their pinned key and the votes about it; approved changes
+    /// the membership now shows are done.
+    fn apply_seeds(&mut self, voters: &[Vec<SocketAddr>], learners: &[SocketAddr]) -> Outcome {
+        let sets: Vec<BTreeSet<SocketAddr>> = voters
+            .iter()
+            .map(|set| set.iter().copied().collect())
+            .filter(|set: &BTreeSet<SocketAddr>| !set.is_empty())
+            .collect();
+        let learners: BTreeSet<SocketAddr> = learners.iter().copied().collect();
+        if sets.is_empty() || (sets == self.state.voters && learners == self.state.learners) {
+            return Outcome::Ignored {
+                reason: Ignored::Unchanged,
+            };
+        }
+        self.state.voters = sets;
+        self.state.learners = learners;
+        // A seed that lost its log, now removed, is to be added back.
+        let removed: Vec<SocketAddr> = self
+            .state
+            .rejoining
+            .iter()
+            .copied()
+            .filter(|r| !self.is_member(r))
+            .collect();
+        for seed in removed {
+            self.state.rejoining.remove(&seed);
+            self.state.approved_seed_changes.insert(SeedChange {
+                add: Some(seed),
+                remove: None,
+            });
+        }
+        // Keys stay pinned for seeds that are to come (back).
+        let members: BTreeSet<SocketAddr> = self
+            .seeds()
+            .chain(self.state.learners.iter().copied())
+            .chain(
+                self.state
+                    .approved_seed_changes
+                    .iter()
+                    .filter_map(|c| c.add),
+            )
+            .collect();
+        self.state.seed_keys.retain(|s, _| members.contains(s));
+        self.state
+            .rekey_votes
+            .retain(|r, _| members.contains(&r.seed));
+        if self.state.voters.len() == 1 {
+            let now = self.state.voters[0].clone();
+            self.state
+                .approved_seed_changes
+                .retain(|c| !seed_change_is_made(c, &now));
+            self.state
+                .seed_change_votes
+                .retain(|c, _| !seed_change_is_made(c, &now));
+        }
+        Outcome::SeedsChanged
+    }
+
+    /// Counts `voter`'s vote for `change`; at a majority the change is
+    /// approved, for the leader to make.
+    fn seed_change(&mut self, change: SeedChange, voter: SocketAddr) -> Outcome {
+        let ignored = |reason| Outcome::Ignored { reason };
+        if !self.is_voter(&voter) {
+            return ignored(Ignored::NotASeed);
+        }
+        let current: BTreeSet<SocketAddr> = self.seeds().collect();
+        let moot = change.add == change.remove
+            || change.add.is_some_and(|a| current.contains(&a))
+            || change.remove.is_some_and(|r| !current.contains(&r))
+            || change.target(&current).is_empty()
+            || self.state.approved_seed_changes.contains(&change);
+        if moot {
+            return ignored(Ignored::SeedChangeMoot);
+        }
+        let sets = voter_sets_owned(&self.state);
+        let voters = match count_vote(&mut self.state.seed_change_votes, change, voter, &sets) {
+            Ok(voters) => voters,
+            Err(outcome) => return outcome,
+        };
+        self.state.approved_seed_changes.insert(change);
+        Outcome::SeedChangeApproved {
+            voters: voters.into_iter().collect(),
         }
     }
 
@@ -742,7 +1001,7 @@ impl Directory {
     /// committed key wins.
     fn pin_seed_key(&mut self, seed: SocketAddr, key: PublicKey) -> Outcome {
         let ignored = |reason| Outcome::Ignored { reason };
-        if !self.state.seeds.contains(&seed) {
+        if !self.is_member(&seed) {
             return ignored(Ignored::NotASeed);
         }
         match self.state.seed_keys.entry(seed) {
@@ -759,7 +1018,7 @@ impl Directory {
     /// replaced, and every other vote about that seed's key goes.
     fn rekey(&mut self, rekey: Rekey, voter: SocketAddr) -> Outcome {
         let ignored = |reason| Outcome::Ignored { reason };
-        if !self.state.seeds.contains(&voter) || !self.state.seeds.contains(&rekey.seed) {
+        if !self.is_voter(&voter) || !self.is_member(&rekey.seed) {
             return ignored(Ignored::NotASeed);
         }
         if self.state.seed_keys.get(&rekey.seed) != Some(&rekey.old) {
@@ -768,8 +1027,8 @@ impl Directory {
         if rekey.old == rekey.new {
             return ignored(Ignored::Unchanged);
         }
-        let seeds = self.state.seeds.len();
-        let voters = match count_vote(&mut self.state.rekey_votes, rekey, voter, seeds) {
+        let sets = voter_sets_owned(&self.state);
+        let voters = match count_vote(&mut self.state.rekey_votes, rekey, voter, &sets) {
             Ok(voters) => voters,
             Err(outcome) => return outcome,
         };
@@ -833,7 +1092,7 @@ impl Directory {
     /// vote was in already.
     fn vote(&mut self, change: Change, seed: SocketAddr, leave: bool) -> Outcome {
         let ignored = |reason| Outcome::Ignored { reason };
-        if !self.state.seeds.contains(&seed) {
+        if !self.is_voter(&seed) {
             return ignored(Ignored::NotASeed);
         }
         if !self.applies(&change) {
@@ -842,8 +1101,8 @@ impl Directory {
         if leave {
             self.state.leaving.insert(change);
         }
-        let seeds = self.state.seeds.len();
-        let voters = match count_vote(&mut self.state.votes, change, seed, seeds) {
+        let sets = voter_sets_owned(&self.state);
+        let voters = match count_vote(&mut self.state.votes, change, seed, &sets) {
             Ok(voters) => voters,
             Err(outcome) => return outcome,
         };
@@ -916,7 +1175,7 @@ impl Directory {
         }
         Outcome::Committed {
             voters: voters.into_iter().collect(),
-            seeds: self.state.seeds.len(),
+            seeds: self.seeds().count(),
         }
     }
 
@@ -1099,7 +1358,7 @@ fn count_vote<K: Ord + Copy>(
     votes: &mut BTreeMap<K, BTreeSet<SocketAddr>>,
     what: K,
     voter: SocketAddr,
-    seeds: usize,
+    sets: &[BTreeSet<SocketAddr>],
 ) -> Result<BTreeSet<SocketAddr>, Outcome> {
     let voters = votes.entry(what).or_default();
     if !voters.insert(voter) {
@@ -1107,14 +1366,39 @@ fn count_vote<K: Ord + Copy>(
             reason: Ignored::DuplicateVote,
         });
     }
-    let (votes_in, needed) = (voters.len(), majority(seeds));
-    if votes_in < needed {
+    // A seed removed since it voted no longer counts; with two sets (a
+    // joint change) a majority of each is needed, so the old and the new
+    // seeds can never decide apart.
+    let reached = sets
+        .iter()
+        .all(|set| voters.intersection(set).count() >= majority(set.len()));
+    if !reached {
+        let votes_in = voters
+            .iter()
+            .filter(|v| sets.iter().any(|s| s.contains(v)))
+            .count();
+        let needed = sets.iter().map(|s| majority(s.len())).max().unwrap_or(1);
         return Err(Outcome::VoteCounted {
             votes: votes_in,
             needed,
         });
     }
     Ok(votes.remove(&what).unwrap_or_default())
+}
+
+/// The voter sets of `state`, owned, so that the votes can be changed
+/// while they are counted.
+fn voter_sets_owned(state: &Stored) -> Vec<BTreeSet<SocketAddr>> {
+    if state.voters.is_empty() {
+        vec![state.seeds.clone()]
+    } else {
+        state.voters.clone()
+    }
+}
+
+/// Whether the voters `now` show `change` made.
+fn seed_change_is_made(change: &SeedChange, now: &BTreeSet<SocketAddr>) -> bool {
+    change.add.is_none_or(|a| now.contains(&a)) && change.remove.is_none_or(|r| !now.contains(&r))
 }
 
 /// Numbers the connected pieces of a graph; returns each node's piece and

@@ -33,7 +33,9 @@ use std::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use directory::{Change, ChangeKind, Command, Directory, Ignored, Incarnation, Outcome, Refusal};
+use directory::{
+    Change, ChangeKind, Command, Directory, Ignored, Incarnation, Outcome, Refusal, SeedChange,
+};
 
 use super::{
     event::CommitBasis,
@@ -227,6 +229,9 @@ pub struct SeedCore {
     /// whose check is under way.
     startup_queue: VecDeque<SocketAddr>,
     startup_checking: BTreeSet<SocketAddr>,
+    /// Said at start: this seed waits to be added, or rejoins after
+    /// losing its log.
+    standing: Option<Event>,
 }
 
 /// Most keys [`SeedCore::valid_keys`] remembers before it starts afresh.
@@ -261,7 +266,15 @@ impl SeedCore {
             startup_checked: false,
             startup_queue: VecDeque::new(),
             startup_checking: BTreeSet::new(),
+            standing: None,
         }
+    }
+
+    /// What this seed says when it starts about its place in the cluster
+    /// (`seed_waiting_to_join`, `seed_rejoining`), if anything.
+    pub fn with_standing(mut self, standing: Option<Event>) -> Self {
+        self.standing = standing;
+        self
     }
 
     /// This seed's identity key: once the cluster has formed, the seed
@@ -281,6 +294,7 @@ impl SeedCore {
             return;
         };
         if !self.directory.is_initialised()
+            || !self.directory.is_member(&self.addr)
             || self.directory.seed_key(&self.addr).is_some()
             || self.leader.is_none()
             || self.key_retry_armed
@@ -317,7 +331,7 @@ impl SeedCore {
                     self.addr
                 )
             })?;
-        if !self.seeds.contains(&seed) {
+        if !self.directory.is_member(&seed) {
             return Err(format!("{seed} is not a seed of this cluster"));
         }
         match self.directory.seed_key(&seed) {
@@ -349,7 +363,58 @@ impl SeedCore {
             "{} votes to pin {new} for {seed}; the key is replaced once {} of the {} seeds have voted",
             self.addr,
             self.directory.quorum(),
-            self.seeds.len()
+            self.directory.seeds().count()
+        ))
+    }
+
+    /// An operator's SEEDS_REQUEST: checked against this seed's own key
+    /// and its directory; if sound, this seed proposes its vote.
+    fn on_seeds_request(
+        &mut self,
+        add: Option<SocketAddr>,
+        remove: Option<SocketAddr>,
+        signature: &Signature,
+    ) -> Result<String, String> {
+        let Some(key) = self.key else {
+            return Err(format!("{} runs without an identity key", self.addr));
+        };
+        key.verify_seed_change(self.addr, add, remove, signature)
+            .map_err(|e| {
+                format!(
+                    "the order is not signed with the key of seed {} ({e}): sign it with the identity.key in that seed's own data directory",
+                    self.addr
+                )
+            })?;
+        if !self.directory.is_voter(&self.addr) {
+            return Err(format!("{} is not a voting seed of the cluster", self.addr));
+        }
+        let change = SeedChange { add, remove };
+        let seeds: std::collections::BTreeSet<SocketAddr> = self.directory.seeds().collect();
+        if add.is_none() && remove.is_none() || add == remove {
+            return Err("name one seed to add, one to remove, or both".into());
+        }
+        if let Some(add) = add.filter(|a| seeds.contains(a)) {
+            return Err(format!("{add} is a seed already"));
+        }
+        if let Some(remove) = remove.filter(|r| !seeds.contains(r)) {
+            return Err(format!("{remove} is not a seed"));
+        }
+        if change.target(&seeds).is_empty() {
+            return Err("that would leave no seed".into());
+        }
+        if let Some(add) = add.filter(|a| a.ip().is_unspecified() || a.port() == 0) {
+            return Err(format!("{add} cannot be a seed's address"));
+        }
+        self.outputs.push_back(Output::Propose(Command::SeedChange {
+            add,
+            remove,
+            voter: self.addr,
+        }));
+        Ok(format!(
+            "{} votes to {change}; the change is made once {} of the {} seeds have voted",
+            self.addr,
+            self.directory.quorum(),
+            seeds.len()
         ))
     }
 
@@ -573,6 +638,40 @@ impl SeedCore {
                     old: *old,
                     new: *new,
                     voters: voters.clone(),
+                });
+            }
+            (Command::SeedChange { add, remove, voter }, outcome) => {
+                let change = SeedChange {
+                    add: *add,
+                    remove: *remove,
+                }
+                .to_string();
+                match outcome {
+                    Outcome::VoteCounted { votes, needed } => self.emit(Event::SeedChangeVote {
+                        change,
+                        voter: *voter,
+                        votes: *votes,
+                        needed: *needed,
+                    }),
+                    Outcome::SeedChangeApproved { voters } => {
+                        self.emit(Event::SeedChangeVote {
+                            change: change.clone(),
+                            voter: *voter,
+                            votes: voters.len(),
+                            needed: self.directory.quorum(),
+                        });
+                        self.emit(Event::SeedChangeApproved {
+                            change,
+                            voters: voters.clone(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            (Command::Seeds { voters, learners }, Outcome::SeedsChanged) => {
+                self.emit(Event::SeedsChanged {
+                    voters: voters.clone(),
+                    learners: learners.clone(),
                 });
             }
             _ => {}
@@ -1395,10 +1494,16 @@ impl Core for SeedCore {
         self.addr
     }
 
-    fn start(&mut self, _now: Timestamp) {}
+    fn start(&mut self, _now: Timestamp) {
+        if let Some(event) = self.standing.take() {
+            self.emit(event);
+        }
+    }
 
+    /// A seed of the config, or of the committed membership (a seed
+    /// added while this one runs).
     fn is_seed(&self, addr: &SocketAddr) -> bool {
-        self.seeds.contains(addr)
+        self.seeds.contains(addr) || self.directory.is_member(addr)
     }
 
     fn handle_message(&mut self, from: SocketAddr, msg: Message, now: Timestamp) {
@@ -1512,7 +1617,7 @@ impl Core for SeedCore {
     fn handle_applied(&mut self, command: &Command, outcome: &Outcome, now: Timestamp) {
         let mine = self.apply_committed(command);
         debug_assert_eq!(&mine, outcome, "replica diverged on {command:?}");
-        if matches!(command, Command::Init { .. }) {
+        if matches!(command, Command::Init { .. } | Command::Seeds { .. }) {
             self.pin_own_key(now);
         }
     }
@@ -1524,24 +1629,35 @@ impl Core for SeedCore {
     }
 
     fn handle_query(&mut self, token: u64, query: Message, _now: Timestamp) {
-        let Message::RekeyRequest {
-            seed,
-            old,
-            new,
-            signature,
-            ..
-        } = query
-        else {
-            return;
+        let msg = match query {
+            Message::RekeyRequest {
+                seed,
+                old,
+                new,
+                signature,
+                ..
+            } => {
+                let (accepted, detail) = match self.on_rekey_request(seed, old, new, &signature) {
+                    Ok(detail) => (true, detail),
+                    Err(detail) => (false, detail),
+                };
+                Message::RekeyReply { accepted, detail }
+            }
+            Message::SeedsRequest {
+                add,
+                remove,
+                signature,
+                ..
+            } => {
+                let (accepted, detail) = match self.on_seeds_request(add, remove, &signature) {
+                    Ok(detail) => (true, detail),
+                    Err(detail) => (false, detail),
+                };
+                Message::SeedsReply { accepted, detail }
+            }
+            _ => return,
         };
-        let (accepted, detail) = match self.on_rekey_request(seed, old, new, &signature) {
-            Ok(detail) => (true, detail),
-            Err(detail) => (false, detail),
-        };
-        self.outputs.push_back(Output::Reply {
-            token,
-            msg: Message::RekeyReply { accepted, detail },
-        });
+        self.outputs.push_back(Output::Reply { token, msg });
     }
 
     fn handle_snapshot(&mut self, directory: Directory, now: Timestamp) {

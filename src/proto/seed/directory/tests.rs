@@ -981,3 +981,143 @@ fn a_pinned_seed_key_is_replaced_only_by_a_majority_of_seeds() {
         }
     );
 }
+
+fn seeds_entry(sets: &[&[u16]], learners: &[u16]) -> Command {
+    Command::Seeds {
+        voters: sets
+            .iter()
+            .map(|set| set.iter().map(|i| seed(*i)).collect())
+            .collect(),
+        learners: learners.iter().map(|i| seed(*i)).collect(),
+    }
+}
+
+fn seed_change(d: &mut Directory, add: Option<u16>, remove: Option<u16>, voter: u16) -> Outcome {
+    d.apply(&Command::SeedChange {
+        add: add.map(seed),
+        remove: remove.map(seed),
+        voter: seed(voter),
+    })
+}
+
+#[test]
+fn after_a_membership_entry_majorities_count_in_the_new_seed_set() {
+    let mut d = directory(3);
+    // Seeds 0..3 become 0, 1, 2, 3: a majority is now three.
+    assert_eq!(
+        d.apply(&seeds_entry(&[&[0, 1, 2, 3]], &[])),
+        Outcome::SeedsChanged
+    );
+    assert_eq!(d.quorum(), 3);
+    vote(&mut d, add(1, 1), 0);
+    vote(&mut d, add(1, 1), 3);
+    assert!(!d.contains(&peer(1)));
+    assert!(matches!(
+        vote(&mut d, add(1, 1), 1),
+        Outcome::Committed { .. }
+    ));
+    // Seed 2 removed: its votes no longer count, nor may it vote.
+    d.apply(&seeds_entry(&[&[0, 1, 3]], &[]));
+    assert_eq!(
+        vote(&mut d, add(2, 1), 2),
+        Outcome::Ignored {
+            reason: Ignored::NotASeed
+        }
+    );
+}
+
+#[test]
+fn during_a_joint_change_a_vote_needs_a_majority_of_each_set() {
+    let mut d = directory(3);
+    // Old {0,1,2}, new {1,2,3}: the votes of 0 and 3 make one of three
+    // in each set, a majority of neither.
+    d.apply(&seeds_entry(&[&[0, 1, 2], &[1, 2, 3]], &[]));
+    vote(&mut d, add(1, 1), 0);
+    assert!(matches!(
+        vote(&mut d, add(1, 1), 3),
+        Outcome::VoteCounted { .. }
+    ));
+    assert!(!d.contains(&peer(1)));
+    // 1 is in both: now each set has two of three.
+    assert!(matches!(
+        vote(&mut d, add(1, 1), 1),
+        Outcome::Committed { .. }
+    ));
+}
+
+#[test]
+fn a_seed_change_is_approved_at_a_majority_and_done_when_the_membership_shows_it() {
+    let mut d = directory(3);
+    d.apply(&seeds_entry(&[&[0, 1, 2]], &[]));
+    assert!(matches!(
+        seed_change(&mut d, Some(3), None, 0),
+        Outcome::VoteCounted {
+            votes: 1,
+            needed: 2
+        }
+    ));
+    assert!(matches!(
+        seed_change(&mut d, Some(3), None, 1),
+        Outcome::SeedChangeApproved { .. }
+    ));
+    let change = SeedChange {
+        add: Some(seed(3)),
+        remove: None,
+    };
+    assert_eq!(d.approved_seed_changes().collect::<Vec<_>>(), vec![change]);
+    // Learner, then joint, then the new set: only the last one makes it done.
+    d.apply(&seeds_entry(&[&[0, 1, 2]], &[3]));
+    d.apply(&seeds_entry(&[&[0, 1, 2], &[0, 1, 2, 3]], &[]));
+    assert_eq!(d.approved_seed_changes().count(), 1);
+    d.apply(&seeds_entry(&[&[0, 1, 2, 3]], &[]));
+    assert_eq!(d.approved_seed_changes().count(), 0);
+    assert!(d.is_voter(&seed(3)));
+}
+
+#[test]
+fn moot_seed_changes_and_votes_of_non_seeds_are_ignored() {
+    let mut d = directory(3);
+    d.apply(&seeds_entry(&[&[0, 1, 2]], &[]));
+    let moot = Outcome::Ignored {
+        reason: Ignored::SeedChangeMoot,
+    };
+    assert_eq!(seed_change(&mut d, Some(1), None, 0), moot);
+    assert_eq!(seed_change(&mut d, None, Some(7), 0), moot);
+    assert_eq!(seed_change(&mut d, Some(1), Some(1), 0), moot);
+    assert_eq!(
+        seed_change(&mut d, Some(3), None, 9),
+        Outcome::Ignored {
+            reason: Ignored::NotASeed
+        }
+    );
+}
+
+#[test]
+fn a_removed_seed_loses_its_pinned_key_but_one_to_come_back_keeps_it() {
+    let mut d = directory(3);
+    d.apply(&seeds_entry(&[&[0, 1, 2]], &[]));
+    for i in 0..3 {
+        d.apply(&Command::SeedKey {
+            seed: seed(i),
+            key: PublicKey([i as u8 + 1; 32]),
+        });
+    }
+    // Seed 2 lost its log: taken out, it is to be added back, key kept.
+    assert_eq!(
+        d.apply(&Command::SeedRejoin { seed: seed(2) }),
+        Outcome::SeedRejoinRequested
+    );
+    d.apply(&seeds_entry(&[&[0, 1]], &[]));
+    assert_eq!(d.seed_key(&seed(2)), Some(PublicKey([3; 32])));
+    assert_eq!(d.rejoining_seeds().count(), 0);
+    assert_eq!(
+        d.approved_seed_changes().collect::<Vec<_>>(),
+        vec![SeedChange {
+            add: Some(seed(2)),
+            remove: None
+        }]
+    );
+    // Seed 1 removed for good: its key goes.
+    d.apply(&seeds_entry(&[&[0, 2]], &[]));
+    assert_eq!(d.seed_key(&seed(1)), None);
+}
