@@ -257,29 +257,19 @@ struct RekeyArgs {
     /// (`seed_key_refused`), i.e. the public key of its new identity.key.
     #[arg(long, value_name = "HEX")]
     key: gossipnet::proto::message::PublicKey,
-    /// The data directory of a running seed that is to vote; repeat it for
-    /// each seed whose directory is on this host.
-    #[arg(long = "data-dir", value_name = "DIR", required = true)]
-    data_dirs: Vec<PathBuf>,
-    /// Config file listing the seeds. Default: the first of config.csv,
-    /// config.txt, config.toml, config.yml in the working directory.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// The network's key file, when its nodes run with one. Default: the
-    /// config's network_key, if any.
-    #[arg(long, value_name = "FILE")]
-    network_key: Option<PathBuf>,
+    #[command(flatten)]
+    order: OrderArgs,
 }
 
 fn run_rekey(args: RekeyArgs) -> ExitCode {
-    let (config, network_key) = match load_order_config(args.config, args.network_key) {
+    let (config, network_key) = match load_order_config(args.order.config, args.order.network_key) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let result = gossipnet::rekey::rekey(
         args.seed,
         args.key,
-        &args.data_dirs,
+        &args.order.data_dirs,
         &config.seeds,
         network_key.as_ref(),
     );

@@ -85,24 +85,10 @@ pub fn rekey(
                 new,
                 signature: identity.order_rekey(voter, seed, old, new),
             };
-            let refused = |reason: String| RekeyError::Refused { voter, reason };
-            match conn::query(
-                voter,
-                &order,
-                conn::CONNECT_TIMEOUT,
-                network_key,
-                &Default::default(),
-            )
-            .await
-            {
-                Ok(Message::RekeyReply {
-                    accepted: true,
-                    detail,
-                }) => lines.push(detail),
-                Ok(Message::RekeyReply { detail, .. }) => return Err(refused(detail)),
-                Ok(other) => return Err(refused(format!("{} instead of REKEY_REPLY", other.kind()))),
-                Err(e) => return Err(refused(e.to_string())),
-            }
+            let detail = send_order(voter, &order, network_key)
+                .await
+                .map_err(|reason| RekeyError::Refused { voter, reason })?;
+            lines.push(detail);
             last_voter = Some(voter);
         }
         let Some(voter) = last_voter else {
@@ -127,6 +113,42 @@ pub fn rekey(
         }
         Ok(lines)
     })
+}
+
+/// Sends an operator's signed `order` (REKEY_REQUEST or SEEDS_REQUEST) to
+/// the seed at `voter`: its reply's detail if it accepted the order, or why
+/// not.
+pub(crate) async fn send_order(
+    voter: SocketAddr,
+    order: &Message,
+    network_key: Option<&NetworkKey>,
+) -> Result<String, String> {
+    let expected = match order {
+        Message::SeedsRequest { .. } => "SEEDS_REPLY",
+        _ => "REKEY_REPLY",
+    };
+    let reply = conn::query(
+        voter,
+        order,
+        conn::CONNECT_TIMEOUT,
+        network_key,
+        &Default::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let kind = reply.kind();
+    match reply {
+        Message::RekeyReply { accepted, detail } | Message::SeedsReply { accepted, detail }
+            if kind == expected =>
+        {
+            if accepted {
+                Ok(detail)
+            } else {
+                Err(detail)
+            }
+        }
+        _ => Err(format!("{kind} instead of {expected}")),
+    }
 }
 
 /// The seed of `seeds` whose PROBE_REPLY states `key`.

@@ -24,12 +24,12 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    net::{conn, secure::NetworkKey},
+    net::secure::NetworkKey,
     proto::{
         message::{Message, PROTOCOL_VERSION},
         seed::directory::SeedChange,
     },
-    rekey::seed_holding,
+    rekey::{seed_holding, send_order},
     status,
 };
 
@@ -101,24 +101,10 @@ pub fn change_seeds(
                 remove: change.remove,
                 signature: identity.order_seed_change(voter, change.add, change.remove),
             };
-            let refused = |reason: String| SeedChangeError::Refused { voter, reason };
-            match conn::query(
-                voter,
-                &order,
-                conn::CONNECT_TIMEOUT,
-                network_key,
-                &Default::default(),
-            )
-            .await
-            {
-                Ok(Message::SeedsReply {
-                    accepted: true,
-                    detail,
-                }) => progress(&detail),
-                Ok(Message::SeedsReply { detail, .. }) => return Err(refused(detail)),
-                Ok(other) => return Err(refused(format!("{} instead of SEEDS_REPLY", other.kind()))),
-                Err(e) => return Err(refused(e.to_string())),
-            }
+            let detail = send_order(voter, &order, network_key)
+                .await
+                .map_err(|reason| SeedChangeError::Refused { voter, reason })?;
+            progress(&detail);
             voters.push(voter);
         }
         let Some(before) = before else {

@@ -707,40 +707,31 @@ where
 
         for entry in entries {
             work.last_applied = Some(entry.log_id.clone());
-            match entry.payload {
-                EntryPayload::Blank => responses.push(S::Response::default()),
-                EntryPayload::Normal(command) => {
-                    let response = work.state.apply(&command);
-                    if self.observer.is_some() {
-                        events.push(Applied::Entry {
-                            index: entry.log_id.index,
-                            command,
-                            response: response.clone(),
-                        });
-                    }
-                    responses.push(response);
-                }
+            let command = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Normal(command) => Some(command),
                 EntryPayload::Membership(membership) => {
                     let command = serde_json::to_value(&membership)
                         .ok()
                         .and_then(S::membership_command);
                     work.last_membership =
                         StoredMembership::new(Some(entry.log_id.clone()), membership);
-                    let Some(command) = command else {
-                        responses.push(S::Response::default());
-                        continue;
-                    };
-                    let response = work.state.apply(&command);
-                    if self.observer.is_some() {
-                        events.push(Applied::Entry {
-                            index: entry.log_id.index,
-                            command,
-                            response: response.clone(),
-                        });
-                    }
-                    responses.push(response);
+                    command
                 }
+            };
+            let Some(command) = command else {
+                responses.push(S::Response::default());
+                continue;
+            };
+            let response = work.state.apply(&command);
+            if self.observer.is_some() {
+                events.push(Applied::Entry {
+                    index: entry.log_id.index,
+                    command,
+                    response: response.clone(),
+                });
             }
+            responses.push(response);
         }
 
         if responses.is_empty() {
