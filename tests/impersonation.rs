@@ -271,28 +271,8 @@ fn seed_args(addr: SocketAddr, config: &std::path::Path, data: &std::path::Path)
     ]
 }
 
-/// Runs `gossipnet ARGS` to its end, at most 30 s; its exit code, standard
-/// output and standard error.
-fn run_to_end(args: &[String]) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = std::process::Command::new(common::BIN)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let status = wait_for(
-        &format!("gossipnet {args:?} to end"),
-        std::time::Duration::from_secs(30),
-        || child.try_wait().unwrap(),
-        || "still running".into(),
-    );
-    let _ = child.kill();
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-    (status.code(), read(&out), read(&err))
-}
+/// How long a `gossipnet` command run to its end may take here.
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Three seeds that have pinned their keys, and one peer registered: the
 /// cluster, its seeds' addresses and the peer's.
@@ -449,7 +429,7 @@ fn a_seed_that_lost_its_data_dir_is_refused_until_a_majority_pins_its_new_key() 
     // Its identity.key alone is lost: its own log pins the old key, so it
     // refuses to start, and says what to do.
     std::fs::remove_file(data.join("identity.key")).unwrap();
-    let (code, _, stderr) = run_to_end(&seed_args(addr, &net.config, &data));
+    let (code, _, stderr) = common::run_to_end(&seed_args(addr, &net.config, &data), RUN_LIMIT);
     assert_eq!(code, Some(2), "{stderr}");
     let new_key = key_in(&data);
     for needed in [
@@ -512,7 +492,7 @@ fn a_seed_that_lost_its_data_dir_is_refused_until_a_majority_pins_its_new_key() 
         "--data-dir".into(),
         fake.display().to_string(),
     ];
-    let (code, _, stderr) = run_to_end(&order);
+    let (code, _, stderr) = common::run_to_end(&order, RUN_LIMIT);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("no running seed"), "{stderr}");
     assert_eq!(pinned_key(seeds[0], addr), Some(old_key));
@@ -525,7 +505,7 @@ fn a_seed_that_lost_its_data_dir_is_refused_until_a_majority_pins_its_new_key() 
         order.push("--data-dir".into());
         order.push(net.seed_data_dir(i).display().to_string());
     }
-    let (code, stdout, stderr) = run_to_end(&order);
+    let (code, stdout, stderr) = common::run_to_end(&order, RUN_LIMIT);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("committed"), "{stdout}");
     for seed in &seeds[..2] {

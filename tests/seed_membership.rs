@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{committed_peers, free_ports, wait_for, Cluster, Proc, BIN, START};
+use common::{committed_peers, free_ports, wait_for, Cluster, Proc, START};
 use gossipnet::proto::Event;
 
 fn seed_args(addr: SocketAddr, config: &Path, data: &Path) -> Vec<String> {
@@ -32,29 +32,6 @@ fn write_config(path: &Path, seeds: &[SocketAddr]) {
         .map(|s| format!("{},{}\n", s.ip(), s.port()))
         .collect();
     std::fs::write(path, lines).unwrap();
-}
-
-/// Runs `gossipnet ARGS` to its end, at most `limit`; its exit code,
-/// standard output and standard error.
-fn run_to_end(args: &[String], limit: Duration) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = std::process::Command::new(BIN)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let status = wait_for(
-        &format!("gossipnet {args:?} to end"),
-        limit,
-        || child.try_wait().unwrap(),
-        || "still running".into(),
-    );
-    let _ = child.kill();
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    (status.code(), read(&out), read(&err))
 }
 
 fn seeds_of(seed: SocketAddr) -> Option<BTreeSet<SocketAddr>> {
@@ -95,7 +72,7 @@ fn order(action: &[String], config: &Path, dirs: &[PathBuf]) -> (String, Duratio
         args.extend(["--data-dir".into(), dir.display().to_string()]);
     }
     let started = Instant::now();
-    let (code, stdout, stderr) = run_to_end(&args, Duration::from_secs(120));
+    let (code, stdout, stderr) = common::run_to_end(&args, Duration::from_secs(120));
     let took = started.elapsed();
     assert_eq!(code, Some(0), "gossipnet {args:?}: {stdout}{stderr}");
     assert!(stdout.contains("done in"), "{stdout}");
@@ -122,7 +99,7 @@ fn a_seed_whose_config_lists_other_seeds_than_its_log_stops_and_says_how_to_fix_
     write_config(&net.config, &edited);
     for i in 1..3 {
         let data = net.seed_data_dir(i);
-        let (code, _, stderr) = run_to_end(
+        let (code, _, stderr) = common::run_to_end(
             &seed_args(old[i], &net.config, &data),
             Duration::from_secs(30),
         );

@@ -738,3 +738,26 @@ impl Drop for FakeNode {
         }
     }
 }
+
+/// Runs `gossipnet ARGS` to its end, at most `limit`; its exit code,
+/// standard output and standard error.
+pub fn run_to_end(args: &[String], limit: Duration) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_for(
+        &format!("gossipnet {args:?} to end"),
+        limit,
+        || child.try_wait().unwrap(),
+        || "still running".into(),
+    );
+    let _ = child.kill();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    (status.code(), read(&out), read(&err))
+}
